@@ -1,0 +1,147 @@
+"""``surf-dist``: the command line.
+
+  surf-dist demo --out DIR          meta-train SURF and plain unrolling, compare with baselines
+  surf-dist baselines --out DIR     tuned decentralized baselines and the centralized optimum
+  surf-dist train --out RUN         meta-train one model (``--resume`` continues a run)
+  surf-dist evaluate RUN... --out DIR
+  surf-dist config --preset NAME    print a preset as JSON, to edit and pass back with --config
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import jobs
+from .config import LOCAL_NETS, PRESETS, load_config, preset, with_overrides
+
+OVERRIDES = {  # flag -> (section, field, type, help)
+    "dataset": ("task", "dataset", str, "dataset name (digits is embedded; mnist, fashion_mnist, cifar10 need --data-root)"),
+    "data_root": ("task", "data_root", str, "folder holding the dataset's files"),
+    "agents": ("task", "num_agents", int, "agents per task"),
+    "topology": ("task", "topology", str, "topology preset name (see topologies/) or JSON file"),
+    "alpha": ("task", "alpha", float, "Dirichlet label skew (inf: IID)"),
+    "samples_seen": ("task", "samples_seen", int, "samples per agent seen by the optimizer"),
+    "samples_held": ("task", "samples_held", int, "held-out samples per agent"),
+    "layers": ("model", "num_layers", int, "unrolled layers L"),
+    "hops": ("model", "num_hops", int, "hops K per layer (communication rounds per layer)"),
+    "local_net": ("model", "local_net", str, f"local network: {', '.join(LOCAL_NETS)}"),
+    "batch_size": ("model", "batch_size", int, "mini-batch per agent per layer"),
+    "steps": ("train", "steps", int, "meta-training steps"),
+    "lr": ("train", "lr", float, "Adam learning rate of the meta-parameters"),
+    "dual_lr": ("train", "dual_lr", float, "dual ascent step"),
+    "eps": ("train", "eps", float, "descent constraint: g(W_l) <= (1 - eps) g(W_(l-1))"),
+    "descent": ("train", "descent", str, "descent function: loss or grad_norm"),
+    "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
+    "dtype": ("train", "dtype", str, "float32 or float64"),
+    "test_tasks": ("eval", "test_tasks", int, "test tasks"),
+    "rounds": ("eval", "baseline_rounds", int, "baseline rounds"),
+    "async_draws": ("eval", "async_draws", int, "random dropout draws per n_async level"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="surf-dist", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {"demo": "the main job: meta-train SURF and plain unrolling, evaluate against baselines",
+             "baselines": "run the tuned baselines and the centralized optimum on test tasks",
+             "train": "meta-train one unrolled model into a run folder",
+             "evaluate": "evaluate trained run folders against the baselines"}
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        if name == "evaluate":
+            p.add_argument("runs", nargs="+", help="run folders written by 'surf-dist train'")
+        p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+        p.add_argument("--force", action="store_true", help="write into a non-empty --out")
+        p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named settings")
+        p.add_argument("--config", help="JSON config file (from 'surf-dist config'); overrides --preset")
+        p.add_argument("--quick", action="store_true", help="the small 'quick' preset (seconds)")
+        p.add_argument("--backend", default="local", help="local (one process), torch or ray")
+        p.add_argument("--workers", type=int, default=1, help="workers (processes / actors)")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        if name == "train":
+            p.add_argument("--resume", action="store_true", help="continue the run in --out")
+            p.add_argument("--unconstrained", action="store_true", help="standard unrolling (no duals)")
+        for flag, (_, _, typ, text) in OVERRIDES.items():
+            p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=text)
+    cp = sub.add_parser("config", help="print a preset as JSON")
+    cp.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    return parser
+
+
+def resolve_config(args):
+    cfg = load_config(args.config) if args.config else preset("quick" if args.quick else args.preset)
+    overrides: dict[str, dict] = {}
+    for flag, (section, field, _, _) in OVERRIDES.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.setdefault(section, {})[field] = value
+    if getattr(args, "unconstrained", False):
+        overrides.setdefault("train", {})["constrained"] = False
+    return with_overrides(cfg, overrides) if overrides else cfg
+
+
+def prepare_out(path: Path, force: bool, resume: bool = False) -> None:
+    if resume:
+        if not (path / "checkpoint.pt").is_file():
+            raise ValueError(f"--resume: {path} holds no checkpoint.pt to continue from")
+        return
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise ValueError(f"--out {path} is not empty; choose a new folder or pass --force "
+                         "(nothing was written)")
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "config":
+        print(json.dumps(preset(args.preset).to_dict(), indent=1))
+        return 0
+    try:
+        return run_command(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        print(f"surf-dist {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def run_command(args) -> int:
+    import torch
+
+    from .report import table, write_results
+    from .runtime import run_job
+
+    torch.set_num_threads(1)  # tiny per-agent kernels: one thread per worker is fastest here
+    cfg = resolve_config(args)
+    if args.command == "evaluate" and not args.config:
+        cfg = jobs.run_config(Path(args.runs[0]))   # evaluate with the settings it was trained on
+    out = Path(args.out)
+    prepare_out(out, args.force, getattr(args, "resume", False))
+    progress = not args.no_progress and sys.stderr.isatty()
+    run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, progress=progress, **kw)
+    start = time.perf_counter()
+    if args.command == "train":
+        result = run(jobs.train_job, run_dir=str(out), resume=args.resume)
+        print(f"trained {result['steps']} steps; best validation loss {result['best_val_loss']:.4f}; "
+              f"model in {out / 'model.pt'}")
+        return 0
+    if args.command == "baselines":
+        summary = run(jobs.baselines_job)
+    elif args.command == "demo":
+        summary = run(jobs.demo_job, out_dir=str(out))
+    else:
+        summary = run(jobs.evaluate_job, run_dirs=args.runs)
+    summary["wall_seconds"] = time.perf_counter() - start
+    summary["backend"] = {"name": args.backend, "workers": args.workers}
+    written = write_results(out, summary, cfg.to_dict())
+    print(table(summary))
+    print(f"\nwall time {summary['wall_seconds']:.1f} s; wrote " + ", ".join(p.name for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The one narrow interface between the maths and the transport.
+
+The model and the baselines call ``bind`` once per graph, then ``shift`` (one hop of S over
+the hosted rows) and ``all_reduce`` (sums across workers). They never see a process group.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .ledger import Ledger
+
+
+class Communicator(ABC):
+    rank: int = 0
+    world_size: int = 1
+
+    def __init__(self):
+        self.ledger = Ledger()
+        self._out_degree: np.ndarray | None = None
+
+    def bind(self, shift: sp.csr_matrix, nodes: np.ndarray) -> None:
+        """Use graph ``shift`` (N, N, global) for the next shifts; this worker hosts ``nodes``.
+
+        Resets the ledger: its counts are per bound graph (one evaluation or training batch).
+        """
+        adjacency = shift.tocsc(copy=True)
+        adjacency.setdiag(0)
+        adjacency.eliminate_zeros()
+        # out-degree of node i = number of j != i with S[j, i] != 0 (column counts)
+        self._out_degree = np.diff(adjacency.indptr)[nodes]
+        self.ledger.reset(len(nodes))
+        self._bind(shift, np.asarray(nodes))
+
+    def shift(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None) -> torch.Tensor:
+        """(S Z) for the hosted rows; differentiable. ``senders`` (N_local,) bool marks the
+        nodes that send this round (the caller has already replaced the others' rows)."""
+        sending = self._out_degree if senders is None else self._out_degree * senders.cpu().numpy()
+        self.ledger.record_round(sending, Z_nd.shape[1] * Z_nd.element_size())
+        return self._shift(Z_nd)
+
+    @abstractmethod
+    def _bind(self, shift: sp.csr_matrix, nodes: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _shift(self, Z_nd: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of ``x`` over workers (a new tensor; not differentiable)."""
+
+    def all_reduce_grads(self, params) -> None:
+        """Sum the gradients of replicated parameters over workers, in place."""
+        grads = [p.grad for p in params if p.grad is not None]
+        if self.world_size == 1 or not grads:
+            return
+        flat = self.all_reduce(torch.cat([g.reshape(-1) for g in grads]))
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def group_mean(self, values_n: torch.Tensor, group_n: torch.Tensor, num_groups: int) -> torch.Tensor:
+        """Mean of per-node values within each group (e.g. task), over all workers: (G,)."""
+        sums = torch.zeros(2, num_groups, dtype=torch.float64)
+        sums[0].index_add_(0, group_n, values_n.detach().double().cpu())
+        sums[1].index_add_(0, group_n, torch.ones_like(group_n, dtype=torch.float64))
+        sums = self.all_reduce(sums)
+        return sums[0] / sums[1]
+
+    def ledger_per_agent(self) -> dict:
+        """Cumulative logical cost of the bound graph: rounds, messages and bytes per agent."""
+        messages, nbytes, nodes = self.all_reduce(torch.as_tensor(self.ledger.local_totals())).tolist()
+        return {"rounds": self.ledger.rounds, "messages_per_agent": messages / nodes,
+                "bytes_per_agent": nbytes / nodes}
+
+    def bytes_curve(self) -> list[float]:
+        """Cumulative logical bytes per agent after each round of the bound graph."""
+        nodes = self.all_reduce(torch.tensor([float(len(self.ledger.messages))]))
+        per_round = self.all_reduce(torch.tensor([b for _, b in self.ledger.history], dtype=torch.float64))
+        return (per_round.cumsum(0) / nodes).tolist()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,216 @@
+"""Configuration: frozen dataclasses and named presets.
+
+A preset is plain data: ``surf-dist config --preset default`` prints it as JSON, a user edits
+that file and passes it back with ``--config FILE``. Command-line overrides are applied on top
+with ``with_overrides``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOCAL_NETS = ("compact", "paper")
+DESCENT_FUNCTIONS = ("loss", "grad_norm")
+DTYPES = ("float32", "float64")
+ASYNC_MODES = ("zeros", "stale")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """A task family: graph family, data partition, initial point."""
+    dataset: str = "digits"
+    data_root: str = ""
+    num_agents: int = 100
+    topology: str = "paper_circulant"      # preset name under topologies/ or a JSON path
+    alpha: float = 0.7                     # Dirichlet label skew; math.inf -> IID
+    samples_seen: int = 12                 # per agent, fed to the layers in mini-batches
+    samples_held: int = 4                  # per agent, held out for the outer loss / accuracy
+    held_fraction: float = 0.25            # share of a task's pool reserved for held-out samples
+    init_std: float = 1.0                  # W_0 ~ N(0, init_std^2)
+    feature_noise: float = 0.0             # augmentation: N(0, feature_noise^2) added per task
+
+    def __post_init__(self):
+        _positive(self, "num_agents", "samples_seen", "samples_held")
+        if self.num_agents < 2:
+            raise ValueError("num_agents must be at least 2 for a decentralized task")
+        if not (self.alpha > 0):
+            raise ValueError(f"alpha must be > 0 (math.inf for IID), got {self.alpha}")
+        if not 0 < self.held_fraction < 1:
+            raise ValueError(f"held_fraction must lie in (0, 1), got {self.held_fraction}")
+        if self.init_std < 0 or self.feature_noise < 0:
+            raise ValueError("init_std and feature_noise must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The unrolled network."""
+    num_layers: int = 10
+    num_hops: int = 2
+    local_net: str = "compact"
+    batch_size: int = 8                    # mini-batch per agent per layer
+    hidden: int = 16                       # hidden width of the local network
+    init_step: float = 0.5                 # initial gradient step of every layer
+
+    def __post_init__(self):
+        _positive(self, "num_layers", "num_hops", "batch_size", "hidden")
+        _choice(self, "local_net", LOCAL_NETS)
+        if self.init_step <= 0:
+            raise ValueError("init_step must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Primal-dual meta-training."""
+    steps: int = 300
+    tasks_per_step: int = 4
+    lr: float = 3e-3
+    dual_lr: float = 0.1
+    eps: float = 0.05                      # descent constraint: g(W_l) <= (1 - eps) g(W_{l-1})
+    descent: str = "loss"
+    constrained: bool = True
+    val_every: int = 25
+    val_tasks: int = 8
+    async_train: int = 0                   # agents dropped per layer during training (0: off)
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _positive(self, "steps", "tasks_per_step", "val_every", "val_tasks")
+        _choice(self, "descent", DESCENT_FUNCTIONS)
+        _choice(self, "dtype", DTYPES)
+        if not 0 <= self.eps < 1:
+            raise ValueError(f"eps must lie in [0, 1), got {self.eps}")
+        if self.lr <= 0 or self.dual_lr < 0:
+            raise ValueError("lr must be > 0 and dual_lr >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Test tasks, baselines and the robustness sweeps."""
+    test_tasks: int = 10
+    baseline_rounds: int = 500
+    eval_points: tuple[int, ...] = (0, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 400, 500)
+    step_grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    tune_tasks: int = 3
+    async_levels: tuple[int, ...] = (0, 1, 2, 5, 10)
+    async_draws: int = 20
+    async_mode: str = "zeros"
+    local_steps: int = 4                   # DFedAvgM local steps per round
+    momentum: float = 0.9                  # DFedAvgM momentum
+
+    def __post_init__(self):
+        _positive(self, "test_tasks", "baseline_rounds", "tune_tasks", "async_draws", "local_steps")
+        _choice(self, "async_mode", ASYNC_MODES)
+        if any(s <= 0 for s in self.step_grid) or not self.step_grid:
+            raise ValueError("step_grid must hold positive step sizes")
+        if sorted(self.eval_points) != list(self.eval_points) or self.eval_points[0] != 0:
+            raise ValueError("eval_points must be increasing and start at 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if self.model.batch_size > self.task.samples_seen:
+            raise ValueError(f"batch_size {self.model.batch_size} exceeds samples_seen "
+                             f"{self.task.samples_seen}: a mini-batch is drawn from the agent's own samples")
+        if max(self.eval.async_levels, default=0) > self.task.num_agents:
+            raise ValueError("async_levels cannot exceed num_agents")
+
+    def to_dict(self) -> dict:
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf"
+    return obj
+
+
+def _section(cls, data: dict, where: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in config section '{where}'; valid: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        default = getattr(cls(), key) if key in names else None
+        if isinstance(default, tuple):
+            value = tuple(value)
+        elif isinstance(default, float) and value == "inf":
+            value = math.inf
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+def from_dict(data: dict) -> RunConfig:
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown config section(s) {unknown}; valid: {sorted(SECTIONS)}")
+    return RunConfig(**{name: _section(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()})
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"config file {path} is not valid JSON: {err}") from None
+    return from_dict(data)
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, dict]) -> RunConfig:
+    """Replace fields: ``{"task": {"num_agents": 20}, ...}`` (only non-empty sections)."""
+    data = config.to_dict()
+    for section, values in overrides.items():
+        data[section].update(values)
+    return from_dict(data)
+
+
+def _positive(obj, *names):
+    for name in names:
+        if getattr(obj, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(obj, name)}")
+
+
+def _choice(obj, name, choices):
+    if getattr(obj, name) not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {getattr(obj, name)!r}")
+
+
+PRESETS: dict[str, RunConfig] = {
+    # The paper's federated setting, scaled to the embedded digits (see README).
+    "default": RunConfig(),
+    # A small version for tests and smoke runs: seconds on 2 cores.
+    "quick": RunConfig(
+        task=TaskConfig(num_agents=8, topology="ring", samples_seen=8, samples_held=4),
+        model=ModelConfig(num_layers=4, num_hops=2, batch_size=4, hidden=8),
+        train=TrainConfig(steps=6, tasks_per_step=2, val_every=3, val_tasks=2),
+        eval=EvalConfig(test_tasks=2, baseline_rounds=20, eval_points=(0, 2, 4, 8, 12, 20),
+                        step_grid=(0.1, 1.0), tune_tasks=2, async_levels=(0, 1, 2), async_draws=2),
+    ),
+}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,392 @@
+"""Datasets for the simulator: loading, standardisation and pool splitting.
+
+Every dataset is returned as a :class:`Dataset` holding a dense float64 feature
+matrix ``(num_samples, num_features)`` and int64 labels ``(num_samples,)``.
+
+Sources
+-------
+* ``digits`` (default), ``wine``, ``breast_cancer``, ``iris``: bundled with
+  scikit-learn, no files needed.
+* ``mnist``, ``fashion_mnist``: the four standard idx files (plain or ``.gz``)
+  in a local folder; train and test files are concatenated (train first).
+* ``cifar10``: the *binary* version (``data_batch_{1..5}.bin``,
+  ``test_batch.bin``) in a local folder or its ``cifar-10-batches-bin``
+  subfolder; each record is 1 label byte + 3072 pixel bytes (1024 red, 1024
+  green, 1024 blue, row-major), kept in that channel-major order.
+
+Nothing is ever downloaded and nothing is ever unpickled.
+
+Standardisation
+---------------
+Pixel datasets (mnist, fashion_mnist, cifar10) are first scaled to [0, 1] by
+dividing by 255. Then every dataset is z-scored per feature with its own mean
+and standard deviation (computed on the samples actually returned, i.e. after
+``max_samples`` sub-sampling): ``(x - mean) / std``. Features whose std is 0
+are set to 0.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "wine", "breast_cancer", "iris")
+
+SKLEARN_DATASETS = ("digits", "wine", "breast_cancer", "iris")
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+CIFAR10_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
+CIFAR10_SUBFOLDER = "cifar-10-batches-bin"
+
+IDX_IMAGES_MAGIC = 0x00000803
+IDX_LABELS_MAGIC = 0x00000801
+MNIST_IMAGE_SIDE = 28
+MNIST_NUM_CLASSES = 10
+CIFAR10_NUM_CLASSES = 10
+CIFAR10_PIXELS = 3 * 32 * 32
+CIFAR10_RECORD_BYTES = 1 + CIFAR10_PIXELS
+SUBSAMPLE_SEED = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled dataset.
+
+    Attributes:
+        name: canonical dataset name (one of ``DATASETS``).
+        features: ``(num_samples, num_features)`` float64, standardised.
+        labels: ``(num_samples,)`` int64 in ``[0, num_classes)``.
+        num_classes: number of classes.
+    """
+
+    name: str
+    features: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+
+    @property
+    def num_features(self) -> int:
+        """Number of feature columns."""
+        return int(self.features.shape[1])
+
+    @property
+    def num_samples(self) -> int:
+        """Number of rows (samples)."""
+        return int(self.features.shape[0])
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write a uint8 array in idx format (gzipped if ``path`` ends in ``.gz``).
+
+    ``array`` is ``(n,)`` labels (magic 0x801) or ``(n, rows, cols)`` images
+    (magic 0x803). Returns the path written.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"write_idx needs a uint8 array, got dtype {array.dtype}")
+    if array.ndim not in (1, 3):
+        raise ValueError(f"write_idx needs a 1-D (labels) or 3-D (images) array, got shape {array.shape}")
+    magic = IDX_LABELS_MAGIC if array.ndim == 1 else IDX_IMAGES_MAGIC
+    header = np.array([magic, *array.shape], dtype=">u4").tobytes()
+    payload = header + np.ascontiguousarray(array).tobytes()
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wb") as handle:
+        handle.write(payload)
+    return path
+
+
+def write_cifar10_batch(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray) -> Path:
+    """Write a CIFAR-10 binary batch: ``(n, 3072)`` uint8 images, ``(n,)`` labels in [0, 10).
+
+    Returns the path written.
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != CIFAR10_PIXELS:
+        raise ValueError(f"images must be uint8 of shape (n, {CIFAR10_PIXELS}), got {images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= CIFAR10_NUM_CLASSES):
+        raise ValueError(f"CIFAR-10 labels must lie in [0, {CIFAR10_NUM_CLASSES}), got {labels.min()}..{labels.max()}")
+    records = np.concatenate([labels.astype(np.uint8)[:, None], images], axis=1)
+    path = Path(path)
+    path.write_bytes(records.tobytes())
+    return path
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _read_file_bytes(path: Path) -> bytes:
+    """Return the (decompressed if ``.gz``) content of ``path``."""
+    if not path.name.endswith(".gz"):
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: not a valid gzip file ({error})") from error
+
+
+def parse_idx(raw: bytes, expected_magic: int, source: str) -> np.ndarray:
+    """Parse idx bytes into a uint8 array of the shape given by the header.
+
+    ``source`` names the file in error messages.
+    """
+    if len(raw) < 4:
+        raise ValueError(f"{source}: file is truncated ({len(raw)} bytes, no idx header)")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected_magic:
+        raise ValueError(f"{source}: bad magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
+    ndim = expected_magic & 0xFF
+    header_bytes = 4 + 4 * ndim
+    if len(raw) < header_bytes:
+        raise ValueError(f"{source}: file is truncated ({len(raw)} bytes, header needs {header_bytes})")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected_size = header_bytes + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected_size:
+        problem = "truncated" if len(raw) < expected_size else "too long"
+        raise ValueError(f"{source}: file is {problem}: {len(raw)} bytes, header dims {dims} need {expected_size}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes).reshape(dims)
+
+
+def _find_idx_file(folder: Path, base_name: str, dataset: str) -> Path:
+    """Return ``folder/base_name`` or ``folder/base_name.gz`` (plain preferred)."""
+    for candidate in (folder / base_name, folder / f"{base_name}.gz"):
+        if candidate.is_file():
+            return candidate
+    expected = ", ".join(f"{name}[.gz]" for name in MNIST_FILES)
+    raise FileNotFoundError(
+        f"dataset '{dataset}': missing file {base_name} (or {base_name}.gz) in {folder}; "
+        f"expected the idx files: {expected}"
+    )
+
+
+def _load_idx_pair(folder: Path, images_name: str, labels_name: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Load one images/labels idx pair -> ``(n, 784)`` uint8 images, ``(n,)`` uint8 labels."""
+    images_path = _find_idx_file(folder, images_name, dataset)
+    labels_path = _find_idx_file(folder, labels_name, dataset)
+    images = parse_idx(_read_file_bytes(images_path), IDX_IMAGES_MAGIC, str(images_path))
+    labels = parse_idx(_read_file_bytes(labels_path), IDX_LABELS_MAGIC, str(labels_path))
+    if images.shape[1:] != (MNIST_IMAGE_SIDE, MNIST_IMAGE_SIDE):
+        raise ValueError(
+            f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
+            f"expected {MNIST_IMAGE_SIDE}x{MNIST_IMAGE_SIDE}"
+        )
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"{images_path} has {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels")
+    if labels.size and labels.max() >= MNIST_NUM_CLASSES:
+        raise ValueError(f"{labels_path}: label {labels.max()} out of range [0, {MNIST_NUM_CLASSES})")
+    return images.reshape(images.shape[0], -1), labels
+
+
+def _require_folder(root: str | os.PathLike | None, dataset: str, expected_files: tuple[str, ...]) -> Path:
+    """Validate ``root`` for a file-based dataset and return it as a Path."""
+    if root is None:
+        raise ValueError(
+            f"dataset '{dataset}' is read from local files: pass --data-root (root=...) pointing to a folder "
+            f"containing {', '.join(expected_files)}"
+        )
+    folder = Path(root)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"dataset '{dataset}': data root {folder} does not exist or is not a folder; "
+            f"expected a folder containing {', '.join(expected_files)}"
+        )
+    return folder
+
+
+def _load_mnist_like(dataset: str, root: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
+    """Load mnist / fashion_mnist -> ``(n, 784)`` uint8 pixels, ``(n,)`` labels (train then test)."""
+    folder = _require_folder(root, dataset, MNIST_FILES)
+    train_x, train_y = _load_idx_pair(folder, MNIST_FILES[0], MNIST_FILES[1], dataset)
+    test_x, test_y = _load_idx_pair(folder, MNIST_FILES[2], MNIST_FILES[3], dataset)
+    return np.concatenate([train_x, test_x]), np.concatenate([train_y, test_y])
+
+
+def parse_cifar10_batch(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a CIFAR-10 binary batch -> ``(n, 3072)`` uint8 pixels, ``(n,)`` uint8 labels."""
+    if len(raw) % CIFAR10_RECORD_BYTES != 0:
+        raise ValueError(
+            f"{source}: size {len(raw)} bytes is not a multiple of the {CIFAR10_RECORD_BYTES}-byte "
+            "CIFAR-10 record (truncated or not a CIFAR-10 binary batch)"
+        )
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR10_RECORD_BYTES)
+    labels, pixels = records[:, 0], records[:, 1:]
+    if labels.size and labels.max() >= CIFAR10_NUM_CLASSES:
+        bad_record = int(np.argmax(labels >= CIFAR10_NUM_CLASSES))
+        raise ValueError(
+            f"{source}: record {bad_record} has label {labels[bad_record]}, out of range [0, {CIFAR10_NUM_CLASSES})"
+        )
+    return pixels, labels
+
+
+def _locate_cifar10_folder(root: str | os.PathLike | None) -> Path:
+    """Return the folder holding the CIFAR-10 batches: ``root`` or ``root/cifar-10-batches-bin``."""
+    folder = _require_folder(root, "cifar10", CIFAR10_FILES)
+    subfolder = folder / CIFAR10_SUBFOLDER
+    for candidate in (folder, subfolder):
+        if all((candidate / name).is_file() for name in CIFAR10_FILES):
+            return candidate
+    searched = subfolder if subfolder.is_dir() else folder
+    missing = [name for name in CIFAR10_FILES if not (searched / name).is_file()]
+    raise FileNotFoundError(
+        f"dataset 'cifar10': missing {', '.join(missing)} in {searched} (looked in {folder} and {subfolder}); "
+        f"expected the binary batches: {', '.join(CIFAR10_FILES)}"
+    )
+
+
+def _load_cifar10(root: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
+    """Load CIFAR-10 -> ``(n, 3072)`` uint8 pixels, ``(n,)`` labels (batches 1-5 then test)."""
+    folder = _locate_cifar10_folder(root)
+    batches = [parse_cifar10_batch((folder / name).read_bytes(), str(folder / name)) for name in CIFAR10_FILES]
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def _load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Load a scikit-learn bundled dataset -> ``(n, d)`` features, ``(n,)`` labels, num_classes."""
+    from sklearn import datasets as sk_datasets  # imported lazily: slow to import
+
+    loaders = {
+        "digits": sk_datasets.load_digits,
+        "wine": sk_datasets.load_wine,
+        "breast_cancer": sk_datasets.load_breast_cancer,
+        "iris": sk_datasets.load_iris,
+    }
+    bunch = loaders[name]()
+    return np.asarray(bunch.data), np.asarray(bunch.target), len(bunch.target_names)
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def standardise(features: np.ndarray) -> np.ndarray:
+    """Z-score ``(n, d)`` features per column -> float64 ``(n, d)``; constant columns become 0."""
+    features = np.asarray(features, dtype=np.float64)
+    mean = features.mean(axis=0)
+    std = features.std(axis=0)
+    safe_std = np.where(std > 0, std, 1.0)
+    return np.where(std > 0, (features - mean) / safe_std, 0.0)
+
+
+def stratified_subsample(labels: np.ndarray, max_samples: int, seed: int = SUBSAMPLE_SEED) -> np.ndarray:
+    """Pick ``min(max_samples, n)`` indices of ``(n,)`` labels, class proportions kept as far as possible.
+
+    Deterministic in ``seed``; returns sorted indices ``(k,)``.
+    """
+    labels = np.asarray(labels)
+    if max_samples >= labels.size:
+        return np.arange(labels.size)
+    order = np.random.default_rng(seed).permutation(labels.size)
+    shuffled = labels[order]
+    _, inverse, counts = np.unique(shuffled, return_inverse=True, return_counts=True)
+    rank_in_class = np.empty(labels.size, dtype=np.int64)
+    for class_index in range(counts.size):
+        members = np.flatnonzero(inverse == class_index)
+        rank_in_class[members] = np.arange(members.size)
+    # Interleave classes by their relative progress: taking the first k gives
+    # every class ~k * (class share) samples.
+    progress = (rank_in_class + 0.5) / counts[inverse]
+    chosen = order[np.argsort(progress, kind="stable")[:max_samples]]
+    return np.sort(chosen)
+
+
+def _validate_max_samples(max_samples: int | None) -> None:
+    """Reject a non-positive or non-integer ``max_samples``."""
+    if max_samples is None:
+        return
+    if isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1:
+        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: int | None = None) -> Dataset:
+    """Load dataset ``name`` (one of ``DATASETS``), standardised (see module docstring).
+
+    ``root`` is the folder holding the files of mnist / fashion_mnist / cifar10
+    (ignored for the scikit-learn sets). ``max_samples`` keeps a deterministic,
+    class-stratified subset of that size (``None``: all samples).
+    """
+    canonical = str(name).strip().lower().replace("-", "_")
+    if canonical not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    _validate_max_samples(max_samples)
+    if canonical in SKLEARN_DATASETS:
+        raw_features, raw_labels, num_classes = _load_sklearn(canonical)
+        is_pixels = False
+    elif canonical == "cifar10":
+        raw_features, raw_labels = _load_cifar10(root)
+        num_classes, is_pixels = CIFAR10_NUM_CLASSES, True
+    else:
+        raw_features, raw_labels = _load_mnist_like(canonical, root)
+        num_classes, is_pixels = MNIST_NUM_CLASSES, True
+    if raw_labels.size == 0:
+        raise ValueError(f"dataset '{canonical}' has no samples (files under {root} are empty)")
+    if max_samples is not None:
+        keep = stratified_subsample(raw_labels, max_samples)
+        raw_features, raw_labels = raw_features[keep], raw_labels[keep]
+    features = raw_features.astype(np.float64) / 255.0 if is_pixels else raw_features.astype(np.float64)
+    labels = raw_labels.astype(np.int64)
+    assert labels.min() >= 0 and labels.max() < num_classes
+    return Dataset(name=canonical, features=standardise(features), labels=labels, num_classes=num_classes)
+
+
+# --------------------------------------------------------------------------- pools
+
+
+def _validate_fractions(fractions: tuple[float, ...]) -> np.ndarray:
+    """Return three positive fractions summing to 1 as an array ``(3,)``, else raise."""
+    values = np.asarray(fractions, dtype=np.float64)
+    if values.shape != (3,):
+        raise ValueError(f"fractions must be three numbers (train, validation, test), got {fractions!r}")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(f"fractions must all be positive, got {fractions!r}")
+    if not np.isclose(values.sum(), 1.0, rtol=0.0, atol=1e-9):
+        raise ValueError(f"fractions must sum to 1, got {fractions!r} (sum {values.sum():g})")
+    return values
+
+
+def _split_counts(total: int, fractions: np.ndarray) -> np.ndarray:
+    """Split ``total`` into ``(3,)`` counts, each within 1 of ``total * fraction`` (largest remainder)."""
+    exact = total * fractions
+    counts = np.floor(exact).astype(np.int64)
+    leftover = total - int(counts.sum())
+    counts[np.argsort(-(exact - counts), kind="stable")[:leftover]] += 1
+    assert counts.sum() == total
+    return counts
+
+
+def split_pools(
+    labels: np.ndarray, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split sample indices into disjoint (train, validation, test) pools stratified by label.
+
+    ``labels`` is ``(n,)``. Each class is shuffled (deterministically in ``seed``)
+    and cut in ``fractions`` (each count within 1 of exact). Returns three sorted
+    int64 index arrays that together cover ``range(n)`` exactly once.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array, got shape {labels.shape}")
+    weights = _validate_fractions(fractions)
+    rng = np.random.default_rng(seed)
+    pools: tuple[list[np.ndarray], ...] = ([], [], [])
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        boundaries = np.cumsum(_split_counts(members.size, weights))[:-1]
+        for pool, part in zip(pools, np.split(members, boundaries)):
+            pool.append(part)
+    train, validation, test = (np.sort(np.concatenate(pool)).astype(np.int64) for pool in pools)
+    assert train.size + validation.size + test.size == labels.size
+    return train, validation, test

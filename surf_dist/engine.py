@@ -1,0 +1,75 @@
+"""What one worker does with a batch of tasks, on any backend.
+
+A ``Worker`` hosts a fixed set of agent indices in every task of a batch. ``load`` binds the
+communicator to the batch's graph (the disjoint union of the tasks' graphs) and gathers the
+hosted shards. Metrics are per-node tensors reduced through the communicator, so the same
+code gives the same numbers on one process or many.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .comm.base import Communicator
+from .problem import correct_per_agent, loss_per_agent, pooled_accuracy
+from .tasks import Shards, Task, TaskFamily, block_shift, materialize, minibatch_indices
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Worker:
+    family: TaskFamily
+    comm: Communicator
+    agents: np.ndarray        # agent indices (within a task) hosted here
+    dtype: torch.dtype = torch.float64
+
+    @property
+    def num_agents(self) -> int:
+        return self.family.config.num_agents
+
+    def load(self, tasks: list[Task]) -> Shards:
+        nodes = (np.arange(len(tasks))[:, None] * self.num_agents + self.agents[None]).ravel()
+        self.comm.bind(block_shift(tasks), nodes)
+        return materialize(self.family.dataset, tasks, self.agents, self.family.config.feature_noise, self.dtype)
+
+    def positions(self, tasks: list[Task], steps, batch_size: int, stream: int) -> torch.Tensor:
+        """Mini-batch positions of the hosted nodes for ``steps``: (len(steps), N_local, b)."""
+        cache = {}
+        for t in tasks:   # replicas of a task (a step-size grid) share its batches
+            if t.seed not in cache:
+                cache[t.seed] = minibatch_indices(t, steps, batch_size, stream)[:, self.agents]
+        per_task = [cache[t.seed] for t in tasks]
+        return torch.as_tensor(np.concatenate(per_task, axis=1))
+
+    def active_mask(self, masks_ltn: np.ndarray | None) -> torch.Tensor | None:
+        """Slice a global (L, T, n) participation mask to the hosted nodes: (L, N_local)."""
+        if masks_ltn is None:
+            return None
+        return torch.as_tensor(masks_ltn[:, :, self.agents].reshape(masks_ltn.shape[0], -1))
+
+    def metrics(self, W_nd: torch.Tensor, shards: Shards, groups_n: torch.Tensor, num_groups: int,
+                pooled: bool = True) -> dict:
+        """Held-out ``loss``, ``accuracy`` (pooled held-out of the task; NaN when not
+        ``pooled``) and ``local_accuracy`` (the agent's own held-out samples), each averaged
+        over the nodes of every group: (G,)."""
+        W_nd = W_nd.detach()
+        pooled_acc = torch.full((W_nd.shape[0],), 0.0 if pooled else float("nan"), dtype=W_nd.dtype)
+        for t, (X, Y) in enumerate(zip(shards.X_pool, shards.Y_pool) if pooled else []):
+            rows = shards.task_of_node == t
+            if rows.any():
+                pooled_acc[rows] = pooled_accuracy(W_nd[rows], X, Y)
+        values = {"loss": loss_per_agent(W_nd, shards.X_held, shards.Y_held), "accuracy": pooled_acc,
+                  "local_accuracy": correct_per_agent(W_nd, shards.X_held, shards.Y_held)}
+        return {k: self.comm.group_mean(v, groups_n, num_groups) for k, v in values.items()}
+
+
+def draw_async_masks(generator: np.random.Generator, num_layers: int, num_tasks: int,
+                     num_agents: int, num_async: int) -> np.ndarray:
+    """The coordinator's draw: (L, T, n) bool, False for ``num_async`` random agents per task
+    and layer (a fresh draw at every layer)."""
+    keys = generator.random((num_layers, num_tasks, num_agents))
+    ranks = keys.argsort(-1).argsort(-1)
+    return ranks >= num_async

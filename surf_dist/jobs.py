@@ -1,0 +1,113 @@
+"""The jobs behind the commands, written once for every backend.
+
+A job is ``job(cfg, worker, **options) -> dict``: every worker runs it with its own
+``Worker`` (its hosted agents and its communicator); the result of rank 0, the coordinator,
+is what the command reports. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import RunConfig, from_dict, with_overrides
+from .checkpoint import load_checkpoint
+from .engine import Worker
+from .evaluate import async_sweep, evaluate_baselines, evaluate_centralized, evaluate_unrolled
+from .model import UnrolledDGD
+from .train import train
+
+
+def baselines_job(cfg: RunConfig, worker: Worker, progress: bool = True) -> dict:
+    test_tasks = worker.family.batch("test", range(cfg.eval.test_tasks))
+    summary = {"methods": evaluate_baselines(cfg, worker, test_tasks, progress)}
+    if worker.comm.rank == 0:
+        summary["centralized"] = evaluate_centralized(worker, test_tasks)
+    return summary
+
+
+def train_job(cfg: RunConfig, worker: Worker, run_dir: str, resume: bool = False,
+              progress: bool = True) -> dict:
+    state = train(cfg, worker, Path(run_dir), resume=resume, progress=progress)
+    return {"best_val_loss": state.best_val, "duals": state.duals.tolist(), "steps": state.step}
+
+
+def run_config(run_dir: Path) -> RunConfig:
+    return from_dict(json.loads(load_checkpoint(run_dir / "model.pt")["config"]))
+
+
+def load_model(run_dir: Path, dtype: torch.dtype, family) -> tuple[RunConfig, UnrolledDGD]:
+    saved = load_checkpoint(run_dir / "model.pt")
+    cfg = from_dict(json.loads(saved["config"]))
+    model = UnrolledDGD(cfg.model, family.dataset.num_features + 1, family.num_classes).to(dtype)
+    model.load_state_dict(saved["model"])
+    return cfg, model
+
+
+def evaluate_models(cfg: RunConfig, worker: Worker, models: dict[str, UnrolledDGD],
+                    progress: bool = True, with_baselines: bool = True) -> dict:
+    """Curves of each model and the baselines on the test tasks, the async sweep and the
+    permuted-label check, in the ``summary.json`` format."""
+    fam, ec = worker.family, cfg.eval
+    test_tasks = fam.batch("test", range(ec.test_tasks))
+    permuted = fam.batch("test", range(ec.test_tasks), permute_labels=True)
+    stale = ec.async_mode == "stale"
+    summary = {"methods": {}, "async": {"n_async": list(ec.async_levels)}, "permuted_labels": {}}
+    for name, model in models.items():
+        summary["methods"][name] = evaluate_unrolled(model, worker, test_tasks)
+        sweep = async_sweep(model, worker, test_tasks, ec.async_levels, ec.async_draws, cfg.train.seed, stale)
+        summary["async"][name] = [sweep[level] for level in ec.async_levels]
+        summary["permuted_labels"][name] = evaluate_unrolled(model, worker, permuted)["local_accuracy"][-1]
+    if with_baselines:
+        summary["methods"].update(evaluate_baselines(cfg, worker, test_tasks, progress))
+    if worker.comm.rank == 0:
+        summary["centralized"] = evaluate_centralized(worker, test_tasks)
+    return summary
+
+
+def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True) -> dict:
+    """Meta-train SURF (constrained) and plain unrolling, then evaluate both with the baselines."""
+    out = Path(out_dir)
+    timings, models = {}, {}
+    for name, constrained in (("surf", True), ("unrolled", False)):
+        run_cfg = with_overrides(cfg, {"train": {"constrained": constrained}})
+        start = time.perf_counter()
+        state = train(run_cfg, worker, out / f"run_{name}", progress=progress, tag=name)
+        timings[f"train_{name}_s"] = time.perf_counter() - start
+        models[name] = state.model
+    start = time.perf_counter()
+    summary = evaluate_models(cfg, worker, models, progress)
+    timings["evaluate_s"] = time.perf_counter() - start
+    summary["timings"] = timings
+    return summary
+
+
+def evaluate_job(cfg: RunConfig, worker: Worker, run_dirs: list[str], progress: bool = True) -> dict:
+    models = {}
+    for run_dir in run_dirs:
+        _, model = load_model(Path(run_dir), worker.dtype, worker.family)
+        models[Path(run_dir).name.removeprefix("run_")] = model
+    return evaluate_models(cfg, worker, models, progress)
+
+
+def final_row(curve: dict, rounds: int | None = None) -> dict:
+    """The curve's point at ``rounds`` (the last point at or below it), or its last point."""
+    idx = len(curve["rounds"]) - 1 if rounds is None else max(
+        i for i, r in enumerate(curve["rounds"]) if r <= rounds)
+    return {k: curve[k][idx] for k in ("rounds", "bytes_per_agent", "loss", "accuracy", "local_accuracy")}
+
+
+def rounds_to_reach(curve: dict, target: float, metric: str = "local_accuracy") -> float:
+    """First evaluated round count at which ``metric`` reaches ``target`` (inf if never)."""
+    for r, v in zip(curve["rounds"], curve[metric]):
+        if v >= target:
+            return r
+    return float("inf")
+
+
+def mean_std(values) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std())

@@ -1,0 +1,580 @@
+"""Communication graphs of ``n`` agents and their shift operators.
+
+An adjacency ``A`` is a symmetric boolean ``scipy.sparse.csr_matrix`` of shape
+``(n, n)`` without self-loops. A shift operator ``S`` is a ``(n, n)`` float64 CSR
+matrix with ``S[i, j] != 0`` only if ``j`` is a neighbour of ``i`` or ``j == i``;
+one round of mixing is ``x <- S @ x``. All randomness goes through an explicit
+``numpy.random.Generator``; all functions scale to ~10,000 agents.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
+from scipy.sparse.linalg import eigs, eigsh
+from scipy.spatial import cKDTree
+
+FAMILIES = ("ring", "circulant", "paper_circulant", "erdos_renyi", "random_geometric",
+            "grid", "torus", "star", "exponential", "small_world", "edge_list")
+RANDOM_FAMILIES = ("erdos_renyi", "random_geometric", "small_world")
+NORMALIZATIONS = ("metropolis", "row_stochastic", "spectral")
+STOCHASTIC_NORMALIZATIONS = ("metropolis", "row_stochastic")
+TOLERANCE = 1e-8
+DENSE_EIG_LIMIT = 2000
+PRESET_DIR = Path(__file__).resolve().parent.parent / "topologies"
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_count(value, name: str, minimum: int) -> int:
+    """Return ``value`` as an int, raising ValueError unless it is an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_probability(value, name: str, allow_zero: bool) -> float:
+    """Return ``value`` as a float in (0, 1] (or [0, 1] if ``allow_zero``)."""
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not isinstance(value, (int, float, np.floating)) or not (low_ok and value <= 1):
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def _from_edges(n: int, heads: np.ndarray, tails: np.ndarray) -> sp.csr_matrix:
+    """Symmetric boolean (n, n) adjacency with edges ``heads[k] <-> tails[k]``; self-loops dropped."""
+    heads, tails = np.asarray(heads, dtype=np.int64), np.asarray(tails, dtype=np.int64)
+    keep = heads != tails
+    rows = np.concatenate([heads[keep], tails[keep]])
+    cols = np.concatenate([tails[keep], heads[keep]])
+    ones = np.ones(rows.size, dtype=np.int8)
+    adjacency = sp.csr_matrix((ones, (rows, cols)), shape=(n, n)).astype(bool)
+    adjacency.sort_indices()
+    return adjacency
+
+
+def number_of_components(adjacency) -> int:
+    """Number of (strongly) connected components of the off-diagonal pattern of an (n, n) matrix."""
+    return int(connected_components(sp.csr_matrix(adjacency), directed=True, connection="strong")[0])
+
+
+def is_connected(adjacency) -> bool:
+    """True if the graph of the (n, n) matrix ``adjacency`` is (strongly) connected."""
+    return number_of_components(adjacency) == 1
+
+
+def _resample_until_connected(draw, family: str, max_tries: int) -> sp.csr_matrix:
+    """Call ``draw()`` up to ``max_tries`` times and return the first connected adjacency."""
+    max_tries = _check_count(max_tries, "max_tries", 1)
+    for _ in range(max_tries):
+        adjacency = draw()
+        if is_connected(adjacency):
+            return adjacency
+    raise ValueError(f"{family}: no connected graph in {max_tries} draws; "
+                     "increase the density parameter or max_tries")
+
+
+def _is_symmetric(matrix: sp.csr_matrix, tol: float = TOLERANCE) -> bool:
+    """True if ``max |M - M^T| <= tol``."""
+    difference = (matrix - matrix.T).tocsr()
+    return difference.nnz == 0 or float(abs(difference).max()) <= tol
+
+
+# ----------------------------------------------------------------------- generators
+def circulant(n: int, offsets) -> sp.csr_matrix:
+    """Circulant graph: ``i <-> (i + o) mod n`` for each ``o`` in ``offsets``.
+
+    Each node has degree ``2 * #{distinct o mod n, o != n/2 up to sign} + [n/2 in offsets]``.
+    It is connected iff ``gcd(n, *offsets) == 1``; otherwise ValueError.
+    """
+    n = _check_count(n, "n", 2)
+    offsets = tuple(_check_count(o, "circulant offset", 1) for o in offsets)
+    if not offsets or any(o % n == 0 for o in offsets):
+        raise ValueError(f"circulant needs offsets that are non-zero mod n={n}, got {offsets}")
+    if math.gcd(n, *offsets) != 1:
+        raise ValueError(f"circulant offsets {offsets} with n={n} give a disconnected graph "
+                         f"(gcd(n, offsets) = {math.gcd(n, *offsets)} must be 1)")
+    nodes = np.arange(n)
+    heads = np.concatenate([nodes for _ in offsets])
+    tails = np.concatenate([(nodes + o) % n for o in offsets])
+    return _from_edges(n, heads, tails)
+
+
+def ring(n: int) -> sp.csr_matrix:
+    """Cycle ``i <-> i + 1 mod n``; every node has degree 2 (needs n >= 3)."""
+    return circulant(_check_count(n, "ring n", 3), (1,))
+
+
+def paper_circulant(n: int) -> sp.csr_matrix:
+    """The paper's "degree-3 circulant graph", defined here as the ring plus diametral chords.
+
+    Even n >= 4: offsets (1, n/2), i.e. ``i <-> i +- 1`` and ``i <-> i + n/2``: degree exactly 3.
+    Odd n >= 5: no 3-regular graph exists, so offsets (1, 2) are used instead: degree 4.
+    """
+    n = _check_count(n, "paper_circulant n", 4)
+    return circulant(n, (1, n // 2) if n % 2 == 0 else (1, 2))
+
+
+def exponential(n: int) -> sp.csr_matrix:
+    """Exponential graph: ``i <-> i + 2^k mod n`` for all ``2^k < n`` (symmetrised)."""
+    n = _check_count(n, "exponential n", 2)
+    return circulant(n, tuple(2 ** k for k in range((n - 1).bit_length())))
+
+
+def star(n: int) -> sp.csr_matrix:
+    """Star with hub 0: ``0 <-> i`` for i = 1..n-1 (hub degree n-1, leaves degree 1)."""
+    n = _check_count(n, "star n", 2)
+    return _from_edges(n, np.zeros(n - 1, dtype=np.int64), np.arange(1, n))
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """Most square factorisation ``n = rows * cols`` with ``rows <= cols`` (prime n -> 1 x n)."""
+    n = _check_count(n, "n", 1)
+    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return rows, n // rows
+
+
+def _lattice(n: int, wrap: bool) -> sp.csr_matrix:
+    """2-D lattice on ``grid_shape(n)``, node ``r * cols + c``; periodic if ``wrap``."""
+    rows, cols = grid_shape(n)
+    r, c = np.divmod(np.arange(n), cols)
+    right_ok = np.ones(n, bool) if wrap else c + 1 < cols
+    down_ok = np.ones(n, bool) if wrap else r + 1 < rows
+    right = r * cols + (c + 1) % cols
+    down = ((r + 1) % rows) * cols + c
+    heads = np.concatenate([np.arange(n)[right_ok], np.arange(n)[down_ok]])
+    return _from_edges(n, heads, np.concatenate([right[right_ok], down[down_ok]]))
+
+
+def grid(n: int) -> sp.csr_matrix:
+    """2-D grid (rows x cols = ``grid_shape(n)``), 4-neighbourhood without wrap-around."""
+    return _lattice(_check_count(n, "grid n", 2), wrap=False)
+
+
+def torus(n: int) -> sp.csr_matrix:
+    """2-D grid of ``grid_shape(n)`` with periodic boundaries (a ring when n is prime)."""
+    return _lattice(_check_count(n, "torus n", 2), wrap=True)
+
+
+def _upper_pairs(n: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair i < j independently with probability p, in O(n + edges) via geometric skips.
+
+    Pair (i, j) has linear index ``start_i + j - i - 1`` with ``start_i = i (2n - i - 1) / 2``.
+    """
+    total = n * (n - 1) // 2
+    if p >= 1.0:
+        chosen = np.arange(total, dtype=np.int64)
+    else:
+        expected = total * p
+        chunk = int(expected + 6 * math.sqrt(expected) + 16)
+        pieces, last = [], -1
+        while True:
+            positions = last + np.cumsum(rng.geometric(p, size=chunk), dtype=np.int64)
+            pieces.append(positions[positions < total])
+            if positions[-1] >= total:
+                break
+            last = int(positions[-1])
+        chosen = np.concatenate(pieces)
+    rows = np.arange(n, dtype=np.int64)
+    starts = rows * (2 * n - rows - 1) // 2
+    heads = np.searchsorted(starts, chosen, side="right") - 1
+    return heads, chosen - starts[heads] + heads + 1
+
+
+def erdos_renyi(n: int, p: float, rng: np.random.Generator, max_tries: int = 100) -> sp.csr_matrix:
+    """Connected G(n, p): each edge present with probability p, resampled until connected."""
+    n = _check_count(n, "erdos_renyi n", 2)
+    p = _check_probability(p, "erdos_renyi edge probability p", allow_zero=False)
+    return _resample_until_connected(lambda: _from_edges(n, *_upper_pairs(n, p, rng)),
+                                     "erdos_renyi", max_tries)
+
+
+def random_geometric(n: int, radius: float, rng: np.random.Generator,
+                     max_tries: int = 100) -> sp.csr_matrix:
+    """Connected random geometric graph: points uniform in [0, 1]^2, edge iff distance <= radius."""
+    n = _check_count(n, "random_geometric n", 2)
+    if not isinstance(radius, (int, float, np.floating)) or not radius > 0:
+        raise ValueError(f"random_geometric radius must be a positive number, got {radius!r}")
+
+    def draw() -> sp.csr_matrix:
+        pairs = cKDTree(rng.random((n, 2))).query_pairs(float(radius), output_type="ndarray")
+        return _from_edges(n, pairs[:, 0], pairs[:, 1])
+
+    return _resample_until_connected(draw, "random_geometric", max_tries)
+
+
+def _watts_strogatz(n: int, k: int, p: float, rng: np.random.Generator) -> sp.csr_matrix:
+    """One Watts–Strogatz draw: ring lattice ``i <-> i + j`` (j <= k/2); each lattice edge
+    (u, u + j) is rewired with probability p to (u, w), w uniform among non-neighbours of u."""
+    neighbours = [set() for _ in range(n)]
+    for u in range(n):
+        for j in range(1, k // 2 + 1):
+            neighbours[u].add((u + j) % n)
+            neighbours[(u + j) % n].add(u)
+    rewire = rng.random((k // 2, n)) < p
+    for j in range(1, k // 2 + 1):
+        for u in np.flatnonzero(rewire[j - 1]):
+            v = (u + j) % n
+            if v not in neighbours[u] or len(neighbours[u]) >= n - 1:
+                continue
+            w = int(rng.integers(n))
+            while w == u or w in neighbours[u]:
+                w = int(rng.integers(n))
+            neighbours[u].discard(v), neighbours[v].discard(u)
+            neighbours[u].add(w), neighbours[w].add(u)
+    heads = np.repeat(np.arange(n), [len(s) for s in neighbours])
+    tails = np.fromiter((v for s in neighbours for v in s), dtype=np.int64, count=heads.size)
+    return _from_edges(n, heads, tails)
+
+
+def small_world(n: int, k: int, p: float, rng: np.random.Generator,
+                max_tries: int = 100) -> sp.csr_matrix:
+    """Connected Watts–Strogatz small world: ring lattice of even degree k, rewiring prob p."""
+    n = _check_count(n, "small_world n", 3)
+    k = _check_count(k, "small_world neighbours k", 2)
+    if k % 2 or k >= n:
+        raise ValueError(f"small_world needs an even neighbours k < n, got k={k}, n={n}")
+    p = _check_probability(p, "small_world rewire probability p", allow_zero=True)
+    return _resample_until_connected(lambda: _watts_strogatz(n, k, p, rng), "small_world", max_tries)
+
+
+# ------------------------------------------------------------------- normalisations
+def spectral_radius(matrix) -> float:
+    """``max_k |lambda_k(M)|`` of an (n, n) matrix; dense for n <= 2000, ARPACK otherwise."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    n = matrix.shape[0]
+    if n <= DENSE_EIG_LIMIT:
+        return float(np.max(np.abs(np.linalg.eigvals(matrix.toarray())))) if n else 0.0
+    solver = eigsh if _is_symmetric(matrix) else eigs
+    return float(np.max(np.abs(solver(matrix, k=1, which="LM", return_eigenvectors=False))))
+
+
+def _checked_adjacency(adjacency) -> sp.csr_matrix:
+    """Square symmetric boolean CSR pattern of ``adjacency`` (nonzeros = edges, diagonal dropped)."""
+    matrix = sp.csr_matrix(adjacency)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"adjacency must be a square matrix, got shape {matrix.shape}")
+    pattern = (matrix != 0).astype(bool)
+    pattern.setdiag(False)
+    pattern.eliminate_zeros()
+    if not _is_symmetric(pattern.astype(np.int8)):
+        raise ValueError("adjacency must be symmetric (undirected graph)")
+    return pattern
+
+
+def shift_operator(adjacency, normalization: str = "metropolis") -> sp.csr_matrix:
+    """Shift operator S (n, n, CSR float64) of a symmetric adjacency A (n, n).
+
+    - ``"row_stochastic"``: ``S = D^-1 (A + I)`` with ``D = diag(deg + 1)``; rows sum to 1.
+    - ``"metropolis"``: ``s_ij = 1 / (1 + max(deg_i, deg_j))`` on edges and
+      ``s_ii = 1 - sum_{j != i} s_ij``; symmetric and doubly stochastic.
+    - ``"spectral"``: ``S = A / lambda_max(A)``; spectral radius 1, no self-loops, not stochastic.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
+    pattern = _checked_adjacency(adjacency)
+    n = pattern.shape[0]
+    degree = np.asarray(pattern.sum(axis=1), dtype=np.float64).ravel()
+    weights = pattern.astype(np.float64).tocoo()
+    if normalization == "row_stochastic":
+        with_self = weights.tocsr() + sp.identity(n, format="csr")
+        operator = sp.diags(1.0 / (degree + 1.0)) @ with_self
+    elif normalization == "metropolis":
+        weights.data = 1.0 / (1.0 + np.maximum(degree[weights.row], degree[weights.col]))
+        off_diagonal = weights.tocsr()
+        diagonal = 1.0 - np.asarray(off_diagonal.sum(axis=1)).ravel()
+        operator = off_diagonal + sp.diags(diagonal)
+    else:
+        lambda_max = spectral_radius(weights)
+        if lambda_max <= 0:
+            raise ValueError("spectral normalization needs a graph with at least one edge")
+        operator = weights.tocsr() / lambda_max
+    operator = sp.csr_matrix(operator, dtype=np.float64)
+    operator.sort_indices()
+    return operator
+
+
+def validate_shift_operator(shift, normalization: str | None = None,
+                            n: int | None = None) -> sp.csr_matrix:
+    """Check a shift operator S and return it as (n, n) CSR float64; ValueError says what is wrong.
+
+    Always: square (and size ``n`` if given), finite, nonnegative, connected graph.
+    ``"metropolis"``: symmetric with rows summing to 1 (doubly stochastic);
+    ``"row_stochastic"``: ``|S 1 - 1| <= 1e-8``; ``"spectral"``: ``rho(S) <= 1 + 1e-8``;
+    ``None`` (user-supplied): row-stochastic or ``rho(S) <= 1 + 1e-8``.
+    """
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
+    if np.ndim(shift) != 2 and not sp.issparse(shift):
+        raise ValueError(f"shift operator must be a square 2-D matrix, got shape {np.shape(shift)}")
+    matrix = sp.csr_matrix(shift, dtype=np.float64)
+    if matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"shift operator must be square, got shape {matrix.shape}")
+    if n is not None and matrix.shape[0] != n:
+        raise ValueError(f"shift operator has size {matrix.shape[0]} but there are n={n} agents")
+    if not np.all(np.isfinite(matrix.data)):
+        bad = int(np.sum(~np.isfinite(matrix.data)))
+        raise ValueError(f"shift operator has {bad} non-finite entries (NaN or inf)")
+    if np.any(matrix.data < 0):
+        raise ValueError(f"shift operator has {int(np.sum(matrix.data < 0))} negative entries "
+                         f"(min {matrix.data.min():.3g}); weights must be nonnegative")
+    matrix.eliminate_zeros()
+    components = number_of_components(matrix)
+    if components != 1:
+        raise ValueError(f"graph is disconnected: {components} connected components; "
+                         "mixing cannot reach consensus")
+    row_error = np.abs(np.asarray(matrix.sum(axis=1)).ravel() - 1.0)
+    rows_ok = bool(np.all(row_error <= TOLERANCE))
+    worst = int(np.argmax(row_error))
+    if normalization in STOCHASTIC_NORMALIZATIONS and not rows_ok:
+        raise ValueError(f"not a mixing matrix: rows must sum to 1 for {normalization!r}, "
+                         f"row {worst} sums to {matrix[worst].sum():.6g}")
+    if normalization == "metropolis" and not _is_symmetric(matrix):
+        raise ValueError("not a mixing matrix: metropolis weights must be symmetric")
+    if normalization == "row_stochastic" or (normalization is None and rows_ok):
+        return matrix
+    norm_bound = min(abs(matrix).sum(axis=1).max(), abs(matrix).sum(axis=0).max())
+    radius = float(norm_bound) if norm_bound <= 1 + TOLERANCE else spectral_radius(matrix)
+    if radius > 1 + TOLERANCE:
+        rows_note = "" if normalization else f"rows do not sum to 1 (row {worst} sums to " \
+                                             f"{matrix[worst].sum():.6g}) and "
+        raise ValueError(f"not a mixing matrix: {rows_note}spectral radius {radius:.6g} > 1")
+    return matrix
+
+
+def spectral_gap(shift) -> float:
+    """``1 - |lambda_2(S)|`` with eigenvalues sorted by modulus (dense for n <= 2000, else ARPACK)."""
+    matrix = sp.csr_matrix(shift, dtype=np.float64)
+    n = matrix.shape[0]
+    if n < 2:
+        raise ValueError(f"spectral_gap needs at least 2 agents, got a {matrix.shape} matrix")
+    if n <= DENSE_EIG_LIMIT:
+        values = np.linalg.eigvals(matrix.toarray())
+    else:
+        solver = eigsh if _is_symmetric(matrix) else eigs
+        values = solver(matrix, k=2, which="LM", return_eigenvectors=False)
+    return float(1.0 - np.sort(np.abs(values))[-2])
+
+
+# -------------------------------------------------------------------- edge lists
+def load_edge_list(path, n: int | None = None) -> sp.csr_matrix:
+    """Adjacency (n, n) from a text file with one edge ``i j [weight]`` per line.
+
+    Ids are 0-based; ``#`` starts a comment; the weight column is checked but ignored;
+    self-loops are dropped; ``n`` defaults to ``max id + 1``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"edge list file not found: {path}")
+    heads, tails = [], []
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        tokens = raw.split("#", 1)[0].split()
+        if not tokens:
+            continue
+        try:
+            if len(tokens) not in (2, 3):
+                raise ValueError
+            i, j = int(tokens[0]), int(tokens[1])
+            float(tokens[2]) if len(tokens) == 3 else None
+        except ValueError:
+            raise ValueError(f"{path}, line {number}: expected 'i j [weight]' with integer "
+                             f"ids, got {raw.strip()!r}") from None
+        if i < 0 or j < 0:
+            raise ValueError(f"{path}, line {number}: node ids must be >= 0, got {raw.strip()!r}")
+        heads.append(i), tails.append(j)
+    if n is None:
+        if not heads:
+            raise ValueError(f"{path} contains no edges; pass n to build an edgeless graph")
+        n = max(max(heads), max(tails)) + 1
+    n = _check_count(n, "n", 1)
+    too_big = max(heads + tails, default=-1)
+    if too_big >= n:
+        raise ValueError(f"{path}: node id {too_big} is >= n={n} (ids must be 0..n-1)")
+    return _from_edges(n, np.array(heads, dtype=np.int64), np.array(tails, dtype=np.int64))
+
+
+# ----------------------------------------------------------------- specification
+@dataclass(frozen=True)
+class TopologySpec:
+    """Flat description of a graph family plus normalisation; ``sample`` draws a shift operator.
+
+    Parameters used per family: ``degree_offsets`` (circulant), ``edge_prob`` (erdos_renyi),
+    ``radius`` (random_geometric), ``neighbours`` and ``rewire_prob`` (small_world),
+    ``edge_list`` (edge_list: path of the file).
+    """
+
+    family: str
+    normalization: str = "metropolis"
+    degree_offsets: tuple[int, ...] = ()
+    edge_prob: float = 0.1
+    radius: float = 0.3
+    rewire_prob: float = 0.1
+    neighbours: int = 4
+    edge_list: str = ""
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown topology family {self.family!r}; choose one of {FAMILIES}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {self.normalization!r}; "
+                             f"choose one of {NORMALIZATIONS}")
+        if isinstance(self.degree_offsets, (str, bytes)) or not hasattr(self.degree_offsets, "__iter__"):
+            raise ValueError(f"degree_offsets must be a sequence of ints, got {self.degree_offsets!r}")
+        offsets = tuple(_check_count(o, "degree_offsets entry", 1) for o in self.degree_offsets)
+        object.__setattr__(self, "degree_offsets", offsets)
+        _check_probability(self.edge_prob, "edge_prob", allow_zero=False)
+        _check_probability(self.rewire_prob, "rewire_prob", allow_zero=True)
+        if not isinstance(self.radius, (int, float)) or isinstance(self.radius, bool) or self.radius <= 0:
+            raise ValueError(f"radius must be a positive number, got {self.radius!r}")
+        if _check_count(self.neighbours, "neighbours", 2) % 2:
+            raise ValueError(f"neighbours must be even (k/2 on each side), got {self.neighbours}")
+        if not isinstance(self.edge_list, str):
+            raise ValueError(f"edge_list must be a path string, got {self.edge_list!r}")
+        if self.family == "circulant" and not offsets:
+            raise ValueError("family 'circulant' needs degree_offsets, e.g. (1, 2)")
+        if self.family == "edge_list" and not self.edge_list:
+            raise ValueError("family 'edge_list' needs edge_list='path/to/edges.txt'")
+
+    @property
+    def is_random(self) -> bool:
+        """True if each ``sample`` call draws a fresh graph."""
+        return self.family in RANDOM_FAMILIES
+
+    def adjacency(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
+        """Boolean (n, n) adjacency of one draw (``rng`` required for random families)."""
+        if self.is_random and not isinstance(rng, np.random.Generator):
+            raise ValueError(f"family {self.family!r} is random: pass rng=np.random.default_rng(seed)")
+        builders = {
+            "ring": lambda: ring(n), "paper_circulant": lambda: paper_circulant(n),
+            "circulant": lambda: circulant(n, self.degree_offsets),
+            "grid": lambda: grid(n), "torus": lambda: torus(n), "star": lambda: star(n),
+            "exponential": lambda: exponential(n),
+            "erdos_renyi": lambda: erdos_renyi(n, self.edge_prob, rng),
+            "random_geometric": lambda: random_geometric(n, self.radius, rng),
+            "small_world": lambda: small_world(n, self.neighbours, self.rewire_prob, rng),
+            "edge_list": lambda: load_edge_list(self.edge_list, n),
+        }
+        return builders[self.family]()
+
+    def sample(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
+        """Validated (n, n) CSR shift operator of a fresh draw (deterministic families: same each call)."""
+        shift = shift_operator(self.adjacency(n, rng), self.normalization)
+        return validate_shift_operator(shift, self.normalization, n=n)
+
+
+# ------------------------------------------------------------------------ presets
+BUILTIN_PRESETS: dict[str, dict] = {
+    "paper_circulant": {"description": "Degree-3 circulant graph of the paper: ring plus chords "
+                        "i <-> i + n/2 (even n), Metropolis-Hastings weights.",
+                        "family": "paper_circulant", "normalization": "metropolis"},
+    "ring": {"description": "Cycle, every agent talks to its two ring neighbours.",
+             "family": "ring", "normalization": "metropolis"},
+    "erdos_renyi": {"description": "Connected Erdos-Renyi graph, edge probability 0.1, redrawn per sample.",
+                    "family": "erdos_renyi", "normalization": "metropolis", "edge_prob": 0.1},
+    "random_geometric": {"description": "Connected random geometric graph in the unit square, radius 0.3.",
+                         "family": "random_geometric", "normalization": "metropolis", "radius": 0.3},
+    "grid": {"description": "2-D grid, most square rows x cols factorisation of n.",
+             "family": "grid", "normalization": "metropolis"},
+    "torus": {"description": "2-D grid with periodic boundaries.",
+              "family": "torus", "normalization": "metropolis"},
+    "small_world": {"description": "Connected Watts-Strogatz graph, k=4 neighbours, rewiring 0.1.",
+                    "family": "small_world", "normalization": "metropolis",
+                    "neighbours": 4, "rewire_prob": 0.1},
+    "exponential": {"description": "Exponential graph, i <-> i + 2^k mod n.",
+                    "family": "exponential", "normalization": "metropolis"},
+    "star": {"description": "Star with hub agent 0.", "family": "star", "normalization": "metropolis"},
+}
+
+
+def spec_from_dict(config: dict, source: str = "topology config") -> TopologySpec:
+    """``TopologySpec`` from a mapping of its fields (``"description"`` is ignored)."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(config).__name__}")
+    allowed = {f.name for f in fields(TopologySpec)}
+    unknown = sorted(set(config) - allowed - {"description"})
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {sorted(allowed)}")
+    if "family" not in config:
+        raise ValueError(f"{source}: missing required key 'family' (one of {FAMILIES})")
+    values = {k: v for k, v in config.items() if k != "description"}
+    if isinstance(values.get("degree_offsets"), list):
+        values["degree_offsets"] = tuple(values["degree_offsets"])
+    return TopologySpec(**values)
+
+
+def available_presets() -> tuple[str, ...]:
+    """Sorted names of built-in presets and ``topologies/*.json`` files."""
+    on_disk = {p.stem for p in PRESET_DIR.glob("*.json")} if PRESET_DIR.is_dir() else set()
+    return tuple(sorted(set(BUILTIN_PRESETS) | on_disk))
+
+
+def load_topology_preset(name_or_path) -> TopologySpec:
+    """Spec from a preset name (``topologies/<name>.json``, else the built-in copy) or a JSON path.
+
+    A relative ``edge_list`` inside a JSON file is resolved against that file's folder.
+    """
+    text = str(name_or_path)
+    looks_like_path = isinstance(name_or_path, Path) or text.endswith(".json") or "/" in text
+    path = Path(text) if looks_like_path else PRESET_DIR / f"{text}.json"
+    if not path.is_file():
+        if looks_like_path:
+            raise FileNotFoundError(f"topology preset file not found: {path}")
+        if text not in BUILTIN_PRESETS:
+            raise ValueError(f"unknown topology preset {text!r}; available: {available_presets()}")
+        return spec_from_dict(dict(BUILTIN_PRESETS[text]), f"built-in preset {text!r}")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: invalid JSON ({error})") from None
+    if isinstance(config, dict) and config.get("edge_list") and not Path(config["edge_list"]).is_absolute():
+        config["edge_list"] = str(path.parent / config["edge_list"])
+    return spec_from_dict(config, str(path))
+
+
+# ---------------------------------------------------------------------- placement
+def _contiguous_blocks(n_agents: int, n_workers: int) -> np.ndarray:
+    """Worker id per position: w gets a contiguous range of size n//W or n//W + 1 (first n%W)."""
+    base, extra = divmod(n_agents, n_workers)
+    sizes = np.full(n_workers, base) + (np.arange(n_workers) < extra)
+    return np.repeat(np.arange(n_workers), sizes)
+
+
+def cut_edges(adjacency, placement) -> int:
+    """Number of undirected edges {i, j} with ``placement[i] != placement[j]``; placement (n,)."""
+    pattern = _checked_adjacency(adjacency)
+    placement = np.asarray(placement)
+    if placement.shape != (pattern.shape[0],):
+        raise ValueError(f"placement must have shape ({pattern.shape[0]},), got {placement.shape}")
+    upper = sp.triu(pattern, k=1).tocoo()
+    return int(np.count_nonzero(placement[upper.row] != placement[upper.col]))
+
+
+def place_agents(n_agents: int, n_workers: int, adjacency=None) -> np.ndarray:
+    """Worker id (n_agents,) per agent, block sizes differing by at most 1.
+
+    Without ``adjacency``: worker w gets a contiguous range of agent ids. With it, agents are
+    also ordered by reverse Cuthill–McKee before cutting into the same-sized blocks, and that
+    placement is used if it cuts strictly fewer edges (deterministic, never worse).
+    """
+    n_agents = _check_count(n_agents, "n_agents", 1)
+    n_workers = _check_count(n_workers, "n_workers", 1)
+    if n_workers > n_agents:
+        raise ValueError(f"cannot place {n_agents} agents on {n_workers} workers: every worker "
+                         "needs at least one agent (use n_workers <= n_agents)")
+    blocks = _contiguous_blocks(n_agents, n_workers)
+    if adjacency is None:
+        return blocks
+    pattern = _checked_adjacency(adjacency)
+    if pattern.shape[0] != n_agents:
+        raise ValueError(f"adjacency has {pattern.shape[0]} nodes but n_agents={n_agents}")
+    order = reverse_cuthill_mckee(pattern.astype(np.int8), symmetric_mode=True)
+    reordered = np.empty(n_agents, dtype=blocks.dtype)
+    reordered[order] = blocks
+    return reordered if cut_edges(pattern, reordered) < cut_edges(pattern, blocks) else blocks

@@ -1,0 +1,174 @@
+"""Primal-dual meta-training of the unrolled network, top to bottom.
+
+Every step draws a fresh batch of training tasks, runs the L layers, takes an Adam step on the
+Lagrangian (the primal step) and a projected ascent step on the multipliers (the dual step).
+``constrained=False`` keeps the multipliers at zero: standard unrolling, the ablation.
+The model kept at the end is the one with the lowest validation loss after its last layer.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import RunConfig
+from .constraints import descent_values, dual_step, lagrangian_share, slack_terms
+from .engine import Worker, draw_async_masks
+from .model import UnrolledDGD
+from .problem import loss_per_agent
+
+
+@dataclass
+class TrainState:
+    model: UnrolledDGD
+    optimizer: torch.optim.Optimizer
+    duals: torch.Tensor
+    mask_rng: np.random.Generator
+    step: int = 0
+    best_val: float = float("inf")
+    best_model: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+def build_state(cfg: RunConfig, worker: Worker) -> TrainState:
+    fam = worker.family
+    model = UnrolledDGD(cfg.model, fam.dataset.num_features + 1, fam.num_classes, seed=cfg.train.seed)
+    model = model.to(worker.dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    duals = torch.zeros(cfg.model.num_layers, dtype=torch.float64)
+    mask_rng = np.random.default_rng(np.random.SeedSequence([cfg.train.seed, 7]))
+    return TrainState(model, optimizer, duals, mask_rng, best_model=copy.deepcopy(model.state_dict()))
+
+
+def unroll(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False):
+    """Load ``tasks`` on this worker and run every layer: (shards, [W_0..W_L])."""
+    shards = worker.load(tasks)
+    positions = worker.positions(tasks, range(model.config.num_layers), model.config.batch_size, stream=0)
+    Ws = model(shards.init_weights, shards, positions, worker.comm, worker.active_mask(masks_ltn), stale)
+    return shards, Ws
+
+
+def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dict:
+    """One Adam step on this worker's share of the Lagrangian, gradients all-reduced."""
+    masks = None
+    if cfg.train.async_train > 0:
+        masks = draw_async_masks(state.mask_rng, cfg.model.num_layers, len(tasks),
+                                 worker.num_agents, cfg.train.async_train)
+    shards, Ws = unroll(state.model, worker, tasks, masks)
+    g = descent_values(Ws, shards.X_seen, shards.Y_seen, cfg.train.descent)
+    outer = loss_per_agent(Ws[-1], shards.X_held, shards.Y_held)
+    slack = slack_terms(g, cfg.train.eps)
+    num_nodes = len(tasks) * worker.num_agents
+    duals = state.duals.to(outer.dtype) if cfg.train.constrained else torch.zeros_like(state.duals, dtype=outer.dtype)
+    state.optimizer.zero_grad(set_to_none=True)
+    lagrangian_share(outer, slack, duals, num_nodes).backward()
+    worker.comm.all_reduce_grads(state.model.parameters())
+    state.optimizer.step()
+    sums = worker.comm.all_reduce(torch.cat([outer.sum()[None], slack.sum(1)]).detach().double())
+    return {"outer_loss": float(sums[0]) / num_nodes, "slacks": (sums[1:] / num_nodes)}
+
+
+def validate(model: UnrolledDGD, worker: Worker, tasks) -> dict:
+    with torch.no_grad():
+        shards, Ws = unroll(model, worker, tasks)
+        groups = torch.zeros(Ws[-1].shape[0], dtype=torch.int64)
+        return {k: float(v[0]) for k, v in worker.metrics(Ws[-1], shards, groups, 1).items()}
+
+
+def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: bool = False,
+          progress: bool = True, tag: str = "") -> TrainState:
+    """Meta-train; writes metrics.csv, TensorBoard events and checkpoints under ``run_dir``."""
+    tc = cfg.train
+    state = build_state(cfg, worker)
+    writer_ok = run_dir is not None and worker.comm.rank == 0
+    if resume:
+        restore(state, load_checkpoint(run_dir / "checkpoint.pt", cfg.to_dict()))
+    val_tasks = worker.family.batch("val", range(tc.val_tasks))
+    logger = MetricsLogger(run_dir, cfg.model.num_layers, append=resume) if writer_ok else None
+    bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,
+               initial=state.step, total=tc.steps, leave=False)
+    for step in bar:
+        tasks = worker.family.batch("train", range(step * tc.tasks_per_step, (step + 1) * tc.tasks_per_step))
+        row = primal_step(state, worker, tasks, cfg)
+        if not np.isfinite(row["outer_loss"]):
+            raise FloatingPointError(f"meta-training diverged at step {step}: outer loss is "
+                                     f"{row['outer_loss']}; lower --lr or init_step")
+        if tc.constrained:
+            state.duals = dual_step(state.duals, row["slacks"], tc.dual_lr)
+        row.update(step=step, duals=state.duals.clone())
+        if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
+            val = validate(state.model, worker, val_tasks)
+            row.update(val_loss=val["loss"], val_local_accuracy=val["local_accuracy"])
+            if val["loss"] < state.best_val:
+                state.best_val = val["loss"]
+                state.best_model = copy.deepcopy(state.model.state_dict())
+            bar.set_postfix(loss=f"{row['outer_loss']:.3f}", val_acc=f"{val['local_accuracy']:.3f}")
+        state.step = step + 1
+        state.history.append(row)
+        if logger:
+            logger.write(row)
+        if writer_ok and ((step + 1) % tc.val_every == 0 or step + 1 == tc.steps):
+            save_checkpoint(run_dir / "checkpoint.pt", snapshot(state, cfg))
+    if logger:
+        logger.close()
+    state.model.load_state_dict(state.best_model)
+    if writer_ok:
+        save_checkpoint(run_dir / "model.pt", {"config": json.dumps(cfg.to_dict()),
+                                               "model": state.best_model, "best_val": state.best_val})
+    return state
+
+
+def snapshot(state: TrainState, cfg: RunConfig) -> dict:
+    return {"config": json.dumps(cfg.to_dict()), "step": state.step, "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(), "duals": state.duals,
+            "mask_rng": json.dumps(state.mask_rng.bit_generator.state), "best_val": state.best_val,
+            "best_model": state.best_model}
+
+
+def restore(state: TrainState, saved: dict) -> None:
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.duals = saved["duals"]
+    state.mask_rng.bit_generator.state = json.loads(saved["mask_rng"])
+    state.step, state.best_val, state.best_model = saved["step"], saved["best_val"], saved["best_model"]
+
+
+class MetricsLogger:
+    """One CSV row and one TensorBoard scalar set per step (coordinator only)."""
+
+    def __init__(self, run_dir: Path, num_layers: int, append: bool = False):
+        from torch.utils.tensorboard import SummaryWriter
+        self.columns = (["step", "outer_loss", "violations", "val_loss", "val_local_accuracy"]
+                        + [f"slack_{l}" for l in range(1, num_layers + 1)]
+                        + [f"dual_{l}" for l in range(1, num_layers + 1)])
+        path = run_dir / "metrics.csv"
+        self.file = open(path, "a" if append and path.exists() else "w", newline="")
+        self.csv = csv.writer(self.file)
+        if self.file.tell() == 0:
+            self.csv.writerow(self.columns)
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        slacks, duals = row["slacks"].tolist(), row["duals"].tolist()
+        flat = {"step": row["step"], "outer_loss": row["outer_loss"],
+                "violations": sum(s > 0 for s in slacks), "val_loss": row.get("val_loss", ""),
+                "val_local_accuracy": row.get("val_local_accuracy", "")}
+        flat.update({f"slack_{l + 1}": s for l, s in enumerate(slacks)})
+        flat.update({f"dual_{l + 1}": v for l, v in enumerate(duals)})
+        self.csv.writerow([flat[c] for c in self.columns])
+        for key in ("outer_loss", "violations", "val_loss", "val_local_accuracy"):
+            if flat[key] != "":
+                self.tb.add_scalar(f"train/{key}", flat[key], row["step"])
+        self.tb.add_scalars("train/slack", {str(l + 1): s for l, s in enumerate(slacks)}, row["step"])
+        self.tb.add_scalars("train/dual", {str(l + 1): v for l, v in enumerate(duals)}, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        self.tb.close()

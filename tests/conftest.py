@@ -1,0 +1,67 @@
+import torch; torch.set_num_threads(1)  # noqa: E702  (2-core machine: threads slow tiny tensors 50x)
+
+# Shared fixtures: tiny synthetic problems, graphs bound to a local communicator, the digits
+# task family of the ``quick`` preset. Everything is float64 with 4 to 8 agents.
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from surf_dist.comm.local import LocalCommunicator
+from surf_dist.config import preset
+from surf_dist.problem import add_bias
+from surf_dist.tasks import Shards, TaskFamily
+from surf_dist.topology import ring, shift_operator, star
+
+
+@pytest.fixture(scope="session")
+def quick_cfg():
+    return preset("quick")
+
+
+@pytest.fixture(scope="session")
+def digits_family(quick_cfg):
+    """The quick preset's task family (8 agents on a ring, bundled digits), seed 0."""
+    return TaskFamily(quick_cfg.task, seed=0)
+
+
+def _make_shards(num_agents=4, num_seen=6, num_held=3, num_features=3, num_classes=3, seed=0,
+                 init_std=1.0):
+    """Random float64 shards: features with a bias column, labels in [0, C), W_0 ~ N(0, init_std^2)."""
+    gen = torch.Generator().manual_seed(seed)
+    n, p, C = num_agents, num_features, num_classes
+    X_seen = add_bias(torch.randn(n, num_seen, p, generator=gen, dtype=torch.float64))
+    X_held = add_bias(torch.randn(n, num_held, p, generator=gen, dtype=torch.float64))
+    Y_seen = torch.randint(0, C, (n, num_seen), generator=gen)
+    Y_held = torch.randint(0, C, (n, num_held), generator=gen)
+    W0 = init_std * torch.randn(n, (p + 1) * C, generator=gen, dtype=torch.float64)
+    return Shards(X_seen, Y_seen, X_held, Y_held, [X_held.reshape(-1, p + 1)], [Y_held.reshape(-1)],
+                  torch.zeros(n, dtype=torch.int64), W0)
+
+
+@pytest.fixture
+def make_shards():
+    return _make_shards
+
+
+def _bound_comm(shift: sp.csr_matrix) -> LocalCommunicator:
+    comm = LocalCommunicator()
+    comm.bind(sp.csr_matrix(shift), np.arange(shift.shape[0]))
+    return comm
+
+
+@pytest.fixture
+def bound_comm():
+    """Factory: a LocalCommunicator bound to ``shift`` hosting every node."""
+    return _bound_comm
+
+
+@pytest.fixture
+def ring_shift():
+    """Factory: Metropolis (doubly stochastic) shift operator of an n-ring."""
+    return lambda n, normalization="metropolis": shift_operator(ring(n), normalization)
+
+
+@pytest.fixture
+def star_shift():
+    return lambda n, normalization="metropolis": shift_operator(star(n), normalization)

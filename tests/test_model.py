@@ -1,0 +1,361 @@
+"""surf_dist.model: graph filter, local networks and the unrolled network, against analytic oracles.
+
+Oracles: a silenced local network reduces a layer to the graph filter H(W; S) = sum_k h_k S^k W
+(dense S by hand); taps [0, 1] with Psi = alpha * grad is one DGD step on the same mini-batch;
+asynchronous agents keep their weights and send zeros (or their last message) by hand on a ring.
+"""
+import math
+
+import pytest
+import torch
+
+from surf_dist.config import ModelConfig
+from surf_dist.model import CompactLocalNet, PaperLocalNet, UnrolledDGD, graph_filter, rms
+from surf_dist.problem import grad_per_agent, loss_per_agent
+
+N_AGENTS, N_SEEN, BATCH = 6, 6, 3
+P, C = 3, 3                 # raw features, classes: d = (P + 1) * C = 12
+D = (P + 1) * C
+
+
+def make_model(num_layers=1, num_hops=1, local_net="compact", hidden=4, seed=0):
+    cfg = ModelConfig(num_layers=num_layers, num_hops=num_hops, local_net=local_net,
+                      batch_size=BATCH, hidden=hidden, init_step=0.5)
+    return UnrolledDGD(cfg, P + 1, C, seed=seed).double()
+
+
+def silence(model):
+    """Psi = 0: zero gradient step (exp(-1e9) = 0) and zero learned part."""
+    model.local_net.log_step.data.fill_(-1e9)
+    model.local_net.out_scale.data.fill_(0.0)
+
+
+def dgd_local_net(model, alpha):
+    """Psi = alpha * grad f_i(w_i; B) exactly."""
+    model.local_net.log_step.data.fill_(math.log(alpha))
+    model.local_net.out_scale.data.fill_(0.0)
+
+
+def positions(num_layers, n=N_AGENTS, m=N_SEEN, b=BATCH, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.stack([torch.randperm(m, generator=gen)[:b] for _ in range(n)])
+                        for _ in range(num_layers)])
+
+
+@pytest.fixture
+def setup(make_shards, ring_shift, bound_comm):
+    shards = make_shards(num_agents=N_AGENTS, num_seen=N_SEEN, num_features=P, num_classes=C)
+    S = ring_shift(N_AGENTS)
+    return shards, torch.as_tensor(S.toarray()), bound_comm(S)
+
+
+def set_taps(model, taps):
+    model.taps.data.copy_(torch.as_tensor(taps, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------------- graph filter
+
+
+def test_graph_filter_pure_function():
+    W = torch.randn(4, 5, dtype=torch.float64)
+    hops = [W, 2 * W, 3 * W]
+    out = graph_filter(torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64), hops)
+    assert torch.allclose(out, (1 - 2 + 1.5) * W)
+
+
+def test_one_layer_taps_01_is_shift(setup):
+    shards, S, comm = setup
+    model = make_model()
+    silence(model)
+    set_taps(model, [[0.0, 1.0]])
+    Ws = model(shards.init_weights, shards, positions(1), comm)
+    assert len(Ws) == 2 and Ws[0] is shards.init_weights
+    assert torch.allclose(Ws[1], S @ shards.init_weights, atol=1e-13)
+
+
+def test_one_layer_taps_10_is_identity(setup):
+    shards, _, comm = setup
+    model = make_model()
+    silence(model)
+    set_taps(model, [[1.0, 0.0]])
+    Ws = model(shards.init_weights, shards, positions(1), comm)
+    assert torch.allclose(Ws[1], shards.init_weights, atol=1e-14)
+
+
+def test_two_hop_filter_equals_dense_polynomial(setup):
+    shards, S, comm = setup
+    model = make_model(num_hops=2)
+    silence(model)
+    a, b, c = 0.3, -0.7, 1.9
+    set_taps(model, [[a, b, c]])
+    W = shards.init_weights
+    Ws = model(W, shards, positions(1), comm)
+    assert torch.allclose(Ws[1], a * W + b * S @ W + c * S @ S @ W, atol=1e-12)
+    assert comm.ledger.rounds == 2            # K = 2 hops: two neighbour exchanges per layer
+
+
+def test_layers_use_their_own_taps(setup):
+    shards, S, comm = setup
+    model = make_model(num_layers=3)
+    silence(model)
+    taps = [[0.5, 0.5], [1.0, 0.0], [-0.2, 2.0]]
+    set_taps(model, taps)
+    W = shards.init_weights
+    Ws = model(W, shards, positions(3), comm)
+    expect = W
+    for l, (h0, h1) in enumerate(taps):
+        expect = h0 * expect + h1 * S @ expect
+        assert torch.allclose(Ws[l + 1], expect, atol=1e-12)
+
+
+def test_taps_01_with_gradient_step_is_dgd_on_same_minibatch(setup):
+    shards, S, comm = setup
+    alpha = 0.37
+    model = make_model(num_layers=2)
+    dgd_local_net(model, alpha)
+    set_taps(model, [[0.0, 1.0], [0.0, 1.0]])
+    pos = positions(2)
+    Ws = model(shards.init_weights, shards, pos, comm)
+    W = shards.init_weights
+    for l in range(2):
+        X, Y = shards.minibatch(pos[l])
+        # the mini-batch really is agent i's own rows of the seen data
+        assert torch.equal(X[1], shards.X_seen[1, pos[l, 1]])
+        W = S @ W - alpha * grad_per_agent(W, X, Y)
+        assert torch.allclose(Ws[l + 1], W, atol=1e-12)
+
+
+def test_the_graph_is_an_input_not_a_parameter(make_shards, star_shift, ring_shift, bound_comm):
+    """The same trained model runs on graphs of another size and family."""
+    model = make_model()
+    silence(model)
+    set_taps(model, [[0.25, 0.75]])
+    for n, S in [(4, star_shift(4)), (7, ring_shift(7))]:
+        shards = make_shards(num_agents=n, num_seen=N_SEEN, num_features=P, num_classes=C, seed=n)
+        Ws = model(shards.init_weights, shards, positions(1, n=n), bound_comm(S))
+        dense = torch.as_tensor(S.toarray())
+        assert torch.allclose(Ws[1], 0.25 * shards.init_weights + 0.75 * dense @ shards.init_weights)
+
+
+# ------------------------------------------------------------------------- asynchronous agents
+
+
+def test_async_zeros_one_hop_by_hand(setup):
+    shards, S, comm = setup
+    model = make_model()
+    silence(model)
+    set_taps(model, [[0.0, 1.0]])
+    W = shards.init_weights
+    active = torch.ones(1, N_AGENTS, dtype=torch.bool)
+    active[0, 2] = False
+    Ws = model(W, shards, positions(1), comm, active_ln=active)
+    assert torch.equal(Ws[1][2], W[2])                              # keeps its weights
+    third = 1.0 / 3.0                                              # Metropolis weights on a ring
+    assert torch.allclose(Ws[1][1], third * (W[0] + W[1]), atol=1e-13)   # receives zeros from 2
+    assert torch.allclose(Ws[1][3], third * (W[3] + W[4]), atol=1e-13)
+    assert torch.allclose(Ws[1][5], third * (W[4] + W[5] + W[0]), atol=1e-13)  # untouched
+    # agent 2 sent nothing; its neighbours still sent to it
+    assert comm.ledger.messages.tolist() == [2, 2, 0, 2, 2, 2]
+
+
+@pytest.mark.parametrize("stale", [False, True])
+@pytest.mark.parametrize("masked_layer", [1, 2])
+def test_async_later_layer_zeros_or_stale_with_gradient_step(setup, stale, masked_layer):
+    """Agent 2 drops out at one layer: it keeps W_l, its neighbours get zeros or its last
+    message (W_{l-1}: what it sent at the previous layer), and the others take a DGD step."""
+    shards, S, comm = setup
+    alpha = 0.2
+    L = masked_layer + 1
+    model = make_model(num_layers=L)
+    dgd_local_net(model, alpha)
+    set_taps(model, [[0.0, 1.0]] * L)
+    pos = positions(L)
+    active = torch.ones(L, N_AGENTS, dtype=torch.bool)
+    active[masked_layer, 2] = False
+    Ws = model(shards.init_weights, shards, pos, comm, active_ln=active, stale=stale)
+    W = [shards.init_weights]
+    for l in range(masked_layer):                                 # all active: plain DGD
+        X, Y = shards.minibatch(pos[l])
+        W.append(S @ W[-1] - alpha * grad_per_agent(W[-1], X, Y))
+        assert torch.allclose(Ws[l + 1], W[-1], atol=1e-12)
+    last = W[masked_layer]
+    assert not torch.allclose(last[2], W[masked_layer - 1][2])   # the stale value differs
+    sent = last.clone()
+    sent[2] = W[masked_layer - 1][2] if stale else 0.0
+    X, Y = shards.minibatch(pos[masked_layer])
+    expect = S @ sent - alpha * grad_per_agent(last, X, Y)
+    expect[2] = last[2]
+    assert torch.allclose(Ws[-1], expect, atol=1e-12)
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_async_two_hops_second_message_zeros_or_stale(setup, stale):
+    shards, S, comm = setup
+    model = make_model(num_layers=2, num_hops=2)
+    silence(model)
+    a, b, c = 0.2, 0.5, 0.3
+    set_taps(model, [[0.0, 0.5, 0.5], [a, b, c]])
+    active = torch.ones(2, N_AGENTS, dtype=torch.bool)
+    active[1, 4] = False
+    Ws = model(shards.init_weights, shards, positions(2), comm, active_ln=active, stale=stale)
+    W0 = shards.init_weights
+    W1 = 0.5 * S @ W0 + 0.5 * S @ S @ W0
+    assert torch.allclose(Ws[1], W1, atol=1e-12)
+    hop1 = W1.clone()
+    hop1[4] = W0[4] if stale else 0.0                 # last hop-1 message of agent 4: W_0
+    hop2 = S @ hop1
+    hop2[4] = (S @ W0)[4] if stale else 0.0           # last hop-2 message of agent 4: (S W_0)_4
+    W2 = a * W1 + b * S @ hop1 + c * S @ hop2
+    W2[4] = W1[4]
+    assert torch.allclose(Ws[2], W2, atol=1e-12)
+
+
+def test_async_all_active_mask_equals_no_mask(setup):
+    shards, _, comm = setup
+    model = make_model(num_layers=2, num_hops=2)
+    pos = positions(2)
+    plain = model(shards.init_weights, shards, pos, comm)
+    masked = model(shards.init_weights, shards, pos, comm,
+                   active_ln=torch.ones(2, N_AGENTS, dtype=torch.bool), stale=True)
+    for a, b in zip(plain, masked):
+        assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------- local networks
+
+
+def local_net_of(kind, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "compact":
+        net = CompactLocalNet(2, 5, 0.3, gen)
+        with torch.no_grad():
+            net.b1.normal_(generator=gen)       # make every input matter
+    else:
+        net = PaperLocalNet(2, BATCH, P + 1, C, gen)
+        with torch.no_grad():
+            for layer in net.outer:
+                layer.bias.normal_(generator=gen)
+    return net.double()
+
+
+def local_inputs(seed=0, n=N_AGENTS):
+    gen = torch.Generator().manual_seed(seed)
+    W = torch.randn(n, D, generator=gen, dtype=torch.float64)
+    G = torch.randn(n, D, generator=gen, dtype=torch.float64)
+    dis = torch.randn(n, D, generator=gen, dtype=torch.float64)
+    X = torch.randn(n, BATCH, P + 1, generator=gen, dtype=torch.float64)
+    Y = torch.randint(0, C, (n, BATCH), generator=gen)
+    return W, G, dis, X, Y
+
+
+@pytest.mark.parametrize("kind", ["compact", "paper"])
+def test_local_net_never_mixes_agents(kind):
+    net = local_net_of(kind)
+    W, G, dis, X, Y = local_inputs()
+    out = net(1, W, G, dis, X, Y)
+    j = 3
+    W2, G2, dis2, X2, Y2 = (t.clone() for t in (W, G, dis, X, Y))
+    W2[j] *= 5.0
+    G2[j] += 1.0
+    dis2[j] -= 2.0
+    X2[j] = -X2[j]
+    Y2[j] = (Y2[j] + 1) % C
+    out2 = net(1, W2, G2, dis2, X2, Y2)
+    others = [i for i in range(N_AGENTS) if i != j]
+    assert torch.equal(out2[others], out[others])
+    assert not torch.allclose(out2[j], out[j])
+
+
+@pytest.mark.parametrize("kind", ["compact", "paper"])
+def test_local_net_batched_equals_one_agent_at_a_time(kind):
+    """No statistic across the agent dimension: a block of N equals N blocks of one."""
+    net = local_net_of(kind)
+    inputs = local_inputs(seed=1)
+    out = net(0, *inputs)
+    for i in range(N_AGENTS):
+        alone = net(0, *(t[i:i + 1] for t in inputs))
+        assert torch.allclose(out[i:i + 1], alone, atol=1e-13)
+
+
+@pytest.mark.parametrize("kind", ["compact", "paper"])
+def test_local_net_layers_have_separate_parameters(kind):
+    net = local_net_of(kind)
+    inputs = local_inputs(seed=2)
+    assert not torch.allclose(net(0, *inputs), net(1, *inputs))
+
+
+def test_compact_net_formula_by_hand():
+    net = local_net_of("compact")
+    W, G, dis, X, Y = local_inputs(seed=3)
+    layer = 1
+    phi = torch.stack([G / rms(G), dis / rms(dis), W / rms(W)], dim=-1)
+    learned = torch.tanh(phi @ net.w1[layer] + net.b1[layer]) @ net.w2[layer]
+    expect = net.log_step[layer].exp() * G + rms(G) * net.out_scale[layer] * learned
+    assert torch.allclose(net(layer, W, G, dis, X, Y), expect, atol=1e-13)
+    # rms is per agent, over that agent's own coordinates
+    assert torch.allclose(rms(G)[:, 0], G.pow(2).mean(1).sqrt(), atol=1e-10)
+
+
+def test_compact_net_scales_with_the_gradient():
+    """Psi(w, c g) = c Psi(w, g) for c > 0: the update is scale-aware (phi is scale-free)."""
+    net = local_net_of("compact")
+    W, G, dis, X, Y = local_inputs(seed=4)
+    assert torch.allclose(net(0, W, 7.0 * G, dis, X, Y), 7.0 * net(0, W, G, dis, X, Y), atol=1e-10)
+
+
+def test_paper_net_parameter_count_matches_docstring_formula():
+    gen = torch.Generator().manual_seed(0)
+    L, b, p, classes = 2, 4, 65, 10        # the digits: 64 features + bias, 10 classes
+    d = p * classes
+    net = PaperLocalNet(L, b, p, classes, gen)
+    count = sum(t.numel() for t in net.parameters())
+    leading = d * (b * (p + classes) + 2 * d)        # the docstring's "about d (b (p + C) + 2 d)"
+    assert count == L * (leading + 4 * d)            # + biases (2 d) and LayerNorm (2 d)
+    assert abs(count / (L * leading) - 1) < 0.01
+
+
+def test_compact_net_parameter_count_is_independent_of_d():
+    counts = []
+    for p, classes in [(4, 3), (65, 10)]:
+        cfg = ModelConfig(num_layers=3, num_hops=2, local_net="compact", batch_size=2, hidden=8)
+        model = UnrolledDGD(cfg, p, classes)
+        counts.append(sum(t.numel() for t in model.local_net.parameters()))
+    F, H, L = CompactLocalNet.num_features, 8, 3
+    assert counts == [L * (2 + F * H + 2 * H)] * 2
+    assert counts[0] < 1000
+
+
+def test_paper_net_is_tied_to_one_d(setup):
+    """The paper network is tied to one d: other d is a shape error, not silent misuse."""
+    shards, _, comm = setup
+    cfg = ModelConfig(num_layers=1, num_hops=1, local_net="paper", batch_size=BATCH, hidden=4)
+    model = UnrolledDGD(cfg, P + 2, C).double()        # built for another number of inputs
+    with pytest.raises(RuntimeError):
+        model(shards.init_weights, shards, positions(1), comm)
+
+
+# ------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("kind", ["compact", "paper"])
+def test_meta_gradients_reach_taps_and_local_net(setup, kind):
+    shards, _, comm = setup
+    model = make_model(num_layers=2, num_hops=2, local_net=kind)
+    Ws = model(shards.init_weights, shards, positions(2), comm)
+    loss_per_agent(Ws[-1], shards.X_held, shards.Y_held).mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+        if param.dim() == 0 or name.startswith("local_net.") and kind == "paper":
+            assert param.grad.abs().sum() > 0, name
+        else:
+            # every layer's slice of the stacked parameters gets a gradient
+            per_layer = param.grad.reshape(param.shape[0], -1).abs().sum(1)
+            assert (per_layer > 0).all(), name
+
+
+def test_model_is_deterministic_in_its_seed():
+    a, b, c = make_model(num_layers=2, seed=1), make_model(num_layers=2, seed=1), make_model(num_layers=2, seed=2)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
