@@ -52,10 +52,11 @@ class ModelConfig:
     local_net: str = "compact"
     batch_size: int = 8                    # mini-batch per agent per layer
     hidden: int = 16                       # hidden width of the local network
+    local_steps: int = 1                   # compact net: local sub-steps per layer (no communication)
     init_step: float = 0.5                 # initial gradient step of every layer
 
     def __post_init__(self):
-        _positive(self, "num_layers", "num_hops", "batch_size", "hidden")
+        _positive(self, "num_layers", "num_hops", "batch_size", "hidden", "local_steps")
         _choice(self, "local_net", LOCAL_NETS)
         if self.init_step <= 0:
             raise ValueError("init_step must be > 0")

@@ -110,6 +110,7 @@ def async_sweep(model: UnrolledDGD, worker: Worker, tasks, levels, draws: int, s
     constrained and the unconstrained model face exactly the same dropouts."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
     L, n = model.config.num_layers, worker.num_agents
-    masks = {level: [draw_async_masks(rng, L, len(tasks), n, level) for _ in range(draws)] for level in levels}
+    masks = {level: [worker.comm.broadcast(torch.as_tensor(draw_async_masks(rng, L, len(tasks), n, level))).numpy()
+                     for _ in range(draws if level else 1)] for level in levels}
     return {level: [evaluate_unrolled(model, worker, tasks, m, stale)["local_accuracy"][-1]
                     for m in masks[level]] for level in levels}

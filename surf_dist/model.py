@@ -33,27 +33,34 @@ def rms(x_nd: torch.Tensor) -> torch.Tensor:
 class CompactLocalNet(nn.Module):
     """A learned-optimizer update from per-coordinate features, independent of d.
 
-    Psi_l(w_i, B) = a_l * g_i + rms(g_i) * c_l * MLP_l(phi_i),  g_i = grad f_i(w_i; B_{l,i}),
-    phi_i (d, F) = [g_i / rms(g_i), (w_i - (S W)_i) / rms(.), w_i / rms(w_i)]: every feature is
-    normalised by a statistic of the agent's own vector, so the update is scale-aware but local.
+    Starting from V_0 = w_i, E local sub-steps on the layer's mini-batch (no communication):
+      V_{e+1} = V_e - [a_{l,e} g_e + rms(g_e) c_{l,e} MLP_l(phi_e)],  g_e = grad f_i(V_e; B_{l,i})
+      phi_e (d, F) = [g_e / rms(g_e), (w_i - (S W)_i) / rms(.), V_e / rms(V_e), m_i / rms(m_i)]
+    and Psi_l = w_i - V_E. ``m_i`` is the agent's previous layer update (a local momentum
+    memory). Every feature is normalised by a statistic of the agent's own vector: local only.
     """
-    num_features = 3
+    num_features = 4
 
-    def __init__(self, num_layers: int, hidden: int, init_step: float, generator: torch.Generator):
+    def __init__(self, num_layers: int, hidden: int, init_step: float, local_steps: int,
+                 generator: torch.Generator):
         super().__init__()
-        F, H = self.num_features, hidden
-        self.log_step = nn.Parameter(torch.full((num_layers,), math.log(init_step)))
-        self.out_scale = nn.Parameter(torch.full((num_layers,), 0.1))
+        F, H, E = self.num_features, hidden, local_steps
+        self.log_step = nn.Parameter(torch.full((num_layers, E), math.log(init_step)))
+        self.out_scale = nn.Parameter(torch.full((num_layers, E), 0.1))
         self.w1 = nn.Parameter(torch.randn(num_layers, F, H, generator=generator) / math.sqrt(F))
         self.b1 = nn.Parameter(torch.zeros(num_layers, H))
         self.w2 = nn.Parameter(torch.randn(num_layers, H, generator=generator) / math.sqrt(H))
 
-    def forward(self, layer, W_nd, G_nd, disagreement_nd, X_nbp, Y_nb):
-        phi = torch.stack([G_nd / rms(G_nd), disagreement_nd / rms(disagreement_nd),
-                           W_nd / rms(W_nd)], dim=-1)                          # (N, d, F)
-        hidden = torch.tanh(phi @ self.w1[layer] + self.b1[layer])              # (N, d, H)
-        learned = hidden @ self.w2[layer]                                       # (N, d)
-        return self.log_step[layer].exp() * G_nd + rms(G_nd) * self.out_scale[layer] * learned
+    def forward(self, layer, W_nd, disagreement_nd, X_nbp, Y_nb, memory_nd):
+        V = W_nd
+        for e in range(self.log_step.shape[1]):
+            G = grad_per_agent(V, X_nbp, Y_nb)
+            phi = torch.stack([G / rms(G), disagreement_nd / rms(disagreement_nd),
+                               V / rms(V), memory_nd / rms(memory_nd)], dim=-1)      # (N, d, F)
+            hidden = torch.tanh(phi @ self.w1[layer] + self.b1[layer])            # (N, d, H)
+            learned = hidden @ self.w2[layer]                                     # (N, d)
+            V = V - (self.log_step[layer, e].exp() * G + rms(G) * self.out_scale[layer, e] * learned)
+        return W_nd - V
 
 
 class PaperLocalNet(nn.Module):
@@ -81,7 +88,7 @@ class PaperLocalNet(nn.Module):
                 layer.weight.mul_(0.01)
                 layer.bias.zero_()
 
-    def forward(self, layer, W_nd, G_nd, disagreement_nd, X_nbp, Y_nb):
+    def forward(self, layer, W_nd, disagreement_nd, X_nbp, Y_nb, memory_nd):
         onehot = torch.nn.functional.one_hot(Y_nb, self.num_classes).to(W_nd.dtype)
         inputs = torch.cat([X_nbp.flatten(1), onehot.flatten(1), W_nd], dim=1)
         hidden = torch.relu(self.norm[layer](self.inner[layer](inputs)))
@@ -100,7 +107,7 @@ class UnrolledDGD(nn.Module):
         taps[:, 1:] = 1.0 / K          # start as an average of the 1..K hop aggregations
         self.taps = nn.Parameter(taps)
         if config.local_net == "compact":
-            self.local_net = CompactLocalNet(L, config.hidden, config.init_step, gen)
+            self.local_net = CompactLocalNet(L, config.hidden, config.init_step, config.local_steps, gen)
         else:
             self.local_net = PaperLocalNet(L, config.batch_size, num_inputs, num_classes, gen)
 
@@ -116,6 +123,7 @@ class UnrolledDGD(nn.Module):
         K = self.config.num_hops
         Ws = [W0_nd]
         last_sent = [W0_nd] * K
+        memory = torch.zeros_like(W0_nd)     # each agent's previous update (local state)
         for layer in range(self.config.num_layers):
             W = Ws[-1]
             active = None if active_ln is None else active_ln[layer]
@@ -128,10 +136,11 @@ class UnrolledDGD(nn.Module):
                     last_sent[k] = message
                 hops.append(comm.shift(message, senders=active))
             X_b, Y_b = shards.minibatch(positions_lnb[layer])
-            G = grad_per_agent(W, X_b, Y_b)
-            psi = self.local_net(layer, W, G, W - hops[1], X_b, Y_b)
+            psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory)
             W_next = graph_filter(self.taps[layer], hops) - psi
             if active is not None:
                 W_next = torch.where(active[:, None], W_next, W)
+                psi = torch.where(active[:, None], psi, memory)
+            memory = psi
             Ws.append(W_next)
         return Ws

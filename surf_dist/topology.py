@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
-from scipy.sparse.linalg import eigs, eigsh
+from scipy.sparse.linalg import ArpackNoConvergence, eigs, eigsh
 from scipy.spatial import cKDTree
 
 FAMILIES = ("ring", "circulant", "paper_circulant", "erdos_renyi", "random_geometric",
@@ -246,14 +246,37 @@ def small_world(n: int, k: int, p: float, rng: np.random.Generator,
 
 
 # ------------------------------------------------------------------- normalisations
-def spectral_radius(matrix) -> float:
-    """``max_k |lambda_k(M)|`` of an (n, n) matrix; dense for n <= 2000, ARPACK otherwise."""
-    matrix = sp.csr_matrix(matrix, dtype=np.float64)
-    n = matrix.shape[0]
-    if n <= DENSE_EIG_LIMIT:
-        return float(np.max(np.abs(np.linalg.eigvals(matrix.toarray())))) if n else 0.0
+def _leading_moduli(matrix: sp.csr_matrix, k: int) -> np.ndarray:
+    """The k largest ``|lambda|`` of an (n, n) matrix, descending.
+
+    Dense ``eigvals`` for n <= 2000; otherwise ARPACK, and if that stalls on a clustered
+    spectrum (long rings, grids), shift-invert on ``M^2`` at ``sigma = b^2 (1 + 1e-6)`` with
+    ``b = min(||M||_inf, ||M||_1) >= rho(M)``: the eigenvalues of ``M^2`` nearest ``sigma`` are
+    the ``lambda^2`` of largest modulus whenever the leading spectrum is real (symmetric or
+    reversible operators, e.g. every normalisation here).
+    """
+    if matrix.shape[0] <= DENSE_EIG_LIMIT:
+        return np.sort(np.abs(np.linalg.eigvals(matrix.toarray())))[::-1][:k]
     solver = eigsh if _is_symmetric(matrix) else eigs
-    return float(np.max(np.abs(solver(matrix, k=1, which="LM", return_eigenvectors=False))))
+    try:
+        values = solver(matrix, k=k, which="LM", maxiter=100, return_eigenvectors=False)
+    except ArpackNoConvergence:
+        bound = min(abs(matrix).sum(axis=1).max(), abs(matrix).sum(axis=0).max())
+        square = (matrix @ matrix).tocsc()
+        values = np.sqrt(np.abs(solver(square, k=k, sigma=bound ** 2 * (1 + 1e-6), which="LM",
+                                       return_eigenvectors=False)))
+    return np.sort(np.abs(values))[::-1]
+
+
+def spectral_radius(matrix) -> float:
+    """``rho(M) = max_k |lambda_k(M)|`` of an (n, n) matrix (exact row sum if M >= 0 has equal row sums)."""
+    matrix = sp.csr_matrix(matrix, dtype=np.float64)
+    if matrix.shape[0] == 0:
+        return 0.0
+    row_sums = np.asarray(matrix.sum(axis=1)).ravel()
+    if matrix.nnz and matrix.data.min() >= 0 and np.ptp(row_sums) == 0:
+        return float(row_sums[0])
+    return float(_leading_moduli(matrix, 1)[0])
 
 
 def _checked_adjacency(adjacency) -> sp.csr_matrix:
@@ -352,15 +375,9 @@ def validate_shift_operator(shift, normalization: str | None = None,
 def spectral_gap(shift) -> float:
     """``1 - |lambda_2(S)|`` with eigenvalues sorted by modulus (dense for n <= 2000, else ARPACK)."""
     matrix = sp.csr_matrix(shift, dtype=np.float64)
-    n = matrix.shape[0]
-    if n < 2:
-        raise ValueError(f"spectral_gap needs at least 2 agents, got a {matrix.shape} matrix")
-    if n <= DENSE_EIG_LIMIT:
-        values = np.linalg.eigvals(matrix.toarray())
-    else:
-        solver = eigsh if _is_symmetric(matrix) else eigs
-        values = solver(matrix, k=2, which="LM", return_eigenvectors=False)
-    return float(1.0 - np.sort(np.abs(values))[-2])
+    if matrix.shape[0] < 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"spectral_gap needs a square matrix with n >= 2, got shape {matrix.shape}")
+    return float(1.0 - _leading_moduli(matrix, 2)[1])
 
 
 # -------------------------------------------------------------------- edge lists

@@ -58,9 +58,10 @@ def unroll(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=Fals
 def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dict:
     """One Adam step on this worker's share of the Lagrangian, gradients all-reduced."""
     masks = None
-    if cfg.train.async_train > 0:
-        masks = draw_async_masks(state.mask_rng, cfg.model.num_layers, len(tasks),
-                                 worker.num_agents, cfg.train.async_train)
+    if cfg.train.async_train > 0:   # the coordinator draws the dropouts and sends them out
+        masks = torch.as_tensor(draw_async_masks(state.mask_rng, cfg.model.num_layers, len(tasks),
+                                                 worker.num_agents, cfg.train.async_train))
+        masks = worker.comm.broadcast(masks).numpy()
     shards, Ws = unroll(state.model, worker, tasks, masks)
     g = descent_values(Ws, shards.X_seen, shards.Y_seen, cfg.train.descent)
     outer = loss_per_agent(Ws[-1], shards.X_held, shards.Y_held)
@@ -100,8 +101,9 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         if not np.isfinite(row["outer_loss"]):
             raise FloatingPointError(f"meta-training diverged at step {step}: outer loss is "
                                      f"{row['outer_loss']}; lower --lr or init_step")
-        if tc.constrained:
-            state.duals = dual_step(state.duals, row["slacks"], tc.dual_lr)
+        if tc.constrained:   # the coordinator owns the multipliers and sends them out
+            duals = dual_step(state.duals, row["slacks"], tc.dual_lr) if worker.comm.rank == 0 else state.duals
+            state.duals = worker.comm.broadcast(duals.clone())
         row.update(step=step, duals=state.duals.clone())
         if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
             val = validate(state.model, worker, val_tasks)

@@ -224,10 +224,10 @@ def test_async_all_active_mask_equals_no_mask(setup):
 # ------------------------------------------------------------------------- local networks
 
 
-def local_net_of(kind, seed=0):
+def local_net_of(kind, seed=0, local_steps=1):
     gen = torch.Generator().manual_seed(seed)
     if kind == "compact":
-        net = CompactLocalNet(2, 5, 0.3, gen)
+        net = CompactLocalNet(2, 5, 0.3, local_steps, gen)
         with torch.no_grad():
             net.b1.normal_(generator=gen)       # make every input matter
     else:
@@ -241,26 +241,26 @@ def local_net_of(kind, seed=0):
 def local_inputs(seed=0, n=N_AGENTS):
     gen = torch.Generator().manual_seed(seed)
     W = torch.randn(n, D, generator=gen, dtype=torch.float64)
-    G = torch.randn(n, D, generator=gen, dtype=torch.float64)
     dis = torch.randn(n, D, generator=gen, dtype=torch.float64)
     X = torch.randn(n, BATCH, P + 1, generator=gen, dtype=torch.float64)
     Y = torch.randint(0, C, (n, BATCH), generator=gen)
-    return W, G, dis, X, Y
+    memory = torch.randn(n, D, generator=gen, dtype=torch.float64)
+    return W, dis, X, Y, memory
 
 
 @pytest.mark.parametrize("kind", ["compact", "paper"])
 def test_local_net_never_mixes_agents(kind):
     net = local_net_of(kind)
-    W, G, dis, X, Y = local_inputs()
-    out = net(1, W, G, dis, X, Y)
+    W, dis, X, Y, M = local_inputs()
+    out = net(1, W, dis, X, Y, M)
     j = 3
-    W2, G2, dis2, X2, Y2 = (t.clone() for t in (W, G, dis, X, Y))
+    W2, dis2, X2, Y2, M2 = (t.clone() for t in (W, dis, X, Y, M))
     W2[j] *= 5.0
-    G2[j] += 1.0
     dis2[j] -= 2.0
     X2[j] = -X2[j]
     Y2[j] = (Y2[j] + 1) % C
-    out2 = net(1, W2, G2, dis2, X2, Y2)
+    M2[j] += 1.0
+    out2 = net(1, W2, dis2, X2, Y2, M2)
     others = [i for i in range(N_AGENTS) if i != j]
     assert torch.equal(out2[others], out[others])
     assert not torch.allclose(out2[j], out[j])
@@ -284,23 +284,34 @@ def test_local_net_layers_have_separate_parameters(kind):
     assert not torch.allclose(net(0, *inputs), net(1, *inputs))
 
 
+def compact_substep(net, layer, e, V, dis, X, Y, M):
+    G = grad_per_agent(V, X, Y)
+    phi = torch.stack([G / rms(G), dis / rms(dis), V / rms(V), M / rms(M)], dim=-1)
+    learned = torch.tanh(phi @ net.w1[layer] + net.b1[layer]) @ net.w2[layer]
+    return V - (net.log_step[layer, e].exp() * G + rms(G) * net.out_scale[layer, e] * learned)
+
+
 def test_compact_net_formula_by_hand():
     net = local_net_of("compact")
-    W, G, dis, X, Y = local_inputs(seed=3)
+    W, dis, X, Y, M = local_inputs(seed=3)
     layer = 1
-    phi = torch.stack([G / rms(G), dis / rms(dis), W / rms(W)], dim=-1)
-    learned = torch.tanh(phi @ net.w1[layer] + net.b1[layer]) @ net.w2[layer]
-    expect = net.log_step[layer].exp() * G + rms(G) * net.out_scale[layer] * learned
-    assert torch.allclose(net(layer, W, G, dis, X, Y), expect, atol=1e-13)
+    expect = W - compact_substep(net, layer, 0, W, dis, X, Y, M)
+    assert torch.allclose(net(layer, W, dis, X, Y, M), expect, atol=1e-13)
+    G = grad_per_agent(W, X, Y)
     # rms is per agent, over that agent's own coordinates
     assert torch.allclose(rms(G)[:, 0], G.pow(2).mean(1).sqrt(), atol=1e-10)
 
 
-def test_compact_net_scales_with_the_gradient():
-    """Psi(w, c g) = c Psi(w, g) for c > 0: the update is scale-aware (phi is scale-free)."""
-    net = local_net_of("compact")
-    W, G, dis, X, Y = local_inputs(seed=4)
-    assert torch.allclose(net(0, W, 7.0 * G, dis, X, Y), 7.0 * net(0, W, G, dis, X, Y), atol=1e-10)
+def test_compact_net_local_steps_by_hand():
+    """E = 2 local sub-steps: two learned steps on the same mini-batch, Psi = w - V_2."""
+    net = local_net_of("compact", local_steps=2)
+    with torch.no_grad():
+        net.log_step[:, 1] -= 0.5          # the sub-steps differ
+    W, dis, X, Y, M = local_inputs(seed=4)
+    V1 = compact_substep(net, 0, 0, W, dis, X, Y, M)
+    V2 = compact_substep(net, 0, 1, V1, dis, X, Y, M)
+    assert torch.allclose(net(0, W, dis, X, Y, M), W - V2, atol=1e-13)
+    assert not torch.allclose(W - V2, W - V1)
 
 
 def test_paper_net_parameter_count_matches_docstring_formula():
@@ -321,7 +332,7 @@ def test_compact_net_parameter_count_is_independent_of_d():
         model = UnrolledDGD(cfg, p, classes)
         counts.append(sum(t.numel() for t in model.local_net.parameters()))
     F, H, L = CompactLocalNet.num_features, 8, 3
-    assert counts == [L * (2 + F * H + 2 * H)] * 2
+    assert counts == [L * (2 + F * H + 2 * H)] * 2   # local_steps = 1: one step and one scale
     assert counts[0] < 1000
 
 

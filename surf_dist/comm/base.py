@@ -52,6 +52,10 @@ class Communicator(ABC):
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum of ``x`` over workers (a new tensor; not differentiable)."""
 
+    def broadcast(self, x: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Rank ``src``'s ``x`` on every worker (the coordinator's decisions: duals, dropouts)."""
+        return x
+
     def all_reduce_grads(self, params) -> None:
         """Sum the gradients of replicated parameters over workers, in place."""
         grads = [p.grad for p in params if p.grad is not None]

@@ -11,7 +11,8 @@ from .base import Communicator
 def to_torch_sparse(matrix: sp.spmatrix, dtype=torch.float64) -> torch.Tensor:
     coo = matrix.tocoo()
     indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
-    return torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data, dtype=dtype), coo.shape).coalesce()
+    return torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data, dtype=dtype), coo.shape,
+                                   check_invariants=False).coalesce()
 
 
 class LocalCommunicator(Communicator):

@@ -1,11 +1,8 @@
 """Runtimes: where the workers of a job live (one process, torch.distributed ranks, Ray actors)."""
 from __future__ import annotations
 
-import numpy as np
-
 from ..comm.local import LocalCommunicator
-from ..engine import DTYPES, Worker
-from ..tasks import TaskFamily
+from .common import make_worker
 
 BACKENDS = ("local",)
 
@@ -17,6 +14,4 @@ def run_job(job, cfg, backend: str = "local", workers: int = 1, **options):
     if backend == "local":
         if workers != 1:
             raise ValueError("the local backend runs one worker; use --backend torch or ray for more")
-        family = TaskFamily(cfg.task, seed=cfg.train.seed)
-        worker = Worker(family, LocalCommunicator(), np.arange(cfg.task.num_agents), DTYPES[cfg.train.dtype])
-        return job(cfg, worker, **options)
+        return job(cfg, make_worker(cfg, LocalCommunicator()), **options)

@@ -1,0 +1,26 @@
+"""What every runtime does the same way: place agents on workers and build a worker."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..comm.base import Communicator
+from ..engine import DTYPES, Worker
+from ..tasks import TaskFamily
+from ..topology import place_agents
+
+
+def placement(family: TaskFamily, num_workers: int) -> np.ndarray:
+    """Worker id of every agent (n,). The same agents sit on the same worker in every task;
+    the partition is computed on the family's first training graph (a new graph per task
+    can't be partitioned ahead of time), falling back to contiguous blocks."""
+    adjacency = family.sample("train", 0).shift.copy()
+    adjacency.setdiag(0)
+    adjacency.eliminate_zeros()
+    return place_agents(family.config.num_agents, num_workers, adjacency != 0)
+
+
+def make_worker(cfg, comm: Communicator) -> Worker:
+    """The worker of ``comm.rank``: the task family (same seed everywhere) and its agents."""
+    family = TaskFamily(cfg.task, seed=cfg.train.seed)
+    owner = placement(family, comm.world_size)
+    return Worker(family, comm, np.flatnonzero(owner == comm.rank), DTYPES[cfg.train.dtype])
