@@ -28,8 +28,12 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, expected_config: dict | None = None) -> dict:
-    """Load a checkpoint; a missing, corrupt, foreign or mismatched file is a ValueError."""
+def load_checkpoint(path: str | Path, expected_config: dict | None = None,
+                    may_differ: tuple[str, ...] = ()) -> dict:
+    """Load a checkpoint; a missing, corrupt, foreign or mismatched file is a ValueError.
+
+    ``may_differ`` names config fields ("section.field") allowed to change, e.g. a resumed run
+    that asks for more steps."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
@@ -46,7 +50,9 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None) -> di
             sections = set(saved) | set(expected_config)
             diff = sorted(f"{s}.{k}" for s in sections
                           for k in set(saved.get(s, {})) | set(expected_config.get(s, {}))
-                          if saved.get(s, {}).get(k) != expected_config.get(s, {}).get(k))
-            raise ValueError(f"checkpoint {path} was written with a different configuration "
-                             f"(differs in: {', '.join(diff) or 'sections'})")
+                          if saved.get(s, {}).get(k) != expected_config.get(s, {}).get(k)
+                          and f"{s}.{k}" not in may_differ)
+            if diff:
+                raise ValueError(f"checkpoint {path} was written with a different configuration "
+                                 f"(differs in: {', '.join(diff)})")
     return state

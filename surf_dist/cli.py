@@ -113,19 +113,22 @@ def run_command(args) -> int:
     import torch
 
     from .report import table, write_results
-    from .runtime import run_job
+    from .runtime import is_coordinator, run_job
 
     torch.set_num_threads(1)  # tiny per-agent kernels: one thread per worker is fastest here
     cfg = resolve_config(args)
     if args.command == "evaluate" and not args.config:
         cfg = jobs.run_config(Path(args.runs[0]))   # evaluate with the settings it was trained on
     out = Path(args.out)
-    prepare_out(out, args.force, getattr(args, "resume", False))
+    if is_coordinator():   # the other ranks of a torchrun launch write nothing
+        prepare_out(out, args.force, getattr(args, "resume", False))
     progress = not args.no_progress and sys.stderr.isatty()
     run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, progress=progress, **kw)
     start = time.perf_counter()
     if args.command == "train":
         result = run(jobs.train_job, run_dir=str(out), resume=args.resume)
+        if result is None:   # a non-coordinator rank
+            return 0
         print(f"trained {result['steps']} steps; best validation loss {result['best_val_loss']:.4f}; "
               f"model in {out / 'model.pt'}")
         return 0
@@ -135,6 +138,8 @@ def run_command(args) -> int:
         summary = run(jobs.demo_job, out_dir=str(out))
     else:
         summary = run(jobs.evaluate_job, run_dirs=args.runs)
+    if summary is None:   # a non-coordinator rank
+        return 0
     summary["wall_seconds"] = time.perf_counter() - start
     summary["backend"] = {"name": args.backend, "workers": args.workers}
     written = write_results(out, summary, cfg.to_dict())

@@ -1,10 +1,10 @@
 """Communication graphs of ``n`` agents and their shift operators.
 
-An adjacency ``A`` is a symmetric boolean ``scipy.sparse.csr_matrix`` of shape
-``(n, n)`` without self-loops. A shift operator ``S`` is a ``(n, n)`` float64 CSR
-matrix with ``S[i, j] != 0`` only if ``j`` is a neighbour of ``i`` or ``j == i``;
-one round of mixing is ``x <- S @ x``. All randomness goes through an explicit
-``numpy.random.Generator``; all functions scale to ~10,000 agents.
+An adjacency ``A`` is a symmetric boolean ``scipy.sparse.csr_matrix`` (n, n) without
+self-loops. A shift operator ``S`` is an (n, n) float64 CSR matrix with ``S[i, j] != 0``
+only if ``j`` is a neighbour of ``i`` or ``j == i``; one mixing round is ``x <- S @ x``.
+Randomness only through an explicit ``numpy.random.Generator``; everything is sparse and
+scales to ~10,000 agents.
 """
 from __future__ import annotations
 
@@ -25,13 +25,12 @@ RANDOM_FAMILIES = ("erdos_renyi", "random_geometric", "small_world")
 NORMALIZATIONS = ("metropolis", "row_stochastic", "spectral")
 STOCHASTIC_NORMALIZATIONS = ("metropolis", "row_stochastic")
 TOLERANCE = 1e-8
-DENSE_EIG_LIMIT = 2000
+DENSE_EIG_LIMIT = 500
 PRESET_DIR = Path(__file__).resolve().parent.parent / "topologies"
 
 
-# --------------------------------------------------------------------------- helpers
 def _check_count(value, name: str, minimum: int) -> int:
-    """Return ``value`` as an int, raising ValueError unless it is an integer >= minimum."""
+    """``value`` as an int; ValueError unless it is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -39,60 +38,59 @@ def _check_count(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_probability(value, name: str, allow_zero: bool) -> float:
-    """Return ``value`` as a float in (0, 1] (or [0, 1] if ``allow_zero``)."""
-    low_ok = value >= 0 if allow_zero else value > 0
-    if not isinstance(value, (int, float, np.floating)) or not (low_ok and value <= 1):
-        interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+def _check_number(value, name: str, low: float, high: float, low_open: bool) -> float:
+    """``value`` as a float in ``(low, high]`` (``low_open``) or ``[low, high]``; else ValueError."""
+    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not is_number or not (low < value if low_open else low <= value) or not value <= high:
+        raise ValueError(f"{name} must be a number in {'(' if low_open else '['}{low}, {high}], "
+                         f"got {value!r}")
     return float(value)
 
 
-def _from_edges(n: int, heads: np.ndarray, tails: np.ndarray) -> sp.csr_matrix:
+def _from_edges(n: int, heads, tails) -> sp.csr_matrix:
     """Symmetric boolean (n, n) adjacency with edges ``heads[k] <-> tails[k]``; self-loops dropped."""
     heads, tails = np.asarray(heads, dtype=np.int64), np.asarray(tails, dtype=np.int64)
     keep = heads != tails
     rows = np.concatenate([heads[keep], tails[keep]])
     cols = np.concatenate([tails[keep], heads[keep]])
-    ones = np.ones(rows.size, dtype=np.int8)
-    adjacency = sp.csr_matrix((ones, (rows, cols)), shape=(n, n)).astype(bool)
+    counts = sp.csr_matrix((np.ones(rows.size, np.int32), (rows, cols)), shape=(n, n))
+    adjacency = counts.astype(bool)
     adjacency.sort_indices()
     return adjacency
 
 
-def number_of_components(adjacency) -> int:
-    """Number of (strongly) connected components of the off-diagonal pattern of an (n, n) matrix."""
-    return int(connected_components(sp.csr_matrix(adjacency), directed=True, connection="strong")[0])
+def number_of_components(matrix) -> int:
+    """Strongly connected components of the graph of the nonzero pattern of an (n, n) matrix."""
+    return int(connected_components(sp.csr_matrix(matrix), directed=True, connection="strong")[0])
 
 
-def is_connected(adjacency) -> bool:
-    """True if the graph of the (n, n) matrix ``adjacency`` is (strongly) connected."""
-    return number_of_components(adjacency) == 1
+def is_connected(matrix) -> bool:
+    """True if the graph of the (n, n) matrix is (strongly) connected."""
+    return number_of_components(matrix) == 1
 
 
 def _resample_until_connected(draw, family: str, max_tries: int) -> sp.csr_matrix:
-    """Call ``draw()`` up to ``max_tries`` times and return the first connected adjacency."""
-    max_tries = _check_count(max_tries, "max_tries", 1)
-    for _ in range(max_tries):
+    """First connected adjacency among up to ``max_tries`` calls of ``draw()``."""
+    for _ in range(_check_count(max_tries, "max_tries", 1)):
         adjacency = draw()
         if is_connected(adjacency):
             return adjacency
     raise ValueError(f"{family}: no connected graph in {max_tries} draws; "
-                     "increase the density parameter or max_tries")
+                     "increase the density parameter (edge_prob, radius, ...) or max_tries")
 
 
 def _is_symmetric(matrix: sp.csr_matrix, tol: float = TOLERANCE) -> bool:
     """True if ``max |M - M^T| <= tol``."""
-    difference = (matrix - matrix.T).tocsr()
+    difference = sp.csr_matrix(matrix - matrix.T)
     return difference.nnz == 0 or float(abs(difference).max()) <= tol
 
 
-# ----------------------------------------------------------------------- generators
+# Generators: symmetric boolean CSR adjacency, no self-loops, always connected.
 def circulant(n: int, offsets) -> sp.csr_matrix:
-    """Circulant graph: ``i <-> (i + o) mod n`` for each ``o`` in ``offsets``.
+    """Circulant graph: ``i <-> (i + o) mod n`` for every ``o`` in ``offsets`` (regular).
 
-    Each node has degree ``2 * #{distinct o mod n, o != n/2 up to sign} + [n/2 in offsets]``.
-    It is connected iff ``gcd(n, *offsets) == 1``; otherwise ValueError.
+    Degree ``2 m`` for ``m`` offset classes ``{o, n - o}``, minus 1 if ``n/2`` is an offset.
+    Connected iff ``gcd(n, *offsets) == 1``; otherwise ValueError.
     """
     n = _check_count(n, "n", 2)
     offsets = tuple(_check_count(o, "circulant offset", 1) for o in offsets)
@@ -100,30 +98,29 @@ def circulant(n: int, offsets) -> sp.csr_matrix:
         raise ValueError(f"circulant needs offsets that are non-zero mod n={n}, got {offsets}")
     if math.gcd(n, *offsets) != 1:
         raise ValueError(f"circulant offsets {offsets} with n={n} give a disconnected graph "
-                         f"(gcd(n, offsets) = {math.gcd(n, *offsets)} must be 1)")
+                         f"(gcd(n, offsets) = {math.gcd(n, *offsets)}, must be 1)")
     nodes = np.arange(n)
-    heads = np.concatenate([nodes for _ in offsets])
-    tails = np.concatenate([(nodes + o) % n for o in offsets])
-    return _from_edges(n, heads, tails)
+    return _from_edges(n, np.tile(nodes, len(offsets)),
+                       np.concatenate([(nodes + o) % n for o in offsets]))
 
 
 def ring(n: int) -> sp.csr_matrix:
-    """Cycle ``i <-> i + 1 mod n``; every node has degree 2 (needs n >= 3)."""
+    """Cycle ``i <-> i + 1 mod n``; every node has degree 2 (n >= 3)."""
     return circulant(_check_count(n, "ring n", 3), (1,))
 
 
 def paper_circulant(n: int) -> sp.csr_matrix:
-    """The paper's "degree-3 circulant graph", defined here as the ring plus diametral chords.
+    """The paper's "degree-3 circulant graph", defined here as a ring plus diametral chords.
 
     Even n >= 4: offsets (1, n/2), i.e. ``i <-> i +- 1`` and ``i <-> i + n/2``: degree exactly 3.
-    Odd n >= 5: no 3-regular graph exists, so offsets (1, 2) are used instead: degree 4.
+    Odd n >= 5: no 3-regular graph exists, so offsets (1, 2) are used: degree 4.
     """
     n = _check_count(n, "paper_circulant n", 4)
     return circulant(n, (1, n // 2) if n % 2 == 0 else (1, 2))
 
 
 def exponential(n: int) -> sp.csr_matrix:
-    """Exponential graph: ``i <-> i + 2^k mod n`` for all ``2^k < n`` (symmetrised)."""
+    """Exponential graph: ``i <-> i + 2^k mod n`` for every ``2^k < n`` (symmetrised)."""
     n = _check_count(n, "exponential n", 2)
     return circulant(n, tuple(2 ** k for k in range((n - 1).bit_length())))
 
@@ -131,30 +128,30 @@ def exponential(n: int) -> sp.csr_matrix:
 def star(n: int) -> sp.csr_matrix:
     """Star with hub 0: ``0 <-> i`` for i = 1..n-1 (hub degree n-1, leaves degree 1)."""
     n = _check_count(n, "star n", 2)
-    return _from_edges(n, np.zeros(n - 1, dtype=np.int64), np.arange(1, n))
+    return _from_edges(n, np.zeros(n - 1, np.int64), np.arange(1, n))
 
 
 def grid_shape(n: int) -> tuple[int, int]:
-    """Most square factorisation ``n = rows * cols`` with ``rows <= cols`` (prime n -> 1 x n)."""
+    """Most square factorisation ``n = rows * cols``, ``rows <= cols`` (prime n: 1 x n)."""
     n = _check_count(n, "n", 1)
     rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
     return rows, n // rows
 
 
 def _lattice(n: int, wrap: bool) -> sp.csr_matrix:
-    """2-D lattice on ``grid_shape(n)``, node ``r * cols + c``; periodic if ``wrap``."""
+    """4-neighbour lattice on ``grid_shape(n)``, node id ``r * cols + c``; periodic if ``wrap``."""
     rows, cols = grid_shape(n)
-    r, c = np.divmod(np.arange(n), cols)
-    right_ok = np.ones(n, bool) if wrap else c + 1 < cols
-    down_ok = np.ones(n, bool) if wrap else r + 1 < rows
-    right = r * cols + (c + 1) % cols
-    down = ((r + 1) % rows) * cols + c
-    heads = np.concatenate([np.arange(n)[right_ok], np.arange(n)[down_ok]])
-    return _from_edges(n, heads, np.concatenate([right[right_ok], down[down_ok]]))
+    nodes = np.arange(n)
+    r, c = np.divmod(nodes, cols)
+    right_ok = np.full(n, True) if wrap else c + 1 < cols
+    down_ok = np.full(n, True) if wrap else r + 1 < rows
+    right, down = r * cols + (c + 1) % cols, ((r + 1) % rows) * cols + c
+    return _from_edges(n, np.concatenate([nodes[right_ok], nodes[down_ok]]),
+                       np.concatenate([right[right_ok], down[down_ok]]))
 
 
 def grid(n: int) -> sp.csr_matrix:
-    """2-D grid (rows x cols = ``grid_shape(n)``), 4-neighbourhood without wrap-around."""
+    """2-D grid of ``grid_shape(n)`` without wrap-around (a path when n is prime)."""
     return _lattice(_check_count(n, "grid n", 2), wrap=False)
 
 
@@ -164,7 +161,7 @@ def torus(n: int) -> sp.csr_matrix:
 
 
 def _upper_pairs(n: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Each pair i < j independently with probability p, in O(n + edges) via geometric skips.
+    """Pairs i < j, each kept with probability p, in O(n + edges) via geometric skips.
 
     Pair (i, j) has linear index ``start_i + j - i - 1`` with ``start_i = i (2n - i - 1) / 2``.
     """
@@ -172,14 +169,11 @@ def _upper_pairs(n: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray
     if p >= 1.0:
         chosen = np.arange(total, dtype=np.int64)
     else:
-        expected = total * p
-        chunk = int(expected + 6 * math.sqrt(expected) + 16)
+        chunk = int(total * p + 6 * math.sqrt(total * p) + 16)
         pieces, last = [], -1
-        while True:
+        while last < total:
             positions = last + np.cumsum(rng.geometric(p, size=chunk), dtype=np.int64)
             pieces.append(positions[positions < total])
-            if positions[-1] >= total:
-                break
             last = int(positions[-1])
         chosen = np.concatenate(pieces)
     rows = np.arange(n, dtype=np.int64)
@@ -189,9 +183,9 @@ def _upper_pairs(n: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray
 
 
 def erdos_renyi(n: int, p: float, rng: np.random.Generator, max_tries: int = 100) -> sp.csr_matrix:
-    """Connected G(n, p): each edge present with probability p, resampled until connected."""
+    """Connected G(n, p): every edge present independently with probability p (redrawn until connected)."""
     n = _check_count(n, "erdos_renyi n", 2)
-    p = _check_probability(p, "erdos_renyi edge probability p", allow_zero=False)
+    p = _check_number(p, "erdos_renyi edge probability p", 0, 1, low_open=True)
     return _resample_until_connected(lambda: _from_edges(n, *_upper_pairs(n, p, rng)),
                                      "erdos_renyi", max_tries)
 
@@ -200,103 +194,102 @@ def random_geometric(n: int, radius: float, rng: np.random.Generator,
                      max_tries: int = 100) -> sp.csr_matrix:
     """Connected random geometric graph: points uniform in [0, 1]^2, edge iff distance <= radius."""
     n = _check_count(n, "random_geometric n", 2)
-    if not isinstance(radius, (int, float, np.floating)) or not radius > 0:
-        raise ValueError(f"random_geometric radius must be a positive number, got {radius!r}")
+    radius = _check_number(radius, "random_geometric radius", 0, math.sqrt(2), low_open=True)
 
     def draw() -> sp.csr_matrix:
-        pairs = cKDTree(rng.random((n, 2))).query_pairs(float(radius), output_type="ndarray")
+        pairs = cKDTree(rng.random((n, 2))).query_pairs(radius, output_type="ndarray")
         return _from_edges(n, pairs[:, 0], pairs[:, 1])
 
     return _resample_until_connected(draw, "random_geometric", max_tries)
 
 
 def _watts_strogatz(n: int, k: int, p: float, rng: np.random.Generator) -> sp.csr_matrix:
-    """One Watts–Strogatz draw: ring lattice ``i <-> i + j`` (j <= k/2); each lattice edge
-    (u, u + j) is rewired with probability p to (u, w), w uniform among non-neighbours of u."""
-    neighbours = [set() for _ in range(n)]
-    for u in range(n):
-        for j in range(1, k // 2 + 1):
-            neighbours[u].add((u + j) % n)
-            neighbours[(u + j) % n].add(u)
+    """One Watts–Strogatz draw: lattice ``u <-> u + j`` (1 <= j <= k/2); each lattice edge is
+    rewired with probability p to ``u <-> w``, w uniform among the non-neighbours of u."""
+    neighbours = [{(u + j) % n for j in range(-(k // 2), k // 2 + 1) if j} for u in range(n)]
     rewire = rng.random((k // 2, n)) < p
-    for j in range(1, k // 2 + 1):
-        for u in np.flatnonzero(rewire[j - 1]):
-            v = (u + j) % n
-            if v not in neighbours[u] or len(neighbours[u]) >= n - 1:
-                continue
+    for j, u in zip(*np.nonzero(rewire)):
+        u, v = int(u), int((u + j + 1) % n)
+        if v not in neighbours[u] or len(neighbours[u]) >= n - 1:
+            continue
+        w = int(rng.integers(n))
+        while w == u or w in neighbours[u]:
             w = int(rng.integers(n))
-            while w == u or w in neighbours[u]:
-                w = int(rng.integers(n))
-            neighbours[u].discard(v), neighbours[v].discard(u)
-            neighbours[u].add(w), neighbours[w].add(u)
+        neighbours[u].remove(v), neighbours[v].remove(u)
+        neighbours[u].add(w), neighbours[w].add(u)
     heads = np.repeat(np.arange(n), [len(s) for s in neighbours])
-    tails = np.fromiter((v for s in neighbours for v in s), dtype=np.int64, count=heads.size)
+    tails = np.fromiter((v for s in neighbours for v in s), np.int64, count=heads.size)
     return _from_edges(n, heads, tails)
 
 
 def small_world(n: int, k: int, p: float, rng: np.random.Generator,
                 max_tries: int = 100) -> sp.csr_matrix:
-    """Connected Watts–Strogatz small world: ring lattice of even degree k, rewiring prob p."""
+    """Connected Watts–Strogatz small world: ring lattice of even degree k, rewiring probability p."""
     n = _check_count(n, "small_world n", 3)
     k = _check_count(k, "small_world neighbours k", 2)
     if k % 2 or k >= n:
         raise ValueError(f"small_world needs an even neighbours k < n, got k={k}, n={n}")
-    p = _check_probability(p, "small_world rewire probability p", allow_zero=True)
+    p = _check_number(p, "small_world rewire probability p", 0, 1, low_open=False)
     return _resample_until_connected(lambda: _watts_strogatz(n, k, p, rng), "small_world", max_tries)
 
 
-# ------------------------------------------------------------------- normalisations
+# Spectra and normalisations.
 def _leading_moduli(matrix: sp.csr_matrix, k: int) -> np.ndarray:
-    """The k largest ``|lambda|`` of an (n, n) matrix, descending.
+    """The k largest ``|lambda|`` of an (n, n) matrix M, descending.
 
-    Dense ``eigvals`` for n <= 2000; otherwise ARPACK, and if that stalls on a clustered
-    spectrum (long rings, grids), shift-invert on ``M^2`` at ``sigma = b^2 (1 + 1e-6)`` with
-    ``b = min(||M||_inf, ||M||_1) >= rho(M)``: the eigenvalues of ``M^2`` nearest ``sigma`` are
-    the ``lambda^2`` of largest modulus whenever the leading spectrum is real (symmetric or
-    reversible operators, e.g. every normalisation here).
+    Dense for n <= 500; else ARPACK, and if that stalls on a clustered spectrum (long rings,
+    grids), shift-invert on ``M^2`` at ``sigma = b^2 (1 + 1e-6)``, ``b = min(||M||_inf, ||M||_1)
+    >= rho(M)``: the eigenvalues of ``M^2`` nearest sigma are the ``lambda^2`` of largest modulus
+    whenever the leading spectrum is real (symmetric or reversible M, e.g. every normalisation here).
     """
+    symmetric = _is_symmetric(matrix)
     if matrix.shape[0] <= DENSE_EIG_LIMIT:
-        return np.sort(np.abs(np.linalg.eigvals(matrix.toarray())))[::-1][:k]
-    solver = eigsh if _is_symmetric(matrix) else eigs
+        values = (np.linalg.eigvalsh if symmetric else np.linalg.eigvals)(matrix.toarray())
+        return np.sort(np.abs(values))[::-1][:k]
+    solver = eigsh if symmetric else eigs
     try:
         values = solver(matrix, k=k, which="LM", maxiter=100, return_eigenvectors=False)
     except ArpackNoConvergence:
         bound = min(abs(matrix).sum(axis=1).max(), abs(matrix).sum(axis=0).max())
-        square = (matrix @ matrix).tocsc()
-        values = np.sqrt(np.abs(solver(square, k=k, sigma=bound ** 2 * (1 + 1e-6), which="LM",
-                                       return_eigenvectors=False)))
+        values = np.sqrt(np.abs(solver((matrix @ matrix).tocsc(), k=k, which="LM",
+                                       sigma=bound ** 2 * (1 + 1e-6), return_eigenvectors=False)))
     return np.sort(np.abs(values))[::-1]
 
 
 def spectral_radius(matrix) -> float:
-    """``rho(M) = max_k |lambda_k(M)|`` of an (n, n) matrix (exact row sum if M >= 0 has equal row sums)."""
+    """``rho(M) = max_k |lambda_k(M)|`` of an (n, n) matrix (the common row sum if M >= 0 is regular)."""
     matrix = sp.csr_matrix(matrix, dtype=np.float64)
-    if matrix.shape[0] == 0:
-        return 0.0
     row_sums = np.asarray(matrix.sum(axis=1)).ravel()
     if matrix.nnz and matrix.data.min() >= 0 and np.ptp(row_sums) == 0:
         return float(row_sums[0])
-    return float(_leading_moduli(matrix, 1)[0])
+    return float(_leading_moduli(matrix, 1)[0]) if matrix.shape[0] else 0.0
+
+
+def spectral_gap(shift) -> float:
+    """``1 - |lambda_2(S)|`` for eigenvalues sorted by modulus, ``|lambda_1| >= |lambda_2| >= ...``."""
+    matrix = sp.csr_matrix(shift, dtype=np.float64)
+    if matrix.shape[0] < 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"spectral_gap needs a square matrix with n >= 2, got shape {matrix.shape}")
+    gap = 1.0 - float(_leading_moduli(matrix, 2)[1])
+    return 0.0 if abs(gap) <= TOLERANCE else gap
 
 
 def _checked_adjacency(adjacency) -> sp.csr_matrix:
-    """Square symmetric boolean CSR pattern of ``adjacency`` (nonzeros = edges, diagonal dropped)."""
+    """Boolean CSR pattern (n, n) of a square symmetric matrix: nonzero off-diagonal = edge."""
     matrix = sp.csr_matrix(adjacency)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+    if matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"adjacency must be a square matrix, got shape {matrix.shape}")
-    pattern = (matrix != 0).astype(bool)
-    pattern.setdiag(False)
-    pattern.eliminate_zeros()
+    pattern = sp.csr_matrix(sp.triu(matrix, 1) + sp.tril(matrix, -1)) != 0
     if not _is_symmetric(pattern.astype(np.int8)):
-        raise ValueError("adjacency must be symmetric (undirected graph)")
+        raise ValueError("adjacency must be symmetric (an undirected graph)")
     return pattern
 
 
 def shift_operator(adjacency, normalization: str = "metropolis") -> sp.csr_matrix:
-    """Shift operator S (n, n, CSR float64) of a symmetric adjacency A (n, n).
+    """Shift operator S (n, n, CSR float64) of a symmetric adjacency A (n, n), deg = A 1.
 
     - ``"row_stochastic"``: ``S = D^-1 (A + I)`` with ``D = diag(deg + 1)``; rows sum to 1.
-    - ``"metropolis"``: ``s_ij = 1 / (1 + max(deg_i, deg_j))`` on edges and
+    - ``"metropolis"``: ``s_ij = 1 / (1 + max(deg_i, deg_j))`` on edges,
       ``s_ii = 1 - sum_{j != i} s_ij``; symmetric and doubly stochastic.
     - ``"spectral"``: ``S = A / lambda_max(A)``; spectral radius 1, no self-loops, not stochastic.
     """
@@ -304,21 +297,18 @@ def shift_operator(adjacency, normalization: str = "metropolis") -> sp.csr_matri
         raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
     pattern = _checked_adjacency(adjacency)
     n = pattern.shape[0]
-    degree = np.asarray(pattern.sum(axis=1), dtype=np.float64).ravel()
     weights = pattern.astype(np.float64).tocoo()
+    degree = np.asarray(weights.sum(axis=1)).ravel()
     if normalization == "row_stochastic":
-        with_self = weights.tocsr() + sp.identity(n, format="csr")
-        operator = sp.diags(1.0 / (degree + 1.0)) @ with_self
+        operator = sp.diags(1.0 / (degree + 1.0)) @ (weights.tocsr() + sp.identity(n, format="csr"))
     elif normalization == "metropolis":
         weights.data = 1.0 / (1.0 + np.maximum(degree[weights.row], degree[weights.col]))
         off_diagonal = weights.tocsr()
-        diagonal = 1.0 - np.asarray(off_diagonal.sum(axis=1)).ravel()
-        operator = off_diagonal + sp.diags(diagonal)
+        operator = off_diagonal + sp.diags(1.0 - np.asarray(off_diagonal.sum(axis=1)).ravel())
     else:
-        lambda_max = spectral_radius(weights)
-        if lambda_max <= 0:
+        if weights.nnz == 0:
             raise ValueError("spectral normalization needs a graph with at least one edge")
-        operator = weights.tocsr() / lambda_max
+        operator = weights.tocsr() / spectral_radius(weights)
     operator = sp.csr_matrix(operator, dtype=np.float64)
     operator.sort_indices()
     return operator
@@ -326,17 +316,16 @@ def shift_operator(adjacency, normalization: str = "metropolis") -> sp.csr_matri
 
 def validate_shift_operator(shift, normalization: str | None = None,
                             n: int | None = None) -> sp.csr_matrix:
-    """Check a shift operator S and return it as (n, n) CSR float64; ValueError says what is wrong.
+    """Check a shift operator S; return it as (n, n) CSR float64, else ValueError saying why.
 
-    Always: square (and size ``n`` if given), finite, nonnegative, connected graph.
-    ``"metropolis"``: symmetric with rows summing to 1 (doubly stochastic);
-    ``"row_stochastic"``: ``|S 1 - 1| <= 1e-8``; ``"spectral"``: ``rho(S) <= 1 + 1e-8``;
-    ``None`` (user-supplied): row-stochastic or ``rho(S) <= 1 + 1e-8``.
+    Always: square (of size ``n`` if given), finite, nonnegative, connected graph.
+    ``"row_stochastic"``: ``|S 1 - 1| <= 1e-8``; ``"metropolis"``: also symmetric;
+    ``"spectral"``: ``rho(S) <= 1 + 1e-8``; ``None`` (user matrix): row-stochastic or rho <= 1.
     """
     if normalization is not None and normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
-    if np.ndim(shift) != 2 and not sp.issparse(shift):
-        raise ValueError(f"shift operator must be a square 2-D matrix, got shape {np.shape(shift)}")
+    if not sp.issparse(shift) and np.ndim(shift) != 2:
+        raise ValueError(f"shift operator must be a square matrix, got shape {np.shape(shift)}")
     matrix = sp.csr_matrix(shift, dtype=np.float64)
     if matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"shift operator must be square, got shape {matrix.shape}")
@@ -351,80 +340,67 @@ def validate_shift_operator(shift, normalization: str | None = None,
     matrix.eliminate_zeros()
     components = number_of_components(matrix)
     if components != 1:
-        raise ValueError(f"graph is disconnected: {components} connected components; "
-                         "mixing cannot reach consensus")
-    row_error = np.abs(np.asarray(matrix.sum(axis=1)).ravel() - 1.0)
-    rows_ok = bool(np.all(row_error <= TOLERANCE))
-    worst = int(np.argmax(row_error))
+        raise ValueError(f"graph is disconnected: {components} connected components "
+                         "(mixing cannot reach consensus)")
+    row_sums = np.asarray(matrix.sum(axis=1)).ravel()
+    worst = int(np.argmax(np.abs(row_sums - 1.0)))
+    rows_ok = abs(row_sums[worst] - 1.0) <= TOLERANCE
+    rows_note = f"rows must sum to 1, row {worst} sums to {row_sums[worst]:.6g}"
     if normalization in STOCHASTIC_NORMALIZATIONS and not rows_ok:
-        raise ValueError(f"not a mixing matrix: rows must sum to 1 for {normalization!r}, "
-                         f"row {worst} sums to {matrix[worst].sum():.6g}")
+        raise ValueError(f"not a mixing matrix for {normalization!r}: {rows_note}")
     if normalization == "metropolis" and not _is_symmetric(matrix):
-        raise ValueError("not a mixing matrix: metropolis weights must be symmetric")
-    if normalization == "row_stochastic" or (normalization is None and rows_ok):
+        raise ValueError("not a mixing matrix for 'metropolis': weights must be symmetric")
+    if normalization in STOCHASTIC_NORMALIZATIONS or (normalization is None and rows_ok):
         return matrix
-    norm_bound = min(abs(matrix).sum(axis=1).max(), abs(matrix).sum(axis=0).max())
-    radius = float(norm_bound) if norm_bound <= 1 + TOLERANCE else spectral_radius(matrix)
+    bound = min(matrix.sum(axis=1).max(), matrix.sum(axis=0).max())
+    radius = float(bound) if bound <= 1 + TOLERANCE else spectral_radius(matrix)
     if radius > 1 + TOLERANCE:
-        rows_note = "" if normalization else f"rows do not sum to 1 (row {worst} sums to " \
-                                             f"{matrix[worst].sum():.6g}) and "
-        raise ValueError(f"not a mixing matrix: {rows_note}spectral radius {radius:.6g} > 1")
+        prefix = "" if normalization else rows_note + " or "
+        raise ValueError(f"not a mixing matrix: {prefix}spectral radius {radius:.6g} must be <= 1")
     return matrix
 
 
-def spectral_gap(shift) -> float:
-    """``1 - |lambda_2(S)|`` with eigenvalues sorted by modulus (dense for n <= 2000, else ARPACK)."""
-    matrix = sp.csr_matrix(shift, dtype=np.float64)
-    if matrix.shape[0] < 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"spectral_gap needs a square matrix with n >= 2, got shape {matrix.shape}")
-    return float(1.0 - _leading_moduli(matrix, 2)[1])
-
-
-# -------------------------------------------------------------------- edge lists
 def load_edge_list(path, n: int | None = None) -> sp.csr_matrix:
     """Adjacency (n, n) from a text file with one edge ``i j [weight]`` per line.
 
-    Ids are 0-based; ``#`` starts a comment; the weight column is checked but ignored;
-    self-loops are dropped; ``n`` defaults to ``max id + 1``.
+    Ids are 0-based, ``#`` starts a comment, the weight is checked to be a number but ignored,
+    self-loops are dropped, duplicates merged; ``n`` defaults to ``max id + 1``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"edge list file not found: {path}")
-    heads, tails = [], []
+    edges = []  # (line number, i, j)
     for number, raw in enumerate(path.read_text().splitlines(), start=1):
         tokens = raw.split("#", 1)[0].split()
         if not tokens:
             continue
         try:
             if len(tokens) not in (2, 3):
-                raise ValueError
-            i, j = int(tokens[0]), int(tokens[1])
-            float(tokens[2]) if len(tokens) == 3 else None
+                raise ValueError(f"{len(tokens)} columns")
+            edges.append((number, int(tokens[0]), int(tokens[1])))
+            _ = float(tokens[2]) if len(tokens) == 3 else 0.0
         except ValueError:
-            raise ValueError(f"{path}, line {number}: expected 'i j [weight]' with integer "
-                             f"ids, got {raw.strip()!r}") from None
-        if i < 0 or j < 0:
+            raise ValueError(f"{path}, line {number}: expected 'i j [weight]' with integer ids, "
+                             f"got {raw.strip()!r}") from None
+        if min(edges[-1][1:]) < 0:
             raise ValueError(f"{path}, line {number}: node ids must be >= 0, got {raw.strip()!r}")
-        heads.append(i), tails.append(j)
-    if n is None:
-        if not heads:
-            raise ValueError(f"{path} contains no edges; pass n to build an edgeless graph")
-        n = max(max(heads), max(tails)) + 1
-    n = _check_count(n, "n", 1)
-    too_big = max(heads + tails, default=-1)
-    if too_big >= n:
-        raise ValueError(f"{path}: node id {too_big} is >= n={n} (ids must be 0..n-1)")
-    return _from_edges(n, np.array(heads, dtype=np.int64), np.array(tails, dtype=np.int64))
+    if n is None and not edges:
+        raise ValueError(f"{path} contains no edges; pass n to build an edgeless graph")
+    n = _check_count(max(max(e[1:]) for e in edges) + 1 if n is None else n, "n", 1)
+    for number, i, j in edges:
+        if max(i, j) >= n:
+            raise ValueError(f"{path}, line {number}: node id {max(i, j)} >= n={n} (ids are 0..n-1)")
+    ids = np.array([e[1:] for e in edges], dtype=np.int64).reshape(-1, 2)
+    return _from_edges(n, ids[:, 0], ids[:, 1])
 
 
-# ----------------------------------------------------------------- specification
 @dataclass(frozen=True)
 class TopologySpec:
-    """Flat description of a graph family plus normalisation; ``sample`` draws a shift operator.
+    """A graph family plus normalisation; ``sample(n, rng)`` draws a validated shift operator.
 
-    Parameters used per family: ``degree_offsets`` (circulant), ``edge_prob`` (erdos_renyi),
-    ``radius`` (random_geometric), ``neighbours`` and ``rewire_prob`` (small_world),
-    ``edge_list`` (edge_list: path of the file).
+    Family parameters: ``degree_offsets`` (circulant), ``edge_prob`` (erdos_renyi), ``radius``
+    (random_geometric), ``neighbours`` and ``rewire_prob`` (small_world), ``edge_list`` (path
+    of the edge_list file). Random families draw a new graph per call, the others do not.
     """
 
     family: str
@@ -442,14 +418,13 @@ class TopologySpec:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {self.normalization!r}; "
                              f"choose one of {NORMALIZATIONS}")
-        if isinstance(self.degree_offsets, (str, bytes)) or not hasattr(self.degree_offsets, "__iter__"):
-            raise ValueError(f"degree_offsets must be a sequence of ints, got {self.degree_offsets!r}")
+        if not isinstance(self.degree_offsets, (tuple, list)):
+            raise ValueError(f"degree_offsets must be a tuple of ints, got {self.degree_offsets!r}")
         offsets = tuple(_check_count(o, "degree_offsets entry", 1) for o in self.degree_offsets)
         object.__setattr__(self, "degree_offsets", offsets)
-        _check_probability(self.edge_prob, "edge_prob", allow_zero=False)
-        _check_probability(self.rewire_prob, "rewire_prob", allow_zero=True)
-        if not isinstance(self.radius, (int, float)) or isinstance(self.radius, bool) or self.radius <= 0:
-            raise ValueError(f"radius must be a positive number, got {self.radius!r}")
+        _check_number(self.edge_prob, "edge_prob", 0, 1, low_open=True)
+        _check_number(self.radius, "radius", 0, math.sqrt(2), low_open=True)
+        _check_number(self.rewire_prob, "rewire_prob", 0, 1, low_open=False)
         if _check_count(self.neighbours, "neighbours", 2) % 2:
             raise ValueError(f"neighbours must be even (k/2 on each side), got {self.neighbours}")
         if not isinstance(self.edge_list, str):
@@ -461,18 +436,17 @@ class TopologySpec:
 
     @property
     def is_random(self) -> bool:
-        """True if each ``sample`` call draws a fresh graph."""
+        """True if every ``sample`` call draws a fresh graph."""
         return self.family in RANDOM_FAMILIES
 
     def adjacency(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
-        """Boolean (n, n) adjacency of one draw (``rng`` required for random families)."""
+        """Boolean (n, n) adjacency of one draw (``rng`` is required by random families only)."""
         if self.is_random and not isinstance(rng, np.random.Generator):
             raise ValueError(f"family {self.family!r} is random: pass rng=np.random.default_rng(seed)")
         builders = {
             "ring": lambda: ring(n), "paper_circulant": lambda: paper_circulant(n),
-            "circulant": lambda: circulant(n, self.degree_offsets),
-            "grid": lambda: grid(n), "torus": lambda: torus(n), "star": lambda: star(n),
-            "exponential": lambda: exponential(n),
+            "circulant": lambda: circulant(n, self.degree_offsets), "grid": lambda: grid(n),
+            "torus": lambda: torus(n), "star": lambda: star(n), "exponential": lambda: exponential(n),
             "erdos_renyi": lambda: erdos_renyi(n, self.edge_prob, rng),
             "random_geometric": lambda: random_geometric(n, self.radius, rng),
             "small_world": lambda: small_world(n, self.neighbours, self.rewire_prob, rng),
@@ -481,67 +455,70 @@ class TopologySpec:
         return builders[self.family]()
 
     def sample(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
-        """Validated (n, n) CSR shift operator of a fresh draw (deterministic families: same each call)."""
+        """Validated (n, n) CSR float64 shift operator of one draw of this topology."""
         shift = shift_operator(self.adjacency(n, rng), self.normalization)
         return validate_shift_operator(shift, self.normalization, n=n)
 
 
-# ------------------------------------------------------------------------ presets
+# Built-in presets; topologies/<name>.json in the repository mirrors each entry exactly.
 BUILTIN_PRESETS: dict[str, dict] = {
-    "paper_circulant": {"description": "Degree-3 circulant graph of the paper: ring plus chords "
+    "paper_circulant": {"description": "The paper's degree-3 circulant graph: ring plus chords "
                         "i <-> i + n/2 (even n), Metropolis-Hastings weights.",
                         "family": "paper_circulant", "normalization": "metropolis"},
-    "ring": {"description": "Cycle, every agent talks to its two ring neighbours.",
+    "ring": {"description": "Cycle: every agent talks to its two ring neighbours.",
              "family": "ring", "normalization": "metropolis"},
-    "erdos_renyi": {"description": "Connected Erdos-Renyi graph, edge probability 0.1, redrawn per sample.",
+    "erdos_renyi": {"description": "Connected Erdos-Renyi graph with edge probability 0.1, "
+                    "redrawn per sample.",
                     "family": "erdos_renyi", "normalization": "metropolis", "edge_prob": 0.1},
-    "random_geometric": {"description": "Connected random geometric graph in the unit square, radius 0.3.",
+    "random_geometric": {"description": "Connected random geometric graph in the unit square "
+                         "with radius 0.3, redrawn per sample.",
                          "family": "random_geometric", "normalization": "metropolis", "radius": 0.3},
-    "grid": {"description": "2-D grid, most square rows x cols factorisation of n.",
+    "grid": {"description": "2-D grid on the most square rows x cols factorisation of n.",
              "family": "grid", "normalization": "metropolis"},
     "torus": {"description": "2-D grid with periodic boundaries.",
               "family": "torus", "normalization": "metropolis"},
-    "small_world": {"description": "Connected Watts-Strogatz graph, k=4 neighbours, rewiring 0.1.",
+    "small_world": {"description": "Connected Watts-Strogatz graph: 4 lattice neighbours, "
+                    "rewiring probability 0.1, redrawn per sample.",
                     "family": "small_world", "normalization": "metropolis",
                     "neighbours": 4, "rewire_prob": 0.1},
-    "exponential": {"description": "Exponential graph, i <-> i + 2^k mod n.",
+    "exponential": {"description": "Exponential graph: i <-> i + 2^k mod n.",
                     "family": "exponential", "normalization": "metropolis"},
     "star": {"description": "Star with hub agent 0.", "family": "star", "normalization": "metropolis"},
 }
 
 
 def spec_from_dict(config: dict, source: str = "topology config") -> TopologySpec:
-    """``TopologySpec`` from a mapping of its fields (``"description"`` is ignored)."""
+    """``TopologySpec`` from a mapping of its field names (a ``"description"`` key is ignored)."""
     if not isinstance(config, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(config).__name__}")
-    allowed = {f.name for f in fields(TopologySpec)}
-    unknown = sorted(set(config) - allowed - {"description"})
+    allowed = [f.name for f in fields(TopologySpec)]
+    unknown = sorted(set(config) - set(allowed) - {"description"})
     if unknown:
-        raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {sorted(allowed)}")
+        raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {allowed + ['description']}")
     if "family" not in config:
         raise ValueError(f"{source}: missing required key 'family' (one of {FAMILIES})")
-    values = {k: v for k, v in config.items() if k != "description"}
+    values = {key: value for key, value in config.items() if key != "description"}
     if isinstance(values.get("degree_offsets"), list):
         values["degree_offsets"] = tuple(values["degree_offsets"])
     return TopologySpec(**values)
 
 
 def available_presets() -> tuple[str, ...]:
-    """Sorted names of built-in presets and ``topologies/*.json`` files."""
+    """Sorted names of the built-in presets and of the ``topologies/*.json`` files."""
     on_disk = {p.stem for p in PRESET_DIR.glob("*.json")} if PRESET_DIR.is_dir() else set()
     return tuple(sorted(set(BUILTIN_PRESETS) | on_disk))
 
 
 def load_topology_preset(name_or_path) -> TopologySpec:
-    """Spec from a preset name (``topologies/<name>.json``, else the built-in copy) or a JSON path.
+    """Spec of a preset name (``topologies/<name>.json``, else its built-in copy) or a JSON path.
 
     A relative ``edge_list`` inside a JSON file is resolved against that file's folder.
     """
     text = str(name_or_path)
-    looks_like_path = isinstance(name_or_path, Path) or text.endswith(".json") or "/" in text
-    path = Path(text) if looks_like_path else PRESET_DIR / f"{text}.json"
+    is_path = isinstance(name_or_path, Path) or text.endswith(".json") or "/" in text
+    path = Path(text) if is_path else PRESET_DIR / f"{text}.json"
     if not path.is_file():
-        if looks_like_path:
+        if is_path:
             raise FileNotFoundError(f"topology preset file not found: {path}")
         if text not in BUILTIN_PRESETS:
             raise ValueError(f"unknown topology preset {text!r}; available: {available_presets()}")
@@ -550,17 +527,15 @@ def load_topology_preset(name_or_path) -> TopologySpec:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: invalid JSON ({error})") from None
-    if isinstance(config, dict) and config.get("edge_list") and not Path(config["edge_list"]).is_absolute():
-        config["edge_list"] = str(path.parent / config["edge_list"])
+    if isinstance(config, dict) and isinstance(config.get("edge_list"), str) and config["edge_list"]:
+        config["edge_list"] = str(path.parent / config["edge_list"])  # absolute paths stay as they are
     return spec_from_dict(config, str(path))
 
 
-# ---------------------------------------------------------------------- placement
 def _contiguous_blocks(n_agents: int, n_workers: int) -> np.ndarray:
-    """Worker id per position: w gets a contiguous range of size n//W or n//W + 1 (first n%W)."""
+    """Worker per position (n_agents,): worker w gets a contiguous run of n // W (+1 if w < n % W)."""
     base, extra = divmod(n_agents, n_workers)
-    sizes = np.full(n_workers, base) + (np.arange(n_workers) < extra)
-    return np.repeat(np.arange(n_workers), sizes)
+    return np.repeat(np.arange(n_workers), base + (np.arange(n_workers) < extra))
 
 
 def cut_edges(adjacency, placement) -> int:
@@ -574,11 +549,11 @@ def cut_edges(adjacency, placement) -> int:
 
 
 def place_agents(n_agents: int, n_workers: int, adjacency=None) -> np.ndarray:
-    """Worker id (n_agents,) per agent, block sizes differing by at most 1.
+    """Worker id per agent, (n_agents,) int; block sizes differ by at most 1.
 
-    Without ``adjacency``: worker w gets a contiguous range of agent ids. With it, agents are
-    also ordered by reverse Cuthill–McKee before cutting into the same-sized blocks, and that
-    placement is used if it cuts strictly fewer edges (deterministic, never worse).
+    Fallback: worker w gets a contiguous range of agent ids. With ``adjacency``, agents are also
+    ordered by reverse Cuthill–McKee and cut into the same block sizes; that placement is kept if
+    it cuts strictly fewer edges (deterministic, never worse than contiguous).
     """
     n_agents = _check_count(n_agents, "n_agents", 1)
     n_workers = _check_count(n_workers, "n_workers", 1)
@@ -591,7 +566,6 @@ def place_agents(n_agents: int, n_workers: int, adjacency=None) -> np.ndarray:
     pattern = _checked_adjacency(adjacency)
     if pattern.shape[0] != n_agents:
         raise ValueError(f"adjacency has {pattern.shape[0]} nodes but n_agents={n_agents}")
-    order = reverse_cuthill_mckee(pattern.astype(np.int8), symmetric_mode=True)
-    reordered = np.empty(n_agents, dtype=blocks.dtype)
-    reordered[order] = blocks
+    reordered = np.empty_like(blocks)
+    reordered[reverse_cuthill_mckee(pattern.astype(np.int8), symmetric_mode=True)] = blocks
     return reordered if cut_edges(pattern, reordered) < cut_edges(pattern, blocks) else blocks

@@ -89,8 +89,10 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     tc = cfg.train
     state = build_state(cfg, worker)
     writer_ok = run_dir is not None and worker.comm.rank == 0
+    if writer_ok:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
-        restore(state, load_checkpoint(run_dir / "checkpoint.pt", cfg.to_dict()))
+        restore(state, load_checkpoint(run_dir / "checkpoint.pt", cfg.to_dict(), may_differ=("train.steps",)))
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
     logger = MetricsLogger(run_dir, cfg.model.num_layers, append=resume) if writer_ok else None
     bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,

@@ -1,17 +1,31 @@
 """Runtimes: where the workers of a job live (one process, torch.distributed ranks, Ray actors)."""
 from __future__ import annotations
 
+import os
+
 from ..comm.local import LocalCommunicator
 from .common import make_worker
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "torch")
+
+
+def is_coordinator() -> bool:
+    """False on the non-zero ranks of a torchrun launch: only the coordinator writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def run_job(job, cfg, backend: str = "local", workers: int = 1, **options):
-    """Run ``job(cfg, worker, **options)`` on every worker; return the coordinator's result."""
+    """Run ``job(cfg, worker, **options)`` on every worker; return the coordinator's result
+    (None on the other ranks of a torchrun launch)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if backend != "torch" and launched > 1:
+        raise ValueError(f"launched as {launched} torchrun ranks (WORLD_SIZE={launched}): "
+                         "pass --backend torch")
     if backend == "local":
         if workers != 1:
             raise ValueError("the local backend runs one worker; use --backend torch or ray for more")
         return job(cfg, make_worker(cfg, LocalCommunicator()), **options)
+    from .torch_runtime import run_torch
+    return run_torch(job, cfg, workers, **options)

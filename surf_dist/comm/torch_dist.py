@@ -1,0 +1,197 @@
+"""The torch.distributed communicator: each rank hosts a block of nodes; a shift is a local
+sparse product plus a halo exchange of exactly the neighbour rows hosted elsewhere.
+
+Legend: N: nodes of the bound graph (all ranks), N_loc: nodes hosted here, H: halo rows
+(neighbours of hosted nodes that live on other ranks), d: columns of the shifted tensor.
+
+The plan of a bound graph: every rank knows the global shift S and (after one
+``all_gather_object``) every rank's node list, so each rank derives both sides of every
+exchange on its own, in the same order (global node id, ascending), with no further agreement:
+- for every other rank q, ``recv_from[q]`` = the nodes of q that are columns of S[my nodes];
+- for every other rank q, ``send_to[q]``  = my nodes that are columns of S[q's nodes];
+- the local block ``S[my nodes][:, my nodes ++ halo]``, halo = concat_q recv_from[q].
+Each row crosses a worker boundary once per round, however many of q's nodes need it.
+
+Ledger (physical): ``physical_bytes`` counts the bytes of the halo rows this rank sends, in the
+forward exchange and in the backward (gradient) exchange alike. Coordination collectives
+(all-reduces of meta-gradients and metrics, broadcasts, the plan's node-list gather) are left
+out: their wire bytes depend on gloo's / nccl's algorithm. ``comm_seconds`` is the wall time in
+every collective, halo exchanges and coordination alike.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.distributed as dist
+
+from .base import Communicator
+from .local import to_torch_sparse
+
+
+def gloo_reason(err: Exception) -> str:
+    """The first sentence of a backend error, without its source location."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(err).strip().splitlines()[0] if str(err).strip() else "")
+    return text.split(". ")[0][:200] or type(err).__name__
+
+
+class PeerLostError(RuntimeError):
+    """A collective failed or timed out: some other rank is gone or stuck."""
+
+
+@dataclass
+class HaloPlan:
+    """Both sides of this rank's halo exchange for one bound graph (module doc)."""
+    send_index: torch.Tensor       # (sum send_sizes,) local rows to send, grouped by rank
+    send_sizes: list[int]          # (world_size,) rows sent to each rank (0 to myself)
+    recv_sizes: list[int]          # (world_size,) rows received from each rank (0 from myself)
+    block: sp.csr_matrix           # (N_loc, N_loc + H) S[nodes][:, nodes ++ halo]
+    any_cut: bool                  # some edge of S crosses ranks (the same on every rank)
+
+    @property
+    def num_halo(self) -> int:
+        return sum(self.recv_sizes)
+
+
+def build_plan(shift: sp.csr_matrix, node_lists: list[np.ndarray], rank: int) -> HaloPlan:
+    """The exchange plan of ``rank`` from the global shift (N, N) and every rank's nodes."""
+    N = shift.shape[0]
+    owner = np.full(N, -1, dtype=np.int64)
+    position = np.zeros(N, dtype=np.int64)
+    for q, nodes in enumerate(node_lists):
+        if (owner[nodes] != -1).any():
+            raise ValueError(f"rank {q} hosts nodes that another rank hosts too")
+        owner[nodes] = q
+        position[nodes] = np.arange(len(nodes))
+    if (owner == -1).any():
+        raise ValueError(f"{int((owner == -1).sum())} node(s) of the graph are hosted by no rank")
+    pattern = sp.csr_matrix(shift, copy=True)
+    pattern.eliminate_zeros()
+    rows, cols = pattern.nonzero()
+    crossing = owner[rows] != owner[cols]
+    rows, cols = rows[crossing], cols[crossing]
+    world = len(node_lists)
+    recv_from = [np.unique(cols[(owner[rows] == rank) & (owner[cols] == q)]) for q in range(world)]
+    send_to = [np.unique(cols[(owner[rows] == q) & (owner[cols] == rank)]) for q in range(world)]
+    halo = np.concatenate(recv_from).astype(np.int64)
+    nodes = node_lists[rank]
+    return HaloPlan(
+        send_index=torch.as_tensor(position[np.concatenate(send_to).astype(np.int64)]),
+        send_sizes=[len(s) for s in send_to],
+        recv_sizes=[len(r) for r in recv_from],
+        block=sp.csr_matrix(shift[nodes][:, np.concatenate([nodes, halo])]),
+        any_cut=bool(crossing.any()))
+
+
+class HaloExchange(torch.autograd.Function):
+    """The halo rows of ``Z_nd`` (N_loc, d) -> (H, d), through a real all-to-all.
+
+    Forward: each rank sends the rows ``plan.send_index`` of its Z to the ranks that need them
+    (``send_sizes`` rows to each) and receives its halo rows from their owners (``recv_sizes``).
+    Backward: the gradient of every received halo row goes back to the row's owner along the
+    reversed edge (send and receive sizes swapped); each owner index_adds the gradients it
+    receives into the rows it sent, which sums the contributions of every rank that used them.
+    Every rank must run the same sequence of forwards and backwards (they are collectives).
+    """
+
+    @staticmethod
+    def forward(ctx, Z_nd, comm, plan):
+        ctx.comm, ctx.plan, ctx.num_rows, ctx.round = comm, plan, Z_nd.shape[0], comm.round
+        send = Z_nd.detach()[plan.send_index.to(Z_nd.device)].contiguous()
+        return comm.exchange(send, plan.recv_sizes, plan.send_sizes, "halo exchange")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_halo_hd):
+        plan = ctx.plan
+        received = ctx.comm.exchange(grad_halo_hd.contiguous(), plan.send_sizes, plan.recv_sizes,
+                                     "gradient exchange", ctx.round)
+        grad_nd = grad_halo_hd.new_zeros(ctx.num_rows, grad_halo_hd.shape[1])
+        grad_nd.index_add_(0, plan.send_index.to(grad_nd.device), received)
+        return grad_nd, None, None
+
+
+class TorchCommunicator(Communicator):
+    """A rank of an initialised default process group (gloo on CPU, nccl on CUDA tensors).
+
+    Builds its own group of all ranks with ``timeout_s``, so every collective of this
+    communicator fails within that time with a ``PeerLostError`` naming this rank, what it was
+    doing and the round (the number of halo exchanges since the last ``bind``).
+    """
+
+    def __init__(self, timeout_s: float = 60.0):
+        super().__init__()
+        if not dist.is_initialized():
+            raise RuntimeError("TorchCommunicator needs an initialised default process group "
+                               "(torch.distributed.init_process_group) first")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.group = dist.new_group(timeout=timedelta(seconds=timeout_s))
+        self.rank, self.world_size = dist.get_rank(self.group), dist.get_world_size(self.group)
+        nccl = dist.get_backend(self.group) == dist.Backend.NCCL
+        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        self.round = 0
+        self._plan: HaloPlan | None = None
+        self._blocks: dict = {}
+
+    def _bind(self, shift, nodes):
+        node_lists = [None] * self.world_size
+        self._collective("node-list gather of the plan", dist.all_gather_object,
+                         node_lists, np.asarray(nodes, dtype=np.int64), group=self.group)
+        self._plan = build_plan(shift, node_lists, self.rank)
+        self._blocks = {}
+        self.round = 0
+
+    def _shift(self, Z_nd):
+        plan = self._plan
+        assert plan is not None, "bind a graph before shifting"
+        self.round += 1
+        key = (Z_nd.dtype, Z_nd.device)
+        if key not in self._blocks:
+            self._blocks[key] = to_torch_sparse(plan.block, Z_nd.dtype).to(Z_nd.device)
+        if not plan.any_cut:    # nothing crosses ranks, on any rank: no collective at all
+            return torch.sparse.mm(self._blocks[key], Z_nd)
+        halo_hd = HaloExchange.apply(Z_nd, self, plan)
+        return torch.sparse.mm(self._blocks[key], torch.cat([Z_nd, halo_hd]))
+
+    def exchange(self, send_rd: torch.Tensor, recv_sizes: list[int], send_sizes: list[int],
+                 what: str, round_: int | None = None) -> torch.Tensor:
+        """All-to-all of rows: ``send_sizes[q]`` rows of ``send_rd`` to rank q (in order), and
+        ``recv_sizes[q]`` rows from rank q; returns the received rows (sum recv_sizes, d)."""
+        out = torch.empty(sum(recv_sizes), send_rd.shape[1], dtype=send_rd.dtype, device=self.device)
+        label = f"{what} of round {self.round if round_ is None else round_}"
+        self._collective(label, dist.all_to_all_single, out, send_rd.to(self.device),
+                         recv_sizes, send_sizes, group=self.group)
+        self.ledger.physical_bytes += send_rd.numel() * send_rd.element_size()
+        return out.to(send_rd.device)
+
+    def all_reduce(self, x):
+        y = x.detach().to(self.device, copy=True)
+        self._collective(f"all-reduce after round {self.round}", dist.all_reduce, y, group=self.group)
+        return y.to(x.device)
+
+    def broadcast(self, x, src=0):
+        y = x.detach().to(self.device, copy=True)
+        self._collective(f"broadcast from rank {src} after round {self.round}", dist.broadcast,
+                         y, src, group=self.group)
+        return y.to(x.device)
+
+    def _collective(self, label: str, op, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            op(*args, **kwargs)
+        except RuntimeError as err:
+            elapsed = time.perf_counter() - start
+            how = (f"timed out after {self.timeout_s:g} s" if elapsed >= 0.9 * self.timeout_s
+                   else f"failed after {elapsed:.1f} s")
+            detail = gloo_reason(err)
+            raise PeerLostError(f"rank {self.rank}: {label} {how}: a peer is gone or stuck "
+                                f"({detail})") from err
+        finally:
+            self.ledger.comm_seconds += time.perf_counter() - start

@@ -1,0 +1,143 @@
+"""The command line: smoke runs of every command on the quick preset, and bad input that must
+fail with a clear message, a non-zero exit and nothing lost."""
+import json
+
+import pytest
+
+from surf_dist.cli import main
+
+CURVE_KEYS = {"rounds", "bytes_per_agent", "loss", "accuracy", "local_accuracy"}
+
+
+def run(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_explains_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("demo", "baselines", "train", "evaluate", "config"):
+        assert command in text
+
+
+def test_baselines_quick_writes_a_complete_summary(tmp_path, capsys):
+    out = tmp_path / "bl"
+    code, text, _ = run(["baselines", "--quick", "--out", str(out), "--no-progress"], capsys)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"dgd", "dsgd", "gradient_tracking", "dfedavgm"}
+    for curve in summary["methods"].values():
+        assert CURVE_KEYS <= set(curve)
+        assert len({len(curve[k]) for k in CURVE_KEYS}) == 1
+        assert curve["rounds"][0] == 0 and curve["bytes_per_agent"][0] == 0
+        # bytes grow linearly with rounds: a constant cost per round on a fixed graph
+        per_round = [b / r for r, b in zip(curve["rounds"][1:], curve["bytes_per_agent"][1:])]
+        assert max(per_round) == pytest.approx(min(per_round))
+    assert 0 < summary["centralized"]["accuracy"] <= 1
+    assert (out / "results.csv").is_file() and (out / "accuracy_vs_communication.png").is_file()
+    assert "dgd" in text
+
+
+def test_demo_quick_writes_a_complete_summary(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, text, _ = run(["demo", "--quick", "--out", str(out), "--no-progress"], capsys)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    methods = summary["methods"]
+    assert {"surf", "unrolled", "dgd", "dsgd", "gradient_tracking", "dfedavgm"} <= set(methods)
+    layers = summary["config"]["model"]["num_layers"]
+    hops = summary["config"]["model"]["num_hops"]
+    assert methods["surf"]["rounds"] == [l * hops for l in range(layers + 1)]
+    assert summary["async"]["n_async"] == [0, 1, 2]
+    assert len(summary["async"]["surf"]) == 3 and len(summary["async"]["unrolled"]) == 3
+    assert set(summary["permuted_labels"]) == {"surf", "unrolled"}
+    for name in ("accuracy_vs_communication.png", "layer_loss.png", "async.png", "results.csv"):
+        assert (out / name).is_file()
+    for run_name in ("run_surf", "run_unrolled"):
+        assert (out / run_name / "model.pt").is_file() and (out / run_name / "metrics.csv").is_file()
+    assert "permuted" in text
+
+
+def test_train_resume_and_evaluate(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, _, _ = run(["train", "--quick", "--out", str(run_dir), "--no-progress", "--steps", "3"], capsys)
+    assert code == 0 and (run_dir / "checkpoint.pt").is_file()
+    code, _, _ = run(["train", "--quick", "--out", str(run_dir), "--no-progress", "--steps", "6",
+                      "--resume"], capsys)
+    assert code == 0
+    rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(6)]
+    out = tmp_path / "eval"
+    code, text, _ = run(["evaluate", str(run_dir), "--out", str(out), "--no-progress"], capsys)
+    assert code == 0
+    assert "run" in json.loads((out / "summary.json").read_text())["methods"]
+
+
+def test_refuses_to_overwrite_results(tmp_path, capsys):
+    out = tmp_path / "kept"
+    out.mkdir()
+    (out / "summary.json").write_text("precious")
+    code, _, err = run(["baselines", "--quick", "--out", str(out)], capsys)
+    assert code == 2 and "not empty" in err
+    assert (out / "summary.json").read_text() == "precious"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "mnist", "--data-root", "/nonexistent/mnist"], "mnist"),
+    (["--dataset", "mnist"], "--data-root"),
+    (["--topology", "no_such_topology"], "no_such_topology"),
+    (["--agents", "1"], "at least 2"),
+    (["--alpha", "-1"], "alpha"),
+    (["--backend", "local", "--workers", "3"], "local backend"),
+    (["--backend", "carrier-pigeon"], "backend"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    code, _, err = run(["baselines", "--quick", "--out", str(out), "--no-progress", *args], capsys)
+    assert code == 2
+    assert message in err
+    assert not (out / "summary.json").exists()
+
+
+def test_disconnected_user_graph_is_refused(tmp_path, capsys):
+    edges = tmp_path / "two_islands.txt"
+    edges.write_text("0 1\n1 2\n2 3\n4 5\n5 6\n6 7\n")
+    topo = tmp_path / "islands.json"
+    topo.write_text(json.dumps({"family": "edge_list", "edge_list": str(edges)}))
+    code, _, err = run(["baselines", "--quick", "--out", str(tmp_path / "o"), "--topology", str(topo)], capsys)
+    assert code == 2 and "connected" in err.lower()
+
+
+def test_corrupt_checkpoint_on_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"\x00garbage" * 10)
+    code, _, err = run(["train", "--quick", "--out", str(run_dir), "--resume"], capsys)
+    assert code == 2 and "corrupt" in err
+    assert (run_dir / "checkpoint.pt").read_bytes() == b"\x00garbage" * 10
+
+
+def test_divergence_is_reported_not_saved(tmp_path, capsys):
+    """A NaN/inf outer loss stops training with a clear error; no model.pt is written."""
+    run_dir = tmp_path / "run"
+    code, _, err = run(["train", "--quick", "--out", str(run_dir), "--no-progress", "--lr", "1e9",
+                        "--steps", "4"], capsys)
+    assert code == 2 and "diverged" in err
+    assert not (run_dir / "model.pt").exists()
+
+
+def test_config_prints_editable_json(tmp_path, capsys):
+    code, text, _ = run(["config", "--preset", "quick"], capsys)
+    assert code == 0
+    data = json.loads(text)
+    data["task"]["num_agents"] = 6
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "o"
+    code, _, _ = run(["baselines", "--config", str(path), "--out", str(out), "--no-progress"], capsys)
+    assert code == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["task"]["num_agents"] == 6

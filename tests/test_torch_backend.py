@@ -1,0 +1,243 @@
+"""The torch.distributed backend: real gloo groups on loopback against the single-process reference.
+
+One spawned group per world size (2 and 4 ranks) runs every check at once (``group_job``), and
+the same job runs in this process on the local backend: per-layer outputs and meta-gradients of
+the unrolled network (synchronous, and with stale asynchronous agents), 3 constrained
+primal-dual steps, baseline curves, the unrolled curve and the async sweep, all in float64 to
+1e-9. Oracles: the physical bytes of one shift equal a hand count of the rows that cross ranks;
+a shift with no cut edge moves nothing. Failures: a rank that dies, a rank that hangs, too many
+workers.
+"""
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from surf_dist.cli import main
+from surf_dist.comm.local import LocalCommunicator
+from surf_dist.config import preset, with_overrides
+from surf_dist.engine import draw_async_masks
+from surf_dist.evaluate import async_sweep, evaluate_unrolled, run_baseline
+from surf_dist.model import UnrolledDGD
+from surf_dist.problem import loss_per_agent
+from surf_dist.runtime import run_job
+from surf_dist.runtime.common import make_worker
+from surf_dist.topology import ring, shift_operator, star
+from surf_dist.train import train, unroll
+
+pytestmark = pytest.mark.equivalence
+
+CFG = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
+TOL = dict(rtol=1e-9, atol=1e-9)
+D = 5                                   # columns of the hand-counted shift
+
+
+# ------------------------------------------------------------------ jobs (run on every rank)
+
+
+def gather_rows(worker, W_nd, num_tasks):
+    """The global (T n, d) matrix from every rank's hosted rows (an all-reduce of scatters)."""
+    nodes = (np.arange(num_tasks)[:, None] * worker.num_agents + worker.agents[None]).ravel()
+    full = torch.zeros(num_tasks * worker.num_agents, W_nd.shape[1], dtype=W_nd.dtype)
+    full[torch.as_tensor(nodes)] = W_nd.detach()
+    return worker.comm.all_reduce(full).numpy()
+
+
+def model_checks(cfg, worker) -> dict:
+    """Per-layer outputs and meta-gradients on 2 training tasks, plain and with stale dropouts."""
+    fam, L = worker.family, cfg.model.num_layers
+    model = UnrolledDGD(cfg.model, fam.dataset.num_features + 1, fam.num_classes, seed=1).to(worker.dtype)
+    tasks = fam.batch("train", range(2))
+    masks = draw_async_masks(np.random.default_rng(3), L, len(tasks), worker.num_agents, 2)
+    out = {}
+    for name, m, stale in (("sync", None, False), ("stale", masks, True)):
+        model.zero_grad()
+        shards, Ws = unroll(model, worker, tasks, m, stale)
+        loss = sum((l + 1) * loss_per_agent(W, shards.X_held, shards.Y_held).sum() for l, W in enumerate(Ws))
+        loss.backward()
+        worker.comm.all_reduce_grads(model.parameters())
+        out[f"{name}_layers"] = np.stack([gather_rows(worker, W, len(tasks)) for W in Ws])
+        out[f"{name}_grads"] = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy()
+    test_tasks = fam.batch("test", range(cfg.eval.test_tasks))
+    out["unrolled_curve"] = evaluate_unrolled(model, worker, test_tasks)
+    out["async_sweep"] = async_sweep(model, worker, test_tasks, (0, 1, 2), 2, seed=5)
+    return out
+
+
+def training_checks(cfg, worker) -> dict:
+    """3 primal-dual steps, constrained with a large eps (positive duals), one agent dropped."""
+    run_cfg = with_overrides(cfg, {"train": {"steps": 3, "eps": 0.5, "constrained": True, "val_every": 3,
+                                             "async_train": 1}})
+    state = train(run_cfg, worker, run_dir=None, progress=False)
+    params = torch.cat([p.detach().reshape(-1) for p in state.model.parameters()]).numpy()
+    return {"duals": state.duals.numpy(), "params": params, "best_val": state.best_val,
+            "outer_loss": np.array([row["outer_loss"] for row in state.history])}
+
+
+def baseline_checks(cfg, worker) -> dict:
+    tasks = worker.family.batch("test", range(cfg.eval.test_tasks))
+    out = {}
+    for name in ("dsgd", "gradient_tracking"):
+        rounds, table, cumulative = run_baseline(name, cfg, worker, tasks, (0.1, 1.0), (0, 4, 8))
+        out[name] = {"rounds": np.array(rounds), "bytes": np.array(cumulative), **table}
+    return out
+
+
+def cut_bytes_checks(cfg, worker) -> dict:
+    """Bind hand-made 8-node graphs, contiguous blocks per rank; bytes sent by one shift."""
+    comm = worker.comm
+    nodes = np.array_split(np.arange(8), comm.world_size)[comm.rank]
+    graphs = {"ring": shift_operator(ring(8), "metropolis"), "star": shift_operator(star(8), "metropolis"),
+              "no_cut": sp.block_diag([shift_operator(star(len(b)), "metropolis")     # a star per rank
+                                       for b in np.array_split(np.arange(8), comm.world_size)], format="csr")}
+    Z = torch.as_tensor(np.random.default_rng(0).normal(size=(8, D)))
+    out = {}
+    for name, S in graphs.items():
+        comm.bind(sp.csr_matrix(S), nodes)
+        Z_local = Z[nodes].clone().requires_grad_(True)
+        Y = comm.shift(Z_local)
+        forward = comm.ledger.physical_bytes
+        (Y * torch.arange(1.0, D + 1, dtype=Y.dtype)).sum().backward()
+        sent = comm.all_reduce(torch.tensor([forward, comm.ledger.physical_bytes - forward], dtype=torch.float64))
+        full_y = torch.zeros(8, D, dtype=Y.dtype)
+        full_y[nodes] = Y.detach()
+        full_g = torch.zeros(8, D, dtype=Y.dtype)
+        full_g[nodes] = Z_local.grad
+        out[name] = {"forward_bytes": float(sent[0]), "backward_bytes": float(sent[1]),
+                     "SZ": comm.all_reduce(full_y).numpy(), "grad": comm.all_reduce(full_g).numpy(),
+                     "S": S.toarray(), "Z": Z.numpy()}
+    out["comm_seconds"] = comm.ledger.comm_seconds
+    return out
+
+
+def group_job(cfg, worker, progress=False) -> dict:
+    return {"model": model_checks(cfg, worker), "train": training_checks(cfg, worker),
+            "baselines": baseline_checks(cfg, worker), "bytes": cut_bytes_checks(cfg, worker)}
+
+
+def dying_job(cfg, worker, progress=False):
+    worker.comm.all_reduce(torch.ones(1))
+    if worker.comm.rank == 1:
+        os._exit(1)                           # dies between two collectives, without a word
+    worker.comm.all_reduce(torch.ones(1))     # rank 0 waits on the dead peer
+
+
+def hanging_job(cfg, worker, progress=False):
+    if worker.comm.rank == 1:
+        time.sleep(60)                        # alive but never joins the next collective
+    worker.comm.all_reduce(torch.ones(1))
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return group_job(CFG, make_worker(CFG, LocalCommunicator()))
+
+
+@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
+def distributed(request):
+    result = run_job(group_job, CFG, "torch", request.param)
+    return request.param, result
+
+
+def assert_tree_close(actual, expected, path=""):
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected), path
+        for key in expected:
+            assert_tree_close(actual[key], expected[key], f"{path}/{key}")
+    else:
+        np.testing.assert_allclose(np.asarray(actual, dtype=float), np.asarray(expected, dtype=float),
+                                   err_msg=path, **TOL)
+
+
+# ------------------------------------------------------------------ equivalence
+
+
+@pytest.mark.timeout(120)
+def test_unrolled_outputs_and_meta_gradients_match(distributed, reference):
+    _, result = distributed
+    for name in ("sync", "stale"):
+        assert np.abs(reference["model"][f"{name}_grads"]).max() > 0   # the check can fail
+        assert_tree_close(result["model"][f"{name}_layers"], reference["model"][f"{name}_layers"], name)
+        assert_tree_close(result["model"][f"{name}_grads"], reference["model"][f"{name}_grads"], name)
+
+
+@pytest.mark.timeout(120)
+def test_primal_dual_steps_match(distributed, reference):
+    _, result = distributed
+    assert (reference["train"]["duals"] > 0).any(), "eps = 0.5 should make some dual positive"
+    assert_tree_close(result["train"], reference["train"])
+
+
+@pytest.mark.timeout(120)
+def test_baselines_unrolled_curve_and_async_sweep_match(distributed, reference):
+    _, result = distributed
+    assert_tree_close(result["baselines"], reference["baselines"])
+    assert_tree_close(result["model"]["unrolled_curve"], reference["model"]["unrolled_curve"])
+    assert_tree_close(result["model"]["async_sweep"], reference["model"]["async_sweep"])
+
+
+@pytest.mark.timeout(120)
+def test_physical_bytes_are_the_rows_that_cross_ranks(distributed):
+    world, result = distributed
+    row = D * 8                                        # d float64 values
+    # ring of 8 in contiguous blocks: every cut edge moves one row each way
+    cut_edges = {2: 2, 4: 4}[world]
+    # star, hub 0 on rank 0: the hub's row goes once to every other rank; every leaf row once
+    star_rows = {2: 1 + 4, 4: 3 + 6}[world]
+    expected = {"ring": 2 * cut_edges * row, "star": star_rows * row, "no_cut": 0}
+    for name, nbytes in expected.items():
+        check = result["bytes"][name]
+        assert check["forward_bytes"] == nbytes, name
+        assert check["backward_bytes"] == nbytes, name   # gradients return along reversed edges
+        S, Z = check["S"], check["Z"]
+        np.testing.assert_allclose(check["SZ"], S @ Z, **TOL)
+        np.testing.assert_allclose(check["grad"], S.T @ np.tile(np.arange(1.0, D + 1), (8, 1)), **TOL)
+    assert result["bytes"]["comm_seconds"] > 0
+
+
+# ------------------------------------------------------------------ failures
+
+
+@pytest.mark.timeout(60)
+def test_dead_rank_fails_fast_naming_it():
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"rank 1: exited with code 1") as info:
+        run_job(dying_job, CFG, "torch", 2)          # collective timeout: 60 s
+    assert time.monotonic() - start < 25, "the parent should not wait for the collective timeout"
+    assert "rank 0: all-reduce" in str(info.value)
+
+
+@pytest.mark.timeout(60)
+def test_hanging_rank_times_out_with_context():
+    from surf_dist.runtime.torch_runtime import run_torch
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"rank 0: all-reduce after round 0 timed out after 4 s: "
+                                           r"a peer is gone or stuck"):
+        run_torch(hanging_job, CFG, 2, timeout_s=4)
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.timeout(30)
+def test_more_workers_than_agents_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(ValueError, match="cannot place 8 agents on 9 workers"):
+        run_job(dying_job, CFG, "torch", 9)
+    code = main(["baselines", "--quick", "--backend", "torch", "--workers", "9", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "cannot place 8 agents on 9 workers" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(30)
+def test_torchrun_launcher_dry_run():
+    script = Path(__file__).parents[1] / "launch" / "torchrun.sh"
+    env = {**os.environ, "DRY_RUN": "1", "NPROC": "3", "ARGS": "baselines --quick --out /tmp/o"}
+    printed = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
+    assert printed.split() == ["torchrun", "--standalone", "--nproc-per-node", "3", "-m", "surf_dist.cli",
+                               "baselines", "--quick", "--out", "/tmp/o", "--backend", "torch", "--workers", "3"]
