@@ -10,7 +10,9 @@ exchange on its own, in the same order (global node id, ascending), with no furt
 - for every other rank q, ``recv_from[q]`` = the nodes of q that are columns of S[my nodes];
 - for every other rank q, ``send_to[q]``  = my nodes that are columns of S[q's nodes];
 - the local block ``S[my nodes][:, my nodes ++ halo]``, halo = concat_q recv_from[q].
-Each row crosses a worker boundary once per round, however many of q's nodes need it.
+Each row crosses a worker boundary once per round, however many of q's nodes need it. Two
+ranks with no edge between them exchange zero rows inside the same all-to-all; a graph with no
+edge across ranks skips the collective on every rank (each of them knows it from the plan).
 
 Ledger (physical): ``physical_bytes`` counts the bytes of the halo rows this rank sends, in the
 forward exchange and in the backward (gradient) exchange alike. Coordination collectives
@@ -52,10 +54,6 @@ class HaloPlan:
     recv_sizes: list[int]          # (world_size,) rows received from each rank (0 from myself)
     block: sp.csr_matrix           # (N_loc, N_loc + H) S[nodes][:, nodes ++ halo]
     any_cut: bool                  # some edge of S crosses ranks (the same on every rank)
-
-    @property
-    def num_halo(self) -> int:
-        return sum(self.recv_sizes)
 
 
 def build_plan(shift: sp.csr_matrix, node_lists: list[np.ndarray], rank: int) -> HaloPlan:
@@ -102,7 +100,7 @@ class HaloExchange(torch.autograd.Function):
     @staticmethod
     def forward(ctx, Z_nd, comm, plan):
         ctx.comm, ctx.plan, ctx.num_rows, ctx.round = comm, plan, Z_nd.shape[0], comm.round
-        send = Z_nd.detach()[plan.send_index.to(Z_nd.device)].contiguous()
+        send = Z_nd[plan.send_index.to(Z_nd.device)].contiguous()
         return comm.exchange(send, plan.recv_sizes, plan.send_sizes, "halo exchange")
 
     @staticmethod
