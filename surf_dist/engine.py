@@ -7,12 +7,14 @@ code gives the same numbers on one process or many.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .comm.base import Communicator
+from .coordinator import Coordinator
 from .problem import correct_per_agent, loss_per_agent, pooled_accuracy
 from .tasks import Shards, Task, TaskFamily, block_shift, materialize, minibatch_indices
 
@@ -25,6 +27,12 @@ class Worker:
     comm: Communicator
     agents: np.ndarray        # agent indices (within a task) hosted here
     dtype: torch.dtype = torch.float64
+    coordinator_factory: Callable[..., Coordinator] = Coordinator   # the Ray runtime swaps in an actor
+
+    def new_coordinator(self, num_layers: int, dual_lr: float, seed: int, run_dir: str | None = None):
+        """The coordinator of one training run or sweep (called on rank 0 only)."""
+        assert self.comm.rank == 0, "only rank 0 talks to the coordinator"
+        return self.coordinator_factory(num_layers, dual_lr, seed, run_dir)
 
     @property
     def num_agents(self) -> int:
@@ -64,12 +72,3 @@ class Worker:
         values = {"loss": loss_per_agent(W_nd, shards.X_held, shards.Y_held), "accuracy": pooled_acc,
                   "local_accuracy": correct_per_agent(W_nd, shards.X_held, shards.Y_held)}
         return {k: self.comm.group_mean(v, groups_n, num_groups) for k, v in values.items()}
-
-
-def draw_async_masks(generator: np.random.Generator, num_layers: int, num_tasks: int,
-                     num_agents: int, num_async: int) -> np.ndarray:
-    """The coordinator's draw: (L, T, n) bool, False for ``num_async`` random agents per task
-    and layer (a fresh draw at every layer)."""
-    keys = generator.random((num_layers, num_tasks, num_agents))
-    ranks = keys.argsort(-1).argsort(-1)
-    return ranks >= num_async

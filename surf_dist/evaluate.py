@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .baselines import BASELINES, run_dfedavgm, run_dgd, run_gradient_tracking
 from .config import RunConfig
-from .engine import Worker, draw_async_masks
+from .engine import Worker
 from .model import UnrolledDGD
 from .problem import loss_per_agent, pooled_accuracy, solve_centralized
 from .tasks import materialize
@@ -106,11 +106,16 @@ def async_sweep(model: UnrolledDGD, worker: Worker, tasks, levels, draws: int, s
                 stale: bool = False) -> dict:
     """Final-layer ``local_accuracy`` with ``n_async`` agents dropped per layer, per draw.
 
-    The masks come from the coordinator's generator, seeded by ``seed`` alone, so the
-    constrained and the unconstrained model face exactly the same dropouts."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    The coordinator draws the masks from its evaluation generator, seeded by ``seed`` alone,
+    so the constrained and the unconstrained model face exactly the same dropouts."""
     L, n = model.config.num_layers, worker.num_agents
-    masks = {level: [worker.comm.broadcast(torch.as_tensor(draw_async_masks(rng, L, len(tasks), n, level))).numpy()
-                     for _ in range(draws if level else 1)] for level in levels}
-    return {level: [evaluate_unrolled(model, worker, tasks, m, stale)["local_accuracy"][-1]
-                    for m in masks[level]] for level in levels}
+    coordinator = worker.new_coordinator(L, 0.0, seed) if worker.comm.rank == 0 else None
+    results = {}
+    for level in levels:
+        results[level] = []
+        for _ in range(draws if level else 1):      # nothing random to draw at level 0
+            drawn = (coordinator.draw_masks("eval", L, len(tasks), n, level) if coordinator
+                     else np.zeros((L, len(tasks), n), dtype=bool))
+            masks = worker.comm.broadcast(torch.as_tensor(drawn)).numpy()
+            results[level].append(evaluate_unrolled(model, worker, tasks, masks, stale)["local_accuracy"][-1])
+    return results

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint
 from .config import RunConfig
-from .constraints import descent_values, dual_step, lagrangian_share, slack_terms
-from .engine import Worker, draw_async_masks
+from .constraints import descent_values, lagrangian_share, slack_terms
+from .coordinator import Coordinator
+from .engine import Worker
 from .model import UnrolledDGD
 from .problem import loss_per_agent
 
@@ -29,22 +30,25 @@ from .problem import loss_per_agent
 class TrainState:
     model: UnrolledDGD
     optimizer: torch.optim.Optimizer
-    duals: torch.Tensor
-    mask_rng: np.random.Generator
+    duals: torch.Tensor                    # the workers' copy of the coordinator's multipliers
+    coordinator: Coordinator | None        # rank 0 only: owns duals, dropouts, logs, checkpoints
     step: int = 0
     best_val: float = float("inf")
     best_model: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
 
 
-def build_state(cfg: RunConfig, worker: Worker) -> TrainState:
+def build_state(cfg: RunConfig, worker: Worker, run_dir: Path | None = None) -> TrainState:
     fam = worker.family
     model = UnrolledDGD(cfg.model, fam.dataset.num_features + 1, fam.num_classes, seed=cfg.train.seed)
     model = model.to(worker.dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     duals = torch.zeros(cfg.model.num_layers, dtype=torch.float64)
-    mask_rng = np.random.default_rng(np.random.SeedSequence([cfg.train.seed, 7]))
-    return TrainState(model, optimizer, duals, mask_rng, best_model=copy.deepcopy(model.state_dict()))
+    coordinator = None
+    if worker.comm.rank == 0:
+        coordinator = worker.new_coordinator(cfg.model.num_layers, cfg.train.dual_lr, cfg.train.seed,
+                                             str(run_dir) if run_dir else None)
+    return TrainState(model, optimizer, duals, coordinator, best_model=copy.deepcopy(model.state_dict()))
 
 
 def unroll(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False):
@@ -59,9 +63,10 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
     """One Adam step on this worker's share of the Lagrangian, gradients all-reduced."""
     masks = None
     if cfg.train.async_train > 0:   # the coordinator draws the dropouts and sends them out
-        masks = torch.as_tensor(draw_async_masks(state.mask_rng, cfg.model.num_layers, len(tasks),
-                                                 worker.num_agents, cfg.train.async_train))
-        masks = worker.comm.broadcast(masks).numpy()
+        shape = (cfg.model.num_layers, len(tasks), worker.num_agents)
+        drawn = (state.coordinator.draw_masks("train", *shape, cfg.train.async_train)
+                 if state.coordinator else np.zeros(shape, dtype=bool))
+        masks = worker.comm.broadcast(torch.as_tensor(drawn)).numpy()
     shards, Ws = unroll(state.model, worker, tasks, masks)
     g = descent_values(Ws, shards.X_seen, shards.Y_seen, cfg.train.descent)
     outer = loss_per_agent(Ws[-1], shards.X_held, shards.Y_held)
@@ -76,6 +81,12 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
     return {"outer_loss": float(sums[0]) / num_nodes, "slacks": (sums[1:] / num_nodes)}
 
 
+def dual_update(state: TrainState, worker: Worker, slacks_l: torch.Tensor) -> None:
+    """The coordinator's projected ascent step, sent to every worker."""
+    new = state.coordinator.dual_step(slacks_l) if state.coordinator else state.duals
+    state.duals = worker.comm.broadcast(new.clone())
+
+
 def validate(model: UnrolledDGD, worker: Worker, tasks) -> dict:
     with torch.no_grad():
         shards, Ws = unroll(model, worker, tasks)
@@ -85,16 +96,15 @@ def validate(model: UnrolledDGD, worker: Worker, tasks) -> dict:
 
 def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: bool = False,
           progress: bool = True, tag: str = "") -> TrainState:
-    """Meta-train; writes metrics.csv, TensorBoard events and checkpoints under ``run_dir``."""
+    """Meta-train; the coordinator writes metrics.csv, TensorBoard events and checkpoints
+    under ``run_dir``; the model with the best validation loss is kept."""
     tc = cfg.train
-    state = build_state(cfg, worker)
-    writer_ok = run_dir is not None and worker.comm.rank == 0
-    if writer_ok:
+    if run_dir is not None and worker.comm.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+    state = build_state(cfg, worker, run_dir)
     if resume:
         restore(state, load_checkpoint(run_dir / "checkpoint.pt", cfg.to_dict(), may_differ=("train.steps",)))
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
-    logger = MetricsLogger(run_dir, cfg.model.num_layers, append=resume) if writer_ok else None
     bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,
                initial=state.step, total=tc.steps, leave=False)
     for step in bar:
@@ -103,11 +113,11 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         if not np.isfinite(row["outer_loss"]):
             raise FloatingPointError(f"meta-training diverged at step {step}: outer loss is "
                                      f"{row['outer_loss']}; lower --lr or init_step")
-        if tc.constrained:   # the coordinator owns the multipliers and sends them out
-            duals = dual_step(state.duals, row["slacks"], tc.dual_lr) if worker.comm.rank == 0 else state.duals
-            state.duals = worker.comm.broadcast(duals.clone())
+        if tc.constrained:
+            dual_update(state, worker, row["slacks"])
         row.update(step=step, duals=state.duals.clone())
-        if (step + 1) % tc.val_every == 0 or step + 1 == tc.steps:
+        validating = (step + 1) % tc.val_every == 0 or step + 1 == tc.steps
+        if validating:
             val = validate(state.model, worker, val_tasks)
             row.update(val_loss=val["loss"], val_local_accuracy=val["local_accuracy"])
             if val["loss"] < state.best_val:
@@ -116,31 +126,31 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
             bar.set_postfix(loss=f"{row['outer_loss']:.3f}", val_acc=f"{val['local_accuracy']:.3f}")
         state.step = step + 1
         state.history.append(row)
-        if logger:
-            logger.write(row)
-        if writer_ok and ((step + 1) % tc.val_every == 0 or step + 1 == tc.steps):
-            save_checkpoint(run_dir / "checkpoint.pt", snapshot(state, cfg))
-    if logger:
-        logger.close()
+        if state.coordinator:
+            state.coordinator.record(row)
+            if validating:
+                state.coordinator.save("checkpoint.pt", snapshot(state, cfg))
     state.model.load_state_dict(state.best_model)
-    if writer_ok:
-        save_checkpoint(run_dir / "model.pt", {"config": json.dumps(cfg.to_dict()),
-                                               "model": state.best_model, "best_val": state.best_val})
+    if state.coordinator:
+        state.coordinator.save("model.pt", {"config": json.dumps(cfg.to_dict()),
+                                            "model": state.best_model, "best_val": state.best_val})
+        state.coordinator.close()
     return state
 
 
 def snapshot(state: TrainState, cfg: RunConfig) -> dict:
+    """The workers' part of a checkpoint (the coordinator adds its duals and generators)."""
     return {"config": json.dumps(cfg.to_dict()), "step": state.step, "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(), "duals": state.duals,
-            "mask_rng": json.dumps(state.mask_rng.bit_generator.state), "best_val": state.best_val,
+            "optimizer": state.optimizer.state_dict(), "best_val": state.best_val,
             "best_model": state.best_model}
 
 
 def restore(state: TrainState, saved: dict) -> None:
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
-    state.duals = saved["duals"]
-    state.mask_rng.bit_generator.state = json.loads(saved["mask_rng"])
+    state.duals = saved["coordinator"]["duals"].clone()
+    if state.coordinator:
+        state.coordinator.restore(saved["coordinator"])
     state.step, state.best_val, state.best_model = saved["step"], saved["best_val"], saved["best_model"]
 
 

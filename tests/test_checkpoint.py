@@ -156,16 +156,18 @@ def test_training_state_round_trip(tmp_path, quick_cfg, digits_family):
     worker = Worker(digits_family, LocalCommunicator(), np.arange(cfg.task.num_agents), torch.float64)
     state = build_state(cfg, worker)
     primal_step(state, worker, digits_family.batch("train", [0]), cfg)
-    state.duals = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    state.coordinator.duals = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    state.duals = state.coordinator.duals.clone()
     state.step = 1
-    save_checkpoint(tmp_path / "ck.pt", snapshot(state, cfg))
+    save_checkpoint(tmp_path / "ck.pt", {**snapshot(state, cfg), "coordinator": state.coordinator.state()})
 
     fresh = build_state(cfg, worker)
     restore(fresh, load_checkpoint(tmp_path / "ck.pt", cfg.to_dict()))
-    assert fresh.step == 1 and torch.equal(fresh.duals, state.duals)
+    assert fresh.step == 1 and torch.equal(fresh.duals, state.coordinator.duals)
+    assert torch.equal(fresh.coordinator.duals, state.coordinator.duals)
     for (name, a), b in zip(state.model.state_dict().items(), fresh.model.state_dict().values()):
         assert torch.equal(a, b), name
-    assert fresh.mask_rng.random() == state.mask_rng.random()
+    assert fresh.coordinator.rngs["train"].random() == state.coordinator.rngs["train"].random()
     # the resumed optimizer continues exactly like the original one
     tasks = digits_family.batch("train", [1])
     primal_step(state, worker, tasks, cfg)

@@ -21,7 +21,7 @@ import torch
 from surf_dist.cli import main
 from surf_dist.comm.local import LocalCommunicator
 from surf_dist.config import preset, with_overrides
-from surf_dist.engine import draw_async_masks
+from surf_dist.coordinator import draw_async_masks
 from surf_dist.evaluate import async_sweep, evaluate_unrolled, run_baseline
 from surf_dist.model import UnrolledDGD
 from surf_dist.problem import loss_per_agent
