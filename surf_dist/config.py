@@ -68,6 +68,7 @@ class TrainConfig:
     steps: int = 300
     tasks_per_step: int = 4
     lr: float = 3e-3
+    lr_floor: float = 1.0                  # cosine decay of the learning rate to lr * lr_floor (1: constant)
     dual_lr: float = 0.1
     eps: float = 0.05                      # descent constraint: g(W_l) <= (1 - eps) g(W_{l-1})
     descent: str = "loss"
@@ -84,6 +85,8 @@ class TrainConfig:
         _choice(self, "dtype", DTYPES)
         if not 0 <= self.eps < 1:
             raise ValueError(f"eps must lie in [0, 1), got {self.eps}")
+        if not 0 < self.lr_floor <= 1:
+            raise ValueError(f"lr_floor must lie in (0, 1], got {self.lr_floor}")
         if self.lr <= 0 or self.dual_lr < 0:
             raise ValueError("lr must be > 0 and dual_lr >= 0")
 
@@ -93,7 +96,8 @@ class EvalConfig:
     """Test tasks, baselines and the robustness sweeps."""
     test_tasks: int = 10
     baseline_rounds: int = 500
-    eval_points: tuple[int, ...] = (0, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 400, 500)
+    eval_points: tuple[int, ...] = (0, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 125, 150, 200,
+                                     250, 300, 400, 500)
     step_grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
     tune_tasks: int = 3
     async_levels: tuple[int, ...] = (0, 1, 2, 5, 10)

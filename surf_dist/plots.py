@@ -93,7 +93,7 @@ def plot_accuracy_vs_communication(summary: dict, path, metric: str = "local_acc
     for ax in (ax_r, ax_b):
         if central is not None:
             ax.axhline(central, color="black", linestyle="--", linewidth=1.2,
-                       label="centralized", zorder=1)
+                       label=f"centralized ({'loss' if metric == 'loss' else 'pooled accuracy'})", zorder=1)
         ax.set_xscale("log")
         ax.grid(True, which="major", alpha=0.3)
     ax_r.set_xlabel("cumulative communication rounds (log scale; round 0 omitted)")
@@ -160,7 +160,7 @@ def plot_async(summary: dict, path) -> Path | None:
         ax.fill_between(levels, mean - std, mean + std, color=style["color"], alpha=0.2)
     central = _centralized_value(summary, "accuracy")
     if central is not None:
-        ax.axhline(central, color="black", linestyle="--", linewidth=1.2, label="centralized")
+        ax.axhline(central, color="black", linestyle="--", linewidth=1.2, label="centralized (pooled accuracy)")
     ax.set_xticks(levels)
     ax.set_xlabel("number of asynchronous agents")
     ax.set_ylabel("final local accuracy (mean ± std over draws)")

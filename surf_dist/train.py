@@ -8,6 +8,7 @@ The model kept at the end is the one with the lowest validation loss after its l
 from __future__ import annotations
 
 import copy
+import math
 import csv
 import json
 from dataclasses import dataclass, field
@@ -81,6 +82,14 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
     return {"outer_loss": float(sums[0]) / num_nodes, "slacks": (sums[1:] / num_nodes)}
 
 
+def learning_rate(cfg: RunConfig, step: int) -> float:
+    """Cosine decay from ``lr`` to ``lr * lr_floor`` over the run (a function of the step alone,
+    so a resumed run continues the same schedule)."""
+    tc = cfg.train
+    progress = step / max(tc.steps - 1, 1)
+    return tc.lr * (tc.lr_floor + (1 - tc.lr_floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def dual_update(state: TrainState, worker: Worker, slacks_l: torch.Tensor) -> None:
     """The coordinator's projected ascent step, sent to every worker."""
     new = state.coordinator.dual_step(slacks_l) if state.coordinator else state.duals
@@ -108,6 +117,8 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,
                initial=state.step, total=tc.steps, leave=False)
     for step in bar:
+        for group in state.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
         tasks = worker.family.batch("train", range(step * tc.tasks_per_step, (step + 1) * tc.tasks_per_step))
         row = primal_step(state, worker, tasks, cfg)
         if not np.isfinite(row["outer_loss"]):

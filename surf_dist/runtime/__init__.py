@@ -6,7 +6,7 @@ import os
 from ..comm.local import LocalCommunicator
 from .common import make_worker
 
-BACKENDS = ("local", "torch")
+BACKENDS = ("local", "torch", "ray")
 
 
 def is_coordinator() -> bool:
@@ -27,5 +27,8 @@ def run_job(job, cfg, backend: str = "local", workers: int = 1, **options):
         if workers != 1:
             raise ValueError("the local backend runs one worker; use --backend torch or ray for more")
         return job(cfg, make_worker(cfg, LocalCommunicator()), **options)
+    if backend == "ray":
+        from .ray_runtime import run_ray
+        return run_ray(job, cfg, workers, **options)
     from .torch_runtime import run_torch
     return run_torch(job, cfg, workers, **options)

@@ -1,0 +1,339 @@
+"""The Ray runtime: workers are Ray actors that form a torch.distributed group, as Ray Train does.
+
+``run_ray`` places ``workers`` rank actors with a placement group (one bundle per rank, Ray
+picks the nodes), lets rank 0 choose the rendezvous address (its node's IP and a free port;
+127.0.0.1 and the ``lo`` interface on a local instance) and hands it to the others. Every rank
+then builds ``make_worker(cfg, TorchCommunicator(timeout_s))`` and runs ``job(cfg, worker,
+**options)``; rank 0's result is returned. Progress bars show on rank 0 only.
+
+The coordinator is the real ``Coordinator`` class as a Ray actor of its own (no CPU, on the
+driver's node, so the files it writes land where the command runs). Rank 0's
+``worker.coordinator_factory`` returns, per call, a ``CoordinatorProxy`` for an actor in a freshly
+constructed state: ``proxy.dual_step(x)`` is ``ray.get(actor.dual_step.remote(x))``. An actor
+whose proxy is gone is reset and reused rather than a new one started (~2 s: a process
+importing torch).
+
+Failures: the driver polls the ranks' futures (``ray.wait``); the first rank that raises or
+whose actor dies ends the run after a short grace period (to collect the other ranks'
+reports), with one message naming every failed rank, root causes first. Whatever happens, the
+actors are killed, the placement group removed and, if this call started Ray, Ray shut down.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import re
+import socket
+import sys
+import time
+import weakref
+from contextlib import contextmanager
+from datetime import timedelta
+
+import ray
+import ray._private.ray_constants as ray_constants
+import torch
+import torch.distributed as dist
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                            PlacementGroupSchedulingStrategy)
+
+from ..comm.torch_dist import PeerLostError, TorchCommunicator
+from ..coordinator import Coordinator
+from ..topology import place_agents
+from .common import make_worker
+from .torch_runtime import GRACE_S, LOOPBACK, RENDEZVOUS_S, USER_ERRORS
+
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+POLL_S = 0.05
+LOCAL_ONLY_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # "0": a local Ray stays on 127.0.0.1
+
+
+# ------------------------------------------------------------------ Ray itself
+
+
+@contextmanager
+def local_ray(num_cpus: int):
+    """A fresh single-node Ray instance on the loopback interface, shut down on the way out.
+
+    Without ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` Ray advertises the machine's external
+    address instead of 127.0.0.1. Ray reads that variable once, when it is imported (into
+    ``ray_constants.ENABLE_RAY_CLUSTER``), so the variable is set for the processes Ray starts
+    and the constant for this one, both restored afterwards. The actors get the driver's
+    ``sys.path``, so jobs defined outside the installed package (a source checkout, a test
+    module) import there too."""
+    saved = os.environ.get(LOCAL_ONLY_FLAG), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOCAL_ONLY_FLAG] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        path = os.pathsep.join(os.path.abspath(p) for p in sys.path if p)
+        ray.init(address="local", include_dashboard=False, num_cpus=num_cpus,
+                 runtime_env={"env_vars": {"PYTHONPATH": path}})
+        try:
+            assert ray.util.get_node_ip_address() == LOOPBACK, "the local Ray left the loopback"
+            yield
+        finally:
+            ray.shutdown()
+    finally:
+        if saved[0] is None:
+            os.environ.pop(LOCAL_ONLY_FLAG, None)
+        else:
+            os.environ[LOCAL_ONLY_FLAG] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+
+
+@contextmanager
+def ray_connection(address: str | None, num_cpus: int):
+    """Yields whether the workers talk over loopback. Reuses a Ray this process already runs;
+    otherwise connects to ``address`` (or ``RAY_ADDRESS``), or starts a local instance."""
+    if ray.is_initialized():
+        yield None                   # decided by rank 0's node address
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        with local_ray(num_cpus):
+            yield True
+        return
+    ray.init(address=address)
+    try:
+        yield False
+    finally:
+        ray.shutdown()               # disconnects; the cluster keeps running
+
+
+# ------------------------------------------------------------------ the coordinator actor
+
+
+CoordinatorActor = ray.remote(Coordinator)
+
+
+def _single_thread(coordinator: Coordinator) -> None:
+    """Inside a new actor (through ``__ray_call__``): one torch thread, as in every actor."""
+    torch.set_num_threads(1)
+
+
+def _construct(coordinator: Coordinator, *args) -> None:
+    """Inside a used actor (through ``__ray_call__``): close the previous state, then run
+    ``Coordinator.__init__(*args)``, which sets every attribute afresh."""
+    coordinator.close()
+    coordinator.__init__(*args)
+
+
+def _coordinator_answer(ref, timeout_s: float, what: str):
+    """``ray.get`` of a coordinator call, with errors that say it was the coordinator."""
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except ray.exceptions.RayActorError as err:
+        raise RuntimeError(f"the coordinator actor died during {what}: {_first_line(err)}") from err
+    except ray.exceptions.GetTimeoutError as err:
+        raise RuntimeError(f"the coordinator actor did not answer {what} within {timeout_s:g} s") from err
+
+
+class CoordinatorProxy:
+    """Rank 0's handle on one coordinator actor: ``proxy.name(*args)`` is
+    ``ray.get(actor.name.remote(*args))``, with a timeout and errors naming the coordinator."""
+
+    def __init__(self, actor, timeout_s: float):
+        self.actor, self.timeout_s = actor, timeout_s
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        method = getattr(self.actor, name)
+        return lambda *args, **kwargs: _coordinator_answer(method.remote(*args, **kwargs),
+                                                           self.timeout_s, f"{name}()")
+
+
+class CoordinatorFactory:
+    """Rank 0's ``coordinator_factory``: each call returns a proxy for a coordinator actor
+    (pinned to ``node_id``) in the state of ``Coordinator(num_layers, dual_lr, seed, run_dir)``.
+
+    An actor whose previous proxy is gone (garbage collected) is reset and reused; otherwise a
+    new one starts. A demo thus starts one actor process instead of four (each start costs
+    ~2 s of CPU here: a process importing torch). ``close`` kills every actor made."""
+
+    def __init__(self, node_id: str, timeout_s: float):
+        self.node_id, self.timeout_s = node_id, timeout_s
+        self.actors: list = []
+        self.idle: list = []         # actors no live proxy points to
+        self.releases: list = []     # finalizers returning an actor to ``idle``
+
+    def __call__(self, num_layers: int, dual_lr: float, seed: int, run_dir: str | None = None):
+        if self.idle:
+            actor = self.idle.pop()
+            ready = actor.__ray_call__.remote(_construct, num_layers, dual_lr, seed, run_dir)
+        else:
+            actor = CoordinatorActor.options(
+                num_cpus=0, max_restarts=0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(self.node_id, soft=False),
+            ).remote(num_layers, dual_lr, seed, run_dir)
+            self.actors.append(actor)
+            ready = actor.__ray_call__.remote(_single_thread)
+        _coordinator_answer(ready, self.timeout_s, "its start")
+        proxy = CoordinatorProxy(actor, self.timeout_s)
+        pass
+        return proxy
+
+    def close(self) -> None:
+        for release in self.releases:
+            release.detach()
+        for actor in self.actors:
+            ray.kill(actor, no_restart=True)
+        self.actors, self.idle, self.releases = [], [], []
+
+
+# ------------------------------------------------------------------ one rank
+
+
+@contextmanager
+def process_group(backend: str, host: str, port: int, rank: int, world: int, timeout_s: float):
+    """The default group of the actors, destroyed on the way out whatever happens."""
+    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=max(timeout_s, RENDEZVOUS_S)))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@ray.remote
+class RankActor:
+    """Rank ``rank`` of ``world``: one worker hosting a block of agents."""
+
+    def __init__(self, rank: int, world: int):
+        torch.set_num_threads(1)
+        self.rank, self.world = rank, world
+
+    def rendezvous(self, loopback: bool | None) -> tuple[str, int]:
+        """(address, free port) for the group, chosen by rank 0 on its own node."""
+        host = ray.util.get_node_ip_address()
+        if loopback or (loopback is None and host.startswith("127.")):
+            host = LOOPBACK
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            return host, sock.getsockname()[1]
+
+    def run(self, payload, host: str, port: int, timeout_s: float, factory) -> bytes | None:
+        """Run the job on this rank; rank 0 returns its pickled result (writable arrays, unlike
+        Ray's zero-copy ones)."""
+        job, cfg, options = payload
+        if host == LOOPBACK:
+            os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+        os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port))
+        backend = "nccl" if ray.get_gpu_ids() else "gloo"
+        try:
+            with process_group(backend, host, port, self.rank, self.world, timeout_s):
+                comm = TorchCommunicator(timeout_s)
+                worker = make_worker(cfg, comm)
+                if factory is not None:
+                    worker.coordinator_factory = factory
+                if "progress" in options:
+                    options = {**options, "progress": options["progress"] and self.rank == 0}
+                result = job(cfg, worker, **options)
+        finally:
+            if factory is not None:
+                factory.close()
+        return pickle.dumps(result) if self.rank == 0 else None
+
+
+# ------------------------------------------------------------------ the driver
+
+
+def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | None = None,
+            cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
+            placement_strategy: str = "PACK", **options):
+    """Run ``job`` on ``workers`` Ray actors (module doc); rank 0's result.
+
+    ``address``: a Ray cluster to join (default ``RAY_ADDRESS``; none: a local instance, or the
+    Ray this process already runs). ``placement_strategy``: one of ``STRATEGIES``. With
+    ``gpus_per_worker`` > 0 the ranks' collectives use nccl."""
+    place_agents(cfg.task.num_agents, workers)     # a clear ValueError before Ray starts
+    if placement_strategy not in STRATEGIES:
+        raise ValueError(f"placement_strategy must be one of {STRATEGIES}, got {placement_strategy!r}")
+    if cpus_per_worker < 0 or gpus_per_worker < 0 or cpus_per_worker + gpus_per_worker == 0:
+        raise ValueError(f"each worker needs some CPU or GPU: got cpus_per_worker={cpus_per_worker}, "
+                         f"gpus_per_worker={gpus_per_worker}")
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    local_cpus = max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker))
+    with ray_connection(address, local_cpus) as loopback:
+        bundle = {"CPU": cpus_per_worker, "GPU": gpus_per_worker}
+        group = placement_group([{k: v for k, v in bundle.items() if v > 0}] * workers,
+                                strategy=placement_strategy)
+        actors = []
+        try:
+            wait_s = max(timeout_s, RENDEZVOUS_S)
+            if not ray.wait([group.ready()], timeout=wait_s)[0]:
+                raise RuntimeError(f"ray backend: no room for {workers} workers of {bundle} "
+                                   f"({placement_strategy}) within {wait_s:g} s; the cluster has "
+                                   f"{ray.available_resources()} free")
+            actors = [RankActor.options(
+                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=r),
+            ).remote(r, workers) for r in range(workers)]
+            host, port = _supervise([actors[0].rendezvous.remote(loopback)], wait_s, "rendezvous")
+            factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s)
+            payload = ray.put((job, cfg, options))
+            futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None)
+                       for r, a in enumerate(actors)]
+            return pickle.loads(_supervise(futures))
+        finally:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            remove_placement_group(group)
+
+
+def _supervise(futures, limit_s: float | None = None, what: str = "job"):
+    """Wait for every rank's future; rank 0's value. The first failure ends the wait after
+    ``GRACE_S`` (or as soon as every rank has answered) with an error naming the failed ranks."""
+    rank_of = {ref: r for r, ref in enumerate(futures)}
+    pending, failures, failed_at, result = list(futures), {}, None, None
+    start = time.monotonic()
+    while True:
+        done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+        for ref in done:
+            try:
+                value = ray.get(ref)
+                if rank_of[ref] == 0:
+                    result = value
+            except ray.exceptions.RayError as err:
+                failures[rank_of[ref]] = _describe(err)
+                failed_at = failed_at or time.monotonic()
+        if failed_at is not None and (not pending or time.monotonic() - failed_at > GRACE_S):
+            raise _failure(failures)
+        if not pending:
+            return result
+        if limit_s is not None and time.monotonic() - start > limit_s:
+            raise RuntimeError(f"ray backend: the {what} did not finish within {limit_s:g} s")
+
+
+def _describe(err: Exception) -> tuple[str, str, type | None]:
+    """(kind, message, user error class or None) of one rank's failure; kind "peer" marks a
+    lost-peer error, an echo of another rank's failure."""
+    if isinstance(err, ray.exceptions.RayTaskError):
+        cause = err.cause
+        if isinstance(cause, PeerLostError):     # its message already names the rank and round
+            return "peer", str(cause), None
+        frames = re.findall(r'File "([^"]+)", line (\d+)', str(err))
+        where = f" (at {os.path.basename(frames[-1][0])}:{frames[-1][1]})" if frames else ""
+        user = next((c for c in USER_ERRORS if isinstance(cause, c)), None)
+        return "error", f"{type(cause).__name__}: {cause}{where}", user
+    if isinstance(err, ray.exceptions.RayActorError):
+        reason = re.search(r"The actor is dead because ([^.]*)", str(err))
+        return "died", ("its actor died before finishing (crashed, killed or out of memory)"
+                        + (f": {reason.group(1)}" if reason else "")), None
+    return "error", f"{type(err).__name__}: {_first_line(err)}", None
+
+
+def _failure(failures: dict) -> Exception:
+    """One error naming every failed rank, the root causes first (lost-peer errors last)."""
+    ordered = sorted(failures.items(), key=lambda item: (item[1][0] == "peer", item[0]))
+    text = "; ".join(m if m.startswith(f"rank {r}:") else f"rank {r}: {m}" for r, (_, m, _) in ordered)
+    cls = ordered[0][1][2] or RuntimeError
+    return cls(f"ray backend failed: {text}")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
