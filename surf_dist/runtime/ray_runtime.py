@@ -172,7 +172,7 @@ class CoordinatorFactory:
             ready = actor.__ray_call__.remote(_single_thread)
         _coordinator_answer(ready, self.timeout_s, "its start")
         proxy = CoordinatorProxy(actor, self.timeout_s)
-        pass
+        self.releases.append(weakref.finalize(proxy, self.idle.append, actor))
         return proxy
 
     def close(self) -> None:
@@ -218,8 +218,8 @@ class RankActor:
         """Run the job on this rank; rank 0 returns its pickled result (writable arrays, unlike
         Ray's zero-copy ones)."""
         job, cfg, options = payload
-        if host == LOOPBACK:
-            os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+        if host == LOOPBACK:       # a local instance: keep gloo's / nccl's sockets on loopback
+            os.environ.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
         os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port))
         backend = "nccl" if ray.get_gpu_ids() else "gloo"
         try:
@@ -258,6 +258,9 @@ def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | N
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
     local_cpus = max(os.cpu_count() or 1, math.ceil(workers * cpus_per_worker))
     with ray_connection(address, local_cpus) as loopback:
+        if placement_strategy == "STRICT_SPREAD" and loopback and workers > 1:
+            raise ValueError("placement_strategy STRICT_SPREAD puts every worker on its own node; "
+                             "a local Ray instance has one node")
         bundle = {"CPU": cpus_per_worker, "GPU": gpus_per_worker}
         group = placement_group([{k: v for k, v in bundle.items() if v > 0}] * workers,
                                 strategy=placement_strategy)
