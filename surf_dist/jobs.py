@@ -74,39 +74,52 @@ def evaluate_models(cfg: RunConfig, worker: Worker, models: dict[str, UnrolledDG
 def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True) -> dict:
     """Meta-train SURF (constrained) and plain unrolling, then evaluate both with the baselines.
 
-    On the single-process backend the unconstrained model trains in a second process at the
-    same time (the two runs are independent; on 2+ cores this halves the wall time)."""
+    On the single-process backend a second process trains the unconstrained model and then
+    runs the baselines while this one trains and evaluates SURF (the pieces are independent;
+    on 2+ cores this halves the wall time). Distributed backends run them one after another."""
     out = Path(out_dir)
     configs = {name: with_overrides(cfg, {"train": {"constrained": constrained}})
                for name, constrained in (("surf", True), ("unrolled", False))}
     start = time.perf_counter()
-    models = {}
     side = None
     if isinstance(worker.comm, LocalCommunicator) and (os.cpu_count() or 1) > 1:
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        side = pool.submit(train_detached, configs["unrolled"].to_dict(), str(out / "run_unrolled"))
-    for name, run_cfg in configs.items():
-        if name == "unrolled" and side is not None:
-            model = build_model(run_cfg, worker)
-            model.load_state_dict(side.result())
-            pool.shutdown()
-            models[name] = model
-        else:
-            models[name] = train(run_cfg, worker, out / f"run_{name}", progress=progress, tag=name).model
+        side = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        side_model = side.submit(train_detached, configs["unrolled"].to_dict(), str(out / "run_unrolled"))
+        side_baselines = side.submit(baselines_detached, cfg.to_dict())
+    models = {"surf": train(configs["surf"], worker, out / "run_surf", progress=progress, tag="surf").model}
+    if side is None:
+        models["unrolled"] = train(configs["unrolled"], worker, out / "run_unrolled", progress=progress,
+                                   tag="unrolled").model
+    else:
+        models["unrolled"] = build_model(configs["unrolled"], worker)
+        models["unrolled"].load_state_dict(side_model.result())
     timings = {"train_s": time.perf_counter() - start}
-    start = time.perf_counter()
-    summary = evaluate_models(cfg, worker, models, progress)
-    timings["evaluate_s"] = time.perf_counter() - start
+    summary = evaluate_models(cfg, worker, models, progress, with_baselines=side is None)
+    if side is not None:
+        summary["methods"].update(side_baselines.result())
+        side.shutdown()
+    timings["total_s"] = time.perf_counter() - start
     summary["timings"] = timings
     return summary
 
 
 def train_detached(cfg_dict: dict, run_dir: str) -> dict:
-    """Train on the local backend in a worker process; returns the kept model's state."""
-    torch.set_num_threads(1)
-    from .runtime.common import make_worker
+    """Train on the local backend in a helper process; returns the kept model's state."""
     cfg = from_dict(cfg_dict)
-    return train(cfg, make_worker(cfg, LocalCommunicator()), Path(run_dir), progress=False).best_model
+    return train(cfg, local_worker(cfg), Path(run_dir), progress=False).best_model
+
+
+def baselines_detached(cfg_dict: dict) -> dict:
+    """The tuned baselines on the local backend in a helper process."""
+    cfg = from_dict(cfg_dict)
+    worker = local_worker(cfg)
+    return evaluate_baselines(cfg, worker, worker.family.batch("test", range(cfg.eval.test_tasks)), False)
+
+
+def local_worker(cfg: RunConfig) -> Worker:
+    from .runtime.common import make_worker
+    torch.set_num_threads(1)
+    return make_worker(cfg, LocalCommunicator())
 
 
 def build_model(cfg: RunConfig, worker: Worker) -> UnrolledDGD:
