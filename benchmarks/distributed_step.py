@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -84,9 +85,8 @@ def main() -> None:
               f"{r['step_comm_s_all_ranks']:>8.3f}{r['round_physical_bytes'] / 1e3:>10.1f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": f"{platform.node()} {platform.processor()} "
-                                          f"{torch.get_num_threads()} thread(s)",
-                               "results": results}, indent=1))
+    machine = f"{os.cpu_count()} cores, {platform.machine()}, torch {torch.__version__}, 1 thread per process"
+    out.write_text(json.dumps({"machine": machine, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
