@@ -43,12 +43,15 @@ class Coordinator:
             return
         if self.logger is None:
             from .train import MetricsLogger
-            self.logger = MetricsLogger(self.run_dir, len(self.duals), append=row["step"] > 0)
+            self.logger = MetricsLogger(self.run_dir, len(self.duals), append=row["step"] > 0,
+                                        first_step=row["step"])
         self.logger.write(row)
 
     def save(self, name: str, payload: dict) -> None:
         """Atomically write ``payload`` plus the coordinator's own state to ``run_dir/name``."""
         if self.run_dir is not None:
+            if self.logger is not None:   # the rows a checkpoint covers are on disk before it
+                self.logger.flush()
             save_checkpoint(self.run_dir / name, {**payload, "coordinator": self.state()})
 
     def state(self) -> dict:

@@ -11,6 +11,7 @@ import copy
 import math
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,12 +169,21 @@ def restore(state: TrainState, saved: dict) -> None:
 class MetricsLogger:
     """One CSV row and one TensorBoard scalar set per step (coordinator only)."""
 
-    def __init__(self, run_dir: Path, num_layers: int, append: bool = False):
+    def __init__(self, run_dir: Path, num_layers: int, append: bool = False, first_step: int | None = None):
+        """``append``: continue an existing metrics.csv; with ``first_step`` (a resumed run), rows
+        of that step and later, written after the checkpoint by the run that stopped, are dropped."""
         from torch.utils.tensorboard import SummaryWriter
         self.columns = (["step", "outer_loss", "violations", "val_loss", "val_local_accuracy"]
                         + [f"slack_{l}" for l in range(1, num_layers + 1)]
                         + [f"dual_{l}" for l in range(1, num_layers + 1)])
         path = run_dir / "metrics.csv"
+        if append and first_step is not None and path.exists():
+            with open(path, newline="") as f:
+                lines = f.read().splitlines(keepends=True)
+            kept = lines[:1] + [l for l in lines[1:] if l.endswith("\n")
+                                and l.split(",", 1)[0].isdigit() and int(l.split(",", 1)[0]) < first_step]
+            with open(path, "w", newline="") as f:
+                f.writelines(kept)
         self.file = open(path, "a" if append and path.exists() else "w", newline="")
         self.csv = csv.writer(self.file)
         if self.file.tell() == 0:
@@ -193,6 +203,12 @@ class MetricsLogger:
                 self.tb.add_scalar(f"train/{key}", flat[key], row["step"])
         self.tb.add_scalars("train/slack", {str(l + 1): s for l, s in enumerate(slacks)}, row["step"])
         self.tb.add_scalars("train/dual", {str(l + 1): v for l, v in enumerate(duals)}, row["step"])
+
+    def flush(self) -> None:
+        """Rows written so far reach the disk (called before each checkpoint)."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.tb.flush()
 
     def close(self) -> None:
         self.file.close()

@@ -205,6 +205,9 @@ class RankActor:
         torch.set_num_threads(1)
         self.rank, self.world = rank, world
 
+    def node_ip(self) -> str:
+        return ray.util.get_node_ip_address()
+
     def rendezvous(self, loopback: bool | None) -> tuple[str, int]:
         """(address, free port) for the group, chosen by rank 0 on its own node."""
         host = ray.util.get_node_ip_address()
@@ -242,13 +245,15 @@ class RankActor:
 
 def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | None = None,
             cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-            placement_strategy: str = "PACK", **options):
+            placement_strategy: str | None = None, **options):
     """Run ``job`` on ``workers`` Ray actors (module doc); rank 0's result.
 
     ``address``: a Ray cluster to join (default ``RAY_ADDRESS``; none: a local instance, or the
-    Ray this process already runs). ``placement_strategy``: one of ``STRATEGIES``. With
-    ``gpus_per_worker`` > 0 the ranks' collectives use nccl."""
+    Ray this process already runs). ``placement_strategy``: one of ``STRATEGIES`` (default
+    ``SURF_DIST_RAY_PLACEMENT``, else PACK). With ``gpus_per_worker`` > 0 the ranks' collectives
+    use nccl. On a cluster the ranks' node addresses are printed to stderr."""
     place_agents(cfg.task.num_agents, workers)     # a clear ValueError before Ray starts
+    placement_strategy = placement_strategy or os.environ.get("SURF_DIST_RAY_PLACEMENT") or "PACK"
     if placement_strategy not in STRATEGIES:
         raise ValueError(f"placement_strategy must be one of {STRATEGIES}, got {placement_strategy!r}")
     if cpus_per_worker < 0 or gpus_per_worker < 0 or cpus_per_worker + gpus_per_worker == 0:
@@ -276,6 +281,10 @@ def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | N
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=r),
             ).remote(r, workers) for r in range(workers)]
             host, port = _supervise([actors[0].rendezvous.remote(loopback)], wait_s, "rendezvous")
+            if not loopback:
+                ips = ray.get([a.node_ip.remote() for a in actors], timeout=wait_s)
+                print(f"ray backend: {placement_strategy} placement, rank nodes "
+                      + " ".join(f"{r}={ip}" for r, ip in enumerate(ips)), file=sys.stderr, flush=True)
             factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s)
             payload = ray.put((job, cfg, options))
             futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None)
