@@ -33,6 +33,7 @@ class TaskConfig:
     feature_noise: float = 0.0             # augmentation: N(0, feature_noise^2) added per task
 
     def __post_init__(self):
+        _finite(self, allow_inf=("alpha",))
         _positive(self, "num_agents", "samples_seen", "samples_held")
         if self.num_agents < 2:
             raise ValueError("num_agents must be at least 2 for a decentralized task")
@@ -56,6 +57,7 @@ class ModelConfig:
     init_step: float = 0.5                 # initial gradient step of every layer
 
     def __post_init__(self):
+        _finite(self)
         _positive(self, "num_layers", "num_hops", "batch_size", "hidden", "local_steps")
         _choice(self, "local_net", LOCAL_NETS)
         if self.init_step <= 0:
@@ -80,6 +82,7 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
+        _finite(self)
         _positive(self, "steps", "tasks_per_step", "val_every", "val_tasks")
         _choice(self, "descent", DESCENT_FUNCTIONS)
         _choice(self, "dtype", DTYPES)
@@ -107,6 +110,7 @@ class EvalConfig:
     momentum: float = 0.9                  # DFedAvgM momentum
 
     def __post_init__(self):
+        _finite(self)
         _positive(self, "test_tasks", "baseline_rounds", "tune_tasks", "async_draws", "local_steps")
         _choice(self, "async_mode", ASYNC_MODES)
         if any(s <= 0 for s in self.step_grid) or not self.step_grid:
@@ -188,6 +192,15 @@ def with_overrides(config: RunConfig, overrides: dict[str, dict]) -> RunConfig:
     for section, values in overrides.items():
         data[section].update(values)
     return from_dict(data)
+
+
+def _finite(obj, allow_inf=()):
+    """Every float field must be a number (NaN never; inf only where it means something)."""
+    for f in dataclasses.fields(obj):
+        values = getattr(obj, f.name)
+        for v in values if isinstance(values, tuple) else (values,):
+            if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and f.name not in allow_inf)):
+                raise ValueError(f"{type(obj).__name__}.{f.name} must be a finite number, got {v}")
 
 
 def _positive(obj, *names):

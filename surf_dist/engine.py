@@ -18,7 +18,7 @@ from .coordinator import Coordinator
 from .problem import correct_per_agent, loss_per_agent, pooled_accuracy
 from .tasks import Shards, Task, TaskFamily, block_shift, materialize, minibatch_indices
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass

@@ -89,7 +89,9 @@ def run_baseline(name: str, cfg: RunConfig, worker: Worker, tasks, step_sizes, p
 
 
 def evaluate_centralized(worker: Worker, test_tasks) -> dict:
-    """The centralized optimum of each test task (pooled seen data), averaged over tasks."""
+    """The centralized optimum of each test task (pooled seen data), averaged over tasks.
+
+    A reference, not a federated method: the coordinator computes it from every agent's data."""
     family = worker.family
     losses, accs = [], []
     everyone = np.arange(family.config.num_agents)

@@ -92,6 +92,7 @@ def test_refuses_to_overwrite_results(tmp_path, capsys):
     (["--topology", "no_such_topology"], "no_such_topology"),
     (["--agents", "1"], "at least 2"),
     (["--alpha", "-1"], "alpha"),
+    (["--lr", "nan"], "lr must be a finite number"),
     (["--backend", "local", "--workers", "3"], "local backend"),
     (["--backend", "carrier-pigeon"], "backend"),
 ])

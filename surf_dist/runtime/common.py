@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..comm.base import Communicator
-from ..engine import DTYPES, Worker
+from ..engine import TORCH_DTYPES, Worker
 from ..tasks import TaskFamily
 from ..topology import place_agents
 
@@ -23,4 +23,4 @@ def make_worker(cfg, comm: Communicator) -> Worker:
     """The worker of ``comm.rank``: the task family (same seed everywhere) and its agents."""
     family = TaskFamily(cfg.task, seed=cfg.train.seed)
     owner = placement(family, comm.world_size)
-    return Worker(family, comm, np.flatnonzero(owner == comm.rank), DTYPES[cfg.train.dtype])
+    return Worker(family, comm, np.flatnonzero(owner == comm.rank), TORCH_DTYPES[cfg.train.dtype])
