@@ -17,6 +17,7 @@ from pathlib import Path
 from . import jobs
 from .config import LOCAL_NETS, PRESETS, load_config, preset, with_overrides
 
+DEMO_BASELINE_ROUNDS = 200
 OVERRIDES = {  # flag -> (section, field, type, help)
     "dataset": ("task", "dataset", str, "dataset name (digits is embedded; mnist, fashion_mnist, cifar10 need --data-root)"),
     "data_root": ("task", "data_root", str, "folder holding the dataset's files"),
@@ -37,7 +38,9 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
     "dtype": ("train", "dtype", str, "float32 or float64"),
     "test_tasks": ("eval", "test_tasks", int, "test tasks"),
-    "rounds": ("eval", "baseline_rounds", int, "baseline rounds"),
+    "rounds": ("eval", "baseline_rounds", int, "baseline rounds (default: the preset's, 500; demo: "
+               f"{DEMO_BASELINE_ROUNDS} - SURF needs 20, and the rounds the baselines need to match it "
+               "lie well below)"),
     "async_draws": ("eval", "async_draws", int, "random dropout draws per n_async level"),
 }
 
@@ -81,6 +84,8 @@ def resolve_config(args):
             overrides.setdefault(section, {})[field] = value
     if getattr(args, "unconstrained", False):
         overrides.setdefault("train", {})["constrained"] = False
+    if args.command == "demo" and args.rounds is None and not args.config:
+        overrides.setdefault("eval", {})["baseline_rounds"] = min(DEMO_BASELINE_ROUNDS, cfg.eval.baseline_rounds)
     return with_overrides(cfg, overrides) if overrides else cfg
 
 

@@ -49,6 +49,9 @@ def table(summary: dict) -> str:
         for name, curve in methods.items():
             if name not in ("surf", "unrolled"):
                 need = rounds_to_reach(curve, target["local_accuracy"])
+                if need == float("inf"):   # not reached within the baseline's horizon
+                    lines.append(f"  {name:<18} >{curve['rounds'][-1]:>5} (>{curve['rounds'][-1] / target['rounds']:.0f}x)")
+                    continue
                 ratio = need / target["rounds"] if target["rounds"] else float("inf")
                 lines.append(f"  {name:<18} {need:>6} ({ratio:.1f}x)")
     if summary.get("permuted_labels"):
