@@ -50,7 +50,8 @@ def table(summary: dict) -> str:
             if name not in ("surf", "unrolled"):
                 need = rounds_to_reach(curve, target["local_accuracy"])
                 if need == float("inf"):   # not reached within the baseline's horizon
-                    lines.append(f"  {name:<18} >{curve['rounds'][-1]:>5} (>{curve['rounds'][-1] / target['rounds']:.0f}x)")
+                    horizon = curve["rounds"][-1]
+                    lines.append(f"  {name:<18} {'>' + str(horizon):>6} (>{horizon / target['rounds']:.0f}x)")
                     continue
                 ratio = need / target["rounds"] if target["rounds"] else float("inf")
                 lines.append(f"  {name:<18} {need:>6} ({ratio:.1f}x)")
