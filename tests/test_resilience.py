@@ -1,17 +1,21 @@
 """Resilience: a run that loses a process mid-training resumes from its last checkpoint and ends
 exactly where an uninterrupted run ends (float64, same seed); a real two-node Ray cluster in two
-network namespaces gives the local backend's numbers with one rank on each node.
+network namespaces (tests/testbed.py) gives the local backend's numbers with one rank on each
+node; ``ray up`` with launch/cluster-local.yaml brings up both namespace hosts over ssh.
 
 Every run goes through the command line in a subprocess (``python -m surf_dist.cli``), so a
 process can be killed from outside with SIGKILL, as a crash or the OOM killer would.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -140,6 +144,21 @@ def uninterrupted(tmp_path_factory):
 # ------------------------------------------------------------------ kill and resume
 
 
+@pytest.mark.timeout(30)
+def test_resumed_metrics_drop_rows_written_after_the_checkpoint(tmp_path):
+    """A run that stopped after its checkpoint at step 3 left rows 3 and 4 and half a row 5;
+    the resumed run (first step 3) keeps rows 0-2 and writes its own from step 3 on."""
+    from surf_dist.train import MetricsLogger
+    header = "step,outer_loss\r\n"
+    (tmp_path / "metrics.csv").write_text(header + "".join(f"{s},0.{s}\r\n" for s in range(5)) + "5,0.")
+    logger = MetricsLogger(tmp_path, 1, append=True, first_step=3)
+    logger.write({"step": 3, "outer_loss": 9.0, "slacks": torch.zeros(1), "duals": torch.ones(1)})
+    logger.flush()
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    logger.close()
+    assert [line.split(",")[:2] for line in lines[1:]] == [["0", "0.0"], ["1", "0.1"], ["2", "0.2"], ["3", "9.0"]]
+
+
 @pytest.mark.timeout(240)
 def test_local_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, uninterrupted):
     out = tmp_path / "run"
@@ -172,6 +191,14 @@ def test_torch_rank_killed_mid_run_fails_fast_naming_it_then_resumes_exactly(tmp
 # ------------------------------------------------------------------ a two-node Ray cluster
 
 
+@pytest.fixture
+def ray_tmp():
+    """A short folder for Ray's temp dirs (its socket paths must stay under 107 bytes)."""
+    folder = Path(tempfile.mkdtemp(prefix="surfray", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def assert_close(actual, expected, where=""):
     """Nested checkpoints equal up to float64 round-off (gradients summed across ranks)."""
     if isinstance(expected, dict):
@@ -191,14 +218,14 @@ def assert_close(actual, expected, where=""):
         assert actual == expected, where
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+@pytest.fixture
+def ray_cluster(ray_tmp):
     """A head node in surfh1 and a worker node in surfh2, one CPU each; torn down by killing
     the namespaces' processes (never ``ray stop``)."""
     import testbed
     hosts = testbed.create()
     ray_bin = Path(sys.executable).parent / "ray"
-    base = tmp_path_factory.mktemp("ray")
+    base = ray_tmp
     env = {k: v for k, v in cli_env().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     try:
@@ -238,3 +265,106 @@ def test_two_node_ray_cluster_one_rank_per_node_matches_local(ray_cluster, tmp_p
     assert len(rows) == len(ref_rows) == 3
     for row, ref in zip(rows, ref_rows):
         assert row == [pytest.approx(x, rel=1e-9, abs=1e-9) if x != "" else x for x in ref]
+
+
+# ------------------------------------------------------------------ the real launcher: ray up
+
+PROBE = """
+import json, sys, time
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+ray.init(address="auto")
+deadline = time.time() + 90
+while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.time() < deadline:
+    time.sleep(0.5)
+group = placement_group([{"CPU": 1}] * 2, strategy="STRICT_SPREAD")
+ray.get(group.ready(), timeout=60)
+where = ray.remote(lambda: ray.util.get_node_ip_address())
+ips = ray.get([where.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(group, i)).remote()
+               for i in range(2)], timeout=60)
+print("PROBE " + json.dumps({"nodes": sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]),
+                             "cpus": ray.cluster_resources().get("CPU"), "task_ips": ips}))
+"""
+
+
+def start_sshd(ns: str, addr: str, folder: Path) -> None:
+    config = folder / f"sshd_{ns}.conf"
+    config.write_text("\n".join([
+        f"ListenAddress {addr}:22", f"HostKey {folder / 'host_key'}", f"PidFile {folder / f'sshd_{ns}.pid'}",
+        "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes", f"AuthorizedKeysFile {folder / 'authorized_keys'}", "StrictModes no",
+        "UsePAM no", ""]))
+    import testbed
+    done = testbed.run_in(ns, [shutil.which("sshd") or "/usr/sbin/sshd", "-f", str(config)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_ray_up_starts_a_two_node_cluster_from_the_local_cluster_file(tmp_path, ray_tmp):
+    """``ray up`` with launch/cluster-local.yaml (its provider, addresses and start commands; the
+    test only points the key and the ``ray`` binary at its own, one CPU and a temp dir per node)
+    brings up both hosts; ``ray exec`` sees two nodes and runs a task on each. ``ray down`` is
+    not run (it runs ``ray stop``, which on a shared process table stops every Ray on the
+    machine): the namespaces' processes are killed instead."""
+    import testbed
+    import yaml
+    for tool in ("sshd", "ssh", "ssh-keygen", "rsync"):
+        if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
+            pytest.skip(f"{tool} is missing (apt: openssh-server, rsync)")
+    home = Path.home()
+    bootstrap = {p: (p.read_bytes() if p.exists() else None)
+                 for p in (home / "ray_bootstrap_config.yaml", home / "ray_bootstrap_key.pem")}
+    ssh_dirs = set(Path(tempfile.gettempdir()).glob("ray_ssh_*"))
+    name = f"surf-dist-test-{os.getpid()}"
+    state_files = [Path(tempfile.gettempdir()) / "ray" / f"cluster-{name}.{ext}" for ext in ("state", "lock")]
+    hosts = testbed.create()
+    try:
+        for key in ("client_key", "host_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / key)], check=True)
+        shutil.copy(tmp_path / "client_key.pub", tmp_path / "authorized_keys")
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)       # sshd's privilege separation folder
+        for ns, (_, addr) in hosts.items():
+            start_sshd(ns, addr, tmp_path)
+
+        config = yaml.safe_load((Path(__file__).resolve().parents[1] / "launch" / "cluster-local.yaml").read_text())
+        assert config["provider"]["head_ip"] == "10.77.0.1" and config["provider"]["worker_ips"] == ["10.77.0.2"]
+        ray_bin = str(Path(sys.executable).parent / "ray")
+        config["cluster_name"] = name
+        config["auth"]["ssh_private_key"] = str(tmp_path / "client_key")
+        for kind, node in (("head", "h1"), ("worker", "h2")):
+            config[f"{kind}_start_ray_commands"] = [
+                re.sub(r"^ray start\b", f"{ray_bin} start", cmd.strip())
+                + f" --num-cpus=1 --disable-usage-stats --temp-dir={ray_tmp / node}"
+                for cmd in config[f"{kind}_start_ray_commands"]]
+        cluster = tmp_path / "cluster.yaml"
+        cluster.write_text(yaml.safe_dump(config))
+        (tmp_path / "probe.py").write_text(PROBE)
+
+        env = {k: v for k, v in cli_env().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+        env.update(RAY_UP_enable_autoscaler_v2="0", RAY_USAGE_STATS_ENABLED="0")
+        head = next(iter(hosts))
+        up = testbed.run_in(head, [ray_bin, "up", "-y", str(cluster)], env=env, capture_output=True,
+                            text=True, timeout=150)
+        assert up.returncode == 0, (up.stdout + up.stderr)[-3000:]
+        probe = testbed.run_in(head, [ray_bin, "exec", str(cluster), f"{sys.executable} {tmp_path / 'probe.py'}"],
+                               env=env, capture_output=True, text=True, timeout=150)
+        assert probe.returncode == 0, (probe.stdout + probe.stderr)[-3000:]
+        found = re.search(r"PROBE (\{.*\})", probe.stdout + probe.stderr)
+        assert found, (probe.stdout + probe.stderr)[-3000:]
+        seen = json.loads(found.group(1))
+        assert seen["nodes"] == ["10.77.0.1", "10.77.0.2"]
+        assert seen["cpus"] == 2
+        assert sorted(seen["task_ips"]) == ["10.77.0.1", "10.77.0.2"], "one task on each node"
+    finally:
+        testbed.remove()                                           # never `ray down` / `ray stop`
+        for path, data in bootstrap.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(data)
+        for path in state_files:
+            path.unlink(missing_ok=True)
+        for folder in set(Path(tempfile.gettempdir()).glob("ray_ssh_*")) - ssh_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
