@@ -107,11 +107,15 @@ def main(argv=None) -> int:
     if args.command == "config":
         print(json.dumps(preset(args.preset).to_dict(), indent=1))
         return 0
+    from .runtime.common import WorkerLostError
     try:
         return run_command(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"surf-dist {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except WorkerLostError as err:   # a rank died: say which, then resume from the checkpoint
+        print(f"surf-dist {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 def run_command(args) -> int:

@@ -9,6 +9,10 @@ from ..tasks import TaskFamily
 from ..topology import place_agents
 
 
+class WorkerLostError(RuntimeError):
+    """A worker of a distributed run died or failed; the message names every failed rank."""
+
+
 def placement(family: TaskFamily, num_workers: int) -> np.ndarray:
     """Worker id of every agent (n,). The same agents sit on the same worker in every task;
     the partition is computed on the family's first training graph (a new graph per task

@@ -42,7 +42,7 @@ from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
 from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..coordinator import Coordinator
 from ..topology import place_agents
-from .common import make_worker
+from .common import WorkerLostError, make_worker
 from .torch_runtime import GRACE_S, LOOPBACK, RENDEZVOUS_S, USER_ERRORS
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -342,7 +342,7 @@ def _failure(failures: dict) -> Exception:
     """One error naming every failed rank, the root causes first (lost-peer errors last)."""
     ordered = sorted(failures.items(), key=lambda item: (item[1][0] == "peer", item[0]))
     text = "; ".join(m if m.startswith(f"rank {r}:") else f"rank {r}: {m}" for r, (_, m, _) in ordered)
-    cls = ordered[0][1][2] or RuntimeError
+    cls = ordered[0][1][2] or WorkerLostError
     return cls(f"ray backend failed: {text}")
 
 

@@ -29,7 +29,7 @@ from multiprocessing import util as mp_util
 
 from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..topology import place_agents
-from .common import make_worker
+from .common import WorkerLostError, make_worker
 
 LOOPBACK = "127.0.0.1"
 GRACE_S = 1.0          # after a first failure, how long to collect the other ranks' reports
@@ -162,7 +162,7 @@ def _failure(failures, codes) -> Exception:
             causes.append((rank, f"{how} without reporting an error (crashed, killed or out of memory)", None))
     ordered = causes + echoes
     text = "; ".join(f"rank {r}: {m}" if not m.startswith(f"rank {r}:") else m for r, m, _ in ordered)
-    cls = (ordered[0][2] if ordered else None) or RuntimeError
+    cls = (ordered[0][2] if ordered else None) or WorkerLostError
     return cls(f"torch backend failed: {text}" if text else "torch backend failed")
 
 
