@@ -182,8 +182,10 @@ class MetricsLogger:
                 lines = f.read().splitlines(keepends=True)
             kept = lines[:1] + [l for l in lines[1:] if l.endswith("\n")
                                 and l.split(",", 1)[0].isdigit() and int(l.split(",", 1)[0]) < first_step]
-            with open(path, "w", newline="") as f:
+            tmp = path.with_name(".metrics.csv.tmp")
+            with open(tmp, "w", newline="") as f:
                 f.writelines(kept)
+            os.replace(tmp, path)     # atomic: a kill now never loses the kept rows
         self.file = open(path, "a" if append and path.exists() else "w", newline="")
         self.csv = csv.writer(self.file)
         if self.file.tell() == 0:
