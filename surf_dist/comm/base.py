@@ -86,6 +86,3 @@ class Communicator(ABC):
         nodes = self.all_reduce(torch.tensor([float(len(self.ledger.messages))]))
         per_round = self.all_reduce(torch.tensor([b for _, b in self.ledger.history], dtype=torch.float64))
         return (per_round.cumsum(0) / nodes).tolist()
-
-    def close(self) -> None:
-        pass
