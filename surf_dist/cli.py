@@ -4,6 +4,7 @@
   surf-dist baselines --out DIR     tuned decentralized baselines and the centralized optimum
   surf-dist train --out RUN         meta-train one model (``--resume`` continues a run)
   surf-dist evaluate RUN... --out DIR
+  surf-dist experiment NAME --out DIR   layers | eps | async | communication | transfer
   surf-dist config --preset NAME    print a preset as JSON, to edit and pass back with --config
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from . import jobs
 from .config import LOCAL_NETS, PRESETS, load_config, preset, with_overrides
+from .train import CHECKPOINT
 
 DEMO_BASELINE_ROUNDS = 200
 OVERRIDES = {  # flag -> (section, field, type, help)
@@ -52,11 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     helps = {"demo": "the main job: meta-train SURF and plain unrolling, evaluate against baselines",
              "baselines": "run the tuned baselines and the centralized optimum on test tasks",
              "train": "meta-train one unrolled model into a run folder",
-             "evaluate": "evaluate trained run folders against the baselines"}
+             "evaluate": "evaluate trained run folders against the baselines",
+             "experiment": "one experiment of the results report (layers, eps, async, communication, transfer)"}
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
         if name == "evaluate":
             p.add_argument("runs", nargs="+", help="run folders written by 'surf-dist train'")
+        if name == "experiment":
+            from .experiments import add_arguments
+            add_arguments(p)
         p.add_argument("--out", required=True, help="output folder (must be new or empty)")
         p.add_argument("--force", action="store_true", help="write into a non-empty --out")
         p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named settings")
@@ -91,8 +97,8 @@ def resolve_config(args):
 
 def prepare_out(path: Path, force: bool, resume: bool = False) -> None:
     if resume:
-        if not (path / "checkpoint.pt").is_file():
-            raise ValueError(f"--resume: {path} holds no checkpoint.pt to continue from")
+        if not (path / CHECKPOINT).is_file():
+            raise ValueError(f"--resume: {path} holds no {CHECKPOINT} to continue from")
         return
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path} exists and is not a folder")
@@ -132,6 +138,9 @@ def run_command(args) -> int:
     if is_coordinator():   # the other ranks of a torchrun launch write nothing
         prepare_out(out, args.force, getattr(args, "resume", False))
     progress = not args.no_progress and sys.stderr.isatty()
+    if args.command == "experiment":
+        from .experiments import run_experiment
+        return run_experiment(args, cfg, out, progress)
     run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, progress=progress, **kw)
     start = time.perf_counter()
     if args.command == "train":

@@ -27,6 +27,8 @@ from .engine import Worker
 from .model import UnrolledDGD
 from .problem import loss_per_agent
 
+CHECKPOINT = "checkpoint.pt"   # in the run folder: the full state, rewritten atomically
+
 
 @dataclass
 class TrainState:
@@ -113,7 +115,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         run_dir.mkdir(parents=True, exist_ok=True)
     state = build_state(cfg, worker, run_dir)
     if resume:
-        restore(state, load_checkpoint(run_dir / "checkpoint.pt", cfg.to_dict(), may_differ=("train.steps",)))
+        restore(state, load_checkpoint(run_dir / CHECKPOINT, cfg.to_dict(), may_differ=("train.steps",)))
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
     bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,
                initial=state.step, total=tc.steps, leave=False)
@@ -141,7 +143,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         if state.coordinator:
             state.coordinator.record(row)
             if validating:
-                state.coordinator.save("checkpoint.pt", snapshot(state, cfg))
+                state.coordinator.save(CHECKPOINT, snapshot(state, cfg))
     state.model.load_state_dict(state.best_model)
     if state.coordinator:
         state.coordinator.save("model.pt", {"config": json.dumps(cfg.to_dict()),

@@ -72,11 +72,16 @@ def rank_pids(cli_pid: int, workers: int) -> list[int]:
     return sorted(ranks, key=lambda p: (start_time(p), p))
 
 
-def run_and_kill(out: Path, backend_args: list[str], victim, timeout=120.0):
+def run_and_kill(out: Path, backend_args: list[str], victim, timeout=120.0, tag_driver=False):
     """Start a training run; once its first checkpoint exists, SIGKILL ``victim(cli_pid)``.
-    Returns (completed process, checkpoint step at the kill)."""
-    proc = subprocess.Popen(CLI + TRAIN + ["--out", str(out), *backend_args], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    Returns (exit code, stdout, stderr, seconds from the kill to the end). ``tag_driver``: the
+    run's processes carry ``SURF_TEST_DRIVER=<cli pid>`` in their environment (Ray's workers
+    inherit the driver's), to find them among other Ray instances on the machine."""
+    env = cli_env()
+    launch = CLI + TRAIN + ["--out", str(out), *backend_args]
+    if tag_driver:
+        launch = ["/bin/sh", "-c", 'SURF_TEST_DRIVER=$$ exec "$@"', "sh", *launch]
+    proc = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout
         while not (out / "checkpoint.pt").exists():
@@ -193,6 +198,34 @@ def test_torch_rank_killed_mid_run_fails_fast_naming_it_then_resumes_exactly(tmp
     done = train(out, "--resume", "--backend", "torch", "--workers", "2")
     assert done.returncode == 0, done.stderr
     assert_runs_equal(out, uninterrupted("torch", 2))
+
+
+def rank_actor_pid(cli_pid: int) -> int | None:
+    """A rank actor of the Ray run started by ``cli_pid`` (Ray names the process after the
+    actor's running method); its Ray instance is the run's own (``local_ray``)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+                env = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::RankActor.run") and f"SURF_TEST_DRIVER={cli_pid}".encode() in env:
+                return int(entry.name)
+    return None
+
+
+@pytest.mark.timeout(300)
+def test_ray_actor_killed_mid_run_restarts_the_group_from_the_checkpoint_exactly(tmp_path, uninterrupted):
+    """A rank actor SIGKILLed after the first checkpoint: the driver restarts the group, the
+    training resumes from the checkpoint and ends bit for bit where an uninterrupted Ray run ends."""
+    out = tmp_path / "run"
+    code, _, stderr, _ = run_and_kill(out, ["--backend", "ray", "--workers", "2"], victim=rank_actor_pid,
+                                      tag_driver=True)
+    assert code == 0, stderr[-3000:]
+    assert re.search(r"ray backend failed: rank \d: its actor died.*; restarting the group from the "
+                     r"last checkpoint \(restart 1 of 2\)", stderr), stderr[-3000:]
+    assert_runs_equal(out, uninterrupted("ray", 2))
 
 
 # ------------------------------------------------------------------ a two-node Ray cluster

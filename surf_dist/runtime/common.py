@@ -10,7 +10,13 @@ from ..topology import place_agents
 
 
 class WorkerLostError(RuntimeError):
-    """A worker of a distributed run died or failed; the message names every failed rank."""
+    """A worker of a distributed run died or failed; the message names every failed rank.
+    ``lost``: the root cause is a worker that vanished (killed, crashed, out of memory), not an
+    error raised by the job, so running the group again may succeed."""
+
+    def __init__(self, message: str, lost: bool = False):
+        super().__init__(message)
+        self.lost = lost
 
 
 def placement(family: TaskFamily, num_workers: int) -> np.ndarray:

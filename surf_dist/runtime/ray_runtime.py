@@ -14,9 +14,13 @@ whose proxy is gone is reset and reused rather than a new one started (~2 s: a p
 importing torch).
 
 Failures: the driver polls the ranks' futures (``ray.wait``); the first rank that raises or
-whose actor dies ends the run after a short grace period (to collect the other ranks'
-reports), with one message naming every failed rank, root causes first. Whatever happens, the
-actors are killed, the placement group removed and, if this call started Ray, Ray shut down.
+whose actor dies ends the attempt after a short grace period (to collect the other ranks'
+reports), with one message naming every failed rank, root causes first. A lost worker (a dead
+actor or a lost peer, not an error in the job) restarts the whole group, up to ``max_retries``
+times (default ``SURF_DIST_RAY_RETRIES``, else 2): a training job resumes from the last
+checkpoint in its run folder, any other job starts again. Once retries are spent the last
+failure is raised. Whatever happens, the actors are killed, the placement group removed and,
+if this call started Ray, Ray shut down.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import time
 import weakref
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import ray
 import ray._private.ray_constants as ray_constants
@@ -42,6 +47,7 @@ from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
 from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..coordinator import Coordinator
 from ..topology import place_agents
+from ..train import CHECKPOINT
 from .common import WorkerLostError, make_worker
 from .torch_runtime import GRACE_S, LOOPBACK, RENDEZVOUS_S, USER_ERRORS
 
@@ -245,14 +251,19 @@ class RankActor:
 
 def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | None = None,
             cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-            placement_strategy: str | None = None, **options):
+            placement_strategy: str | None = None, max_retries: int | None = None, **options):
     """Run ``job`` on ``workers`` Ray actors (module doc); rank 0's result.
 
     ``address``: a Ray cluster to join (default ``RAY_ADDRESS``; none: a local instance, or the
     Ray this process already runs). ``placement_strategy``: one of ``STRATEGIES`` (default
     ``SURF_DIST_RAY_PLACEMENT``, else PACK). With ``gpus_per_worker`` > 0 the ranks' collectives
-    use nccl. On a cluster the ranks' node addresses are printed to stderr."""
+    use nccl. ``max_retries``: group restarts after a lost worker (module doc). On a cluster the
+    ranks' node addresses are printed to stderr."""
     place_agents(cfg.task.num_agents, workers)     # a clear ValueError before Ray starts
+    if max_retries is None:
+        max_retries = int(os.environ.get("SURF_DIST_RAY_RETRIES", "2"))
+    if max_retries < 0:
+        raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     placement_strategy = placement_strategy or os.environ.get("SURF_DIST_RAY_PLACEMENT") or "PACK"
     if placement_strategy not in STRATEGIES:
         raise ValueError(f"placement_strategy must be one of {STRATEGIES}, got {placement_strategy!r}")
@@ -266,34 +277,60 @@ def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | N
         if placement_strategy == "STRICT_SPREAD" and loopback and workers > 1:
             raise ValueError("placement_strategy STRICT_SPREAD puts every worker on its own node; "
                              "a local Ray instance has one node")
-        bundle = {"CPU": cpus_per_worker, "GPU": gpus_per_worker}
-        group = placement_group([{k: v for k, v in bundle.items() if v > 0}] * workers,
-                                strategy=placement_strategy)
-        actors = []
-        try:
-            wait_s = max(timeout_s, RENDEZVOUS_S)
-            if not ray.wait([group.ready()], timeout=wait_s)[0]:
-                raise RuntimeError(f"ray backend: no room for {workers} workers of {bundle} "
-                                   f"({placement_strategy}) within {wait_s:g} s; the cluster has "
-                                   f"{ray.available_resources()} free")
-            actors = [RankActor.options(
-                num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=r),
-            ).remote(r, workers) for r in range(workers)]
-            host, port = _supervise([actors[0].rendezvous.remote(loopback)], wait_s, "rendezvous")
-            if not loopback:
-                ips = ray.get([a.node_ip.remote() for a in actors], timeout=wait_s)
-                print(f"ray backend: {placement_strategy} placement, rank nodes "
-                      + " ".join(f"{r}={ip}" for r, ip in enumerate(ips)), file=sys.stderr, flush=True)
-            factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s)
-            payload = ray.put((job, cfg, options))
-            futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None)
-                       for r, a in enumerate(actors)]
-            return pickle.loads(_supervise(futures))
-        finally:
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
-            remove_placement_group(group)
+        for attempt in range(max_retries + 1):
+            try:
+                return _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker,
+                                gpus_per_worker, placement_strategy, options)
+            except WorkerLostError as err:
+                if attempt == max_retries:
+                    if max_retries:
+                        raise WorkerLostError(f"{err} (after {max_retries} group restart(s))") from err
+                    raise
+                options = resume_options(options)
+                how = "from the last checkpoint" if options.get("resume") else "from the start"
+                print(f"ray backend: {err}; restarting the group {how} "
+                      f"(restart {attempt + 1} of {max_retries})", file=sys.stderr, flush=True)
+
+
+def resume_options(options: dict) -> dict:
+    """The options of a restart: a training job whose run folder holds a checkpoint resumes."""
+    run_dir = options.get("run_dir")
+    if run_dir is not None and (Path(run_dir) / CHECKPOINT).exists():
+        return {**options, "resume": True}
+    return options
+
+
+def _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker, gpus_per_worker,
+             placement_strategy, options):
+    """One start of the group: place the actors, rendezvous, run, tear down."""
+    bundle = {"CPU": cpus_per_worker, "GPU": gpus_per_worker}
+    group = placement_group([{k: v for k, v in bundle.items() if v > 0}] * workers,
+                            strategy=placement_strategy)
+    actors = []
+    try:
+        wait_s = max(timeout_s, RENDEZVOUS_S)
+        if not ray.wait([group.ready()], timeout=wait_s)[0]:
+            raise RuntimeError(f"ray backend: no room for {workers} workers of {bundle} "
+                               f"({placement_strategy}) within {wait_s:g} s; the cluster has "
+                               f"{ray.available_resources()} free")
+        actors = [RankActor.options(
+            num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=r),
+        ).remote(r, workers) for r in range(workers)]
+        host, port = _supervise([actors[0].rendezvous.remote(loopback)], wait_s, "rendezvous")
+        if not loopback:
+            ips = ray.get([a.node_ip.remote() for a in actors], timeout=wait_s)
+            print(f"ray backend: {placement_strategy} placement, rank nodes "
+                  + " ".join(f"{r}={ip}" for r, ip in enumerate(ips)), file=sys.stderr, flush=True)
+        factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s)
+        payload = ray.put((job, cfg, options))
+        futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None)
+                   for r, a in enumerate(actors)]
+        return pickle.loads(_supervise(futures))
+    finally:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        remove_placement_group(group)
 
 
 def _supervise(futures, limit_s: float | None = None, what: str = "job"):
