@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quick", action="store_true", help="the small 'quick' preset (seconds)")
         p.add_argument("--backend", default="local", help="local (one process), torch or ray")
         p.add_argument("--workers", type=int, default=1, help="workers (processes / actors)")
+        p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                       help="where each worker computes; cuda: one GPU per worker, collectives through nccl")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         if name == "train":
             p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -141,7 +143,7 @@ def run_command(args) -> int:
     if args.command == "experiment":
         from .experiments import run_experiment
         return run_experiment(args, cfg, out, progress)
-    run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, progress=progress, **kw)
+    run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, args.device, progress=progress, **kw)
     start = time.perf_counter()
     if args.command == "train":
         result = run(jobs.train_job, run_dir=str(out), resume=args.resume)

@@ -9,6 +9,9 @@ Sources
   scikit-learn, no files needed.
 * ``mnist``, ``fashion_mnist``: the four standard idx files (plain or ``.gz``)
   in a local folder; train and test files are concatenated (train first).
+* ``synthetic512``: a seeded Gaussian mixture, 6,000 samples of 512 features in 10
+  classes (class means ~N(0, I/4), unit noise): the size of the paper's CNN features
+  (512-d), made on the spot, for speed and memory checks (``benchmarks/gpu_check.py``).
 * ``cifar10``: the *binary* version (``data_batch_{1..5}.bin``,
   ``test_batch.bin``) in a local folder or its ``cifar-10-batches-bin``
   subfolder; each record is 1 label byte + 3072 pixel bytes (1024 red, 1024
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "wine", "breast_cancer", "iris")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "wine", "breast_cancer", "iris", "synthetic512")
 
 SKLEARN_DATASETS = ("digits", "wine", "breast_cancer", "iris")
 MNIST_FILES = (
@@ -272,6 +275,15 @@ def _load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray, int]:
 # --------------------------------------------------------------------------- transforms
 
 
+def gaussian_mixture(num_samples: int, num_features: int, num_classes: int,
+                     seed: int = SUBSAMPLE_SEED) -> tuple[np.ndarray, np.ndarray, int]:
+    """Balanced labels; sample = its class mean (~N(0, I/4), drawn once) + N(0, I) noise."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0.0, 0.5, size=(num_classes, num_features))
+    labels = np.arange(num_samples) % num_classes
+    return means[labels] + rng.normal(size=(num_samples, num_features)), labels, num_classes
+
+
 def standardise(features: np.ndarray) -> np.ndarray:
     """Z-score ``(n, d)`` features per column -> float64 ``(n, d)``; constant columns become 0."""
     features = np.asarray(features, dtype=np.float64)
@@ -324,6 +336,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: 
     _validate_max_samples(max_samples)
     if canonical in SKLEARN_DATASETS:
         raw_features, raw_labels, num_classes = _load_sklearn(canonical)
+        is_pixels = False
+    elif canonical == "synthetic512":
+        raw_features, raw_labels, num_classes = gaussian_mixture(6000, 512, 10)
         is_pixels = False
     elif canonical == "cifar10":
         raw_features, raw_labels = _load_cifar10(root)

@@ -27,6 +27,7 @@ class Worker:
     comm: Communicator
     agents: np.ndarray        # agent indices (within a task) hosted here
     dtype: torch.dtype = torch.float64
+    device: torch.device = torch.device("cpu")    # where the hosted shards and iterates live
     coordinator_factory: Callable[..., Coordinator] = Coordinator   # the Ray runtime swaps in an actor
 
     def new_coordinator(self, num_layers: int, dual_lr: float, seed: int, run_dir: str | None = None):
@@ -41,7 +42,8 @@ class Worker:
     def load(self, tasks: list[Task]) -> Shards:
         nodes = (np.arange(len(tasks))[:, None] * self.num_agents + self.agents[None]).ravel()
         self.comm.bind(block_shift(tasks), nodes)
-        return materialize(self.family.dataset, tasks, self.agents, self.family.config.feature_noise, self.dtype)
+        shards = materialize(self.family.dataset, tasks, self.agents, self.family.config.feature_noise, self.dtype)
+        return shards.to(self.device)
 
     def positions(self, tasks: list[Task], steps, batch_size: int, stream: int) -> torch.Tensor:
         """Mini-batch positions of the hosted nodes for ``steps``: (len(steps), N_local, b)."""
@@ -50,13 +52,13 @@ class Worker:
             if t.seed not in cache:
                 cache[t.seed] = minibatch_indices(t, steps, batch_size, stream)[:, self.agents]
         per_task = [cache[t.seed] for t in tasks]
-        return torch.as_tensor(np.concatenate(per_task, axis=1))
+        return torch.as_tensor(np.concatenate(per_task, axis=1), device=self.device)
 
     def active_mask(self, masks_ltn: np.ndarray | None) -> torch.Tensor | None:
         """Slice a global (L, T, n) participation mask to the hosted nodes: (L, N_local)."""
         if masks_ltn is None:
             return None
-        return torch.as_tensor(masks_ltn[:, :, self.agents].reshape(masks_ltn.shape[0], -1))
+        return torch.as_tensor(masks_ltn[:, :, self.agents].reshape(masks_ltn.shape[0], -1), device=self.device)
 
     def metrics(self, W_nd: torch.Tensor, shards: Shards, groups_n: torch.Tensor, num_groups: int,
                 pooled: bool = True) -> dict:
@@ -64,7 +66,8 @@ class Worker:
         ``pooled``) and ``local_accuracy`` (the agent's own held-out samples), each averaged
         over the nodes of every group: (G,)."""
         W_nd = W_nd.detach()
-        pooled_acc = torch.full((W_nd.shape[0],), 0.0 if pooled else float("nan"), dtype=W_nd.dtype)
+        pooled_acc = torch.full((W_nd.shape[0],), 0.0 if pooled else float("nan"), dtype=W_nd.dtype,
+                                device=W_nd.device)
         for t, (X, Y) in enumerate(zip(shards.X_pool, shards.Y_pool) if pooled else []):
             rows = shards.task_of_node == t
             if rows.any():

@@ -69,7 +69,7 @@ def run_baseline(name: str, cfg: RunConfig, worker: Worker, tasks, step_sizes, p
     replicas = [t for _ in step_sizes for t in tasks]
     shards = worker.load(replicas)
     step_of_node = torch.arange(len(replicas)).repeat_interleave(len(worker.agents)) // len(tasks)
-    alpha = torch.as_tensor(step_sizes, dtype=worker.dtype)[step_of_node][:, None]
+    alpha = torch.as_tensor(step_sizes, dtype=worker.dtype)[step_of_node][:, None].to(worker.device)
     stream = BASELINES.index(name) + 1
     batches = lambda r: worker.positions(replicas, [r], cfg.model.batch_size, stream)[0]
     W0, comm = shards.init_weights, worker.comm

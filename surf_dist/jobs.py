@@ -22,7 +22,7 @@ from .config import RunConfig, from_dict, with_overrides
 from .engine import Worker
 from .evaluate import async_sweep, evaluate_baselines, evaluate_centralized, evaluate_unrolled
 from .model import UnrolledDGD
-from .train import train
+from .train import new_model, to_cpu, train
 
 
 def baselines_job(cfg: RunConfig, worker: Worker, progress: bool = True) -> dict:
@@ -84,8 +84,9 @@ def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True
     side = None
     if isinstance(worker.comm, LocalCommunicator) and (os.cpu_count() or 1) > 1:
         side = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        side_model = side.submit(train_detached, configs["unrolled"].to_dict(), str(out / "run_unrolled"))
-        side_baselines = side.submit(baselines_detached, cfg.to_dict())
+        device = str(worker.device)
+        side_model = side.submit(train_detached, configs["unrolled"].to_dict(), str(out / "run_unrolled"), device)
+        side_baselines = side.submit(baselines_detached, cfg.to_dict(), device)
     models = {"surf": train(configs["surf"], worker, out / "run_surf", progress=progress, tag="surf").model}
     if side is None:
         models["unrolled"] = train(configs["unrolled"], worker, out / "run_unrolled", progress=progress,
@@ -103,28 +104,27 @@ def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True
     return summary
 
 
-def train_detached(cfg_dict: dict, run_dir: str) -> dict:
-    """Train on the local backend in a helper process; returns the kept model's state."""
+def train_detached(cfg_dict: dict, run_dir: str, device: str = "cpu") -> dict:
+    """Train on the local backend in a helper process; returns the kept model's state (CPU)."""
     cfg = from_dict(cfg_dict)
-    return train(cfg, local_worker(cfg), Path(run_dir), progress=False).best_model
+    return to_cpu(train(cfg, local_worker(cfg, device), Path(run_dir), progress=False).best_model)
 
 
-def baselines_detached(cfg_dict: dict) -> dict:
+def baselines_detached(cfg_dict: dict, device: str = "cpu") -> dict:
     """The tuned baselines on the local backend in a helper process."""
     cfg = from_dict(cfg_dict)
-    worker = local_worker(cfg)
+    worker = local_worker(cfg, device)
     return evaluate_baselines(cfg, worker, worker.family.batch("test", range(cfg.eval.test_tasks)), False)
 
 
-def local_worker(cfg: RunConfig) -> Worker:
+def local_worker(cfg: RunConfig, device: str = "cpu") -> Worker:
     from .runtime.common import make_worker
     torch.set_num_threads(1)
-    return make_worker(cfg, LocalCommunicator())
+    return make_worker(cfg, LocalCommunicator(), torch.device(device))
 
 
 def build_model(cfg: RunConfig, worker: Worker) -> UnrolledDGD:
-    fam = worker.family
-    return UnrolledDGD(cfg.model, fam.dataset.num_features + 1, fam.num_classes).to(worker.dtype)
+    return new_model(cfg, worker)
 
 
 def evaluate_job(cfg: RunConfig, worker: Worker, run_dirs: list[str], progress: bool = True) -> dict:

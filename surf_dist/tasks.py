@@ -147,6 +147,13 @@ class Shards:
     task_of_node: torch.Tensor    # (N,) index of the node's task in the batch
     init_weights: torch.Tensor    # (N, d)
 
+    def to(self, device: torch.device) -> "Shards":
+        """The same shards on ``device`` (no copy where they already are)."""
+        move = lambda t: t.to(device)
+        return Shards(*(list(map(move, v)) if isinstance(v, list) else move(v)
+                        for v in (self.X_seen, self.Y_seen, self.X_held, self.Y_held, self.X_pool,
+                                  self.Y_pool, self.task_of_node, self.init_weights)))
+
     def minibatch(self, positions_nb: torch.Tensor):
         """Gather rows of the seen shards: positions (N, b) -> X (N, b, p), Y (N, b)."""
         X = torch.gather(self.X_seen, 1, positions_nb[..., None].expand(-1, -1, self.X_seen.shape[-1]))

@@ -42,10 +42,15 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
-def build_state(cfg: RunConfig, worker: Worker, run_dir: Path | None = None) -> TrainState:
+def new_model(cfg: RunConfig, worker: Worker, seed: int = 0) -> UnrolledDGD:
+    """An unrolled network for the worker's task family, in its dtype, on its device."""
     fam = worker.family
-    model = UnrolledDGD(cfg.model, fam.dataset.num_features + 1, fam.num_classes, seed=cfg.train.seed)
-    model = model.to(worker.dtype)
+    model = UnrolledDGD(cfg.model, fam.dataset.num_features + 1, fam.num_classes, seed=seed)
+    return model.to(device=worker.device, dtype=worker.dtype)
+
+
+def build_state(cfg: RunConfig, worker: Worker, run_dir: Path | None = None) -> TrainState:
+    model = new_model(cfg, worker, seed=cfg.train.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     duals = torch.zeros(cfg.model.num_layers, dtype=torch.float64)
     coordinator = None
@@ -76,12 +81,14 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
     outer = loss_per_agent(Ws[-1], shards.X_held, shards.Y_held)
     slack = slack_terms(g, cfg.train.eps)
     num_nodes = len(tasks) * worker.num_agents
-    duals = state.duals.to(outer.dtype) if cfg.train.constrained else torch.zeros_like(state.duals, dtype=outer.dtype)
+    duals = state.duals.to(device=outer.device, dtype=outer.dtype)
+    if not cfg.train.constrained:
+        duals = torch.zeros_like(duals)
     state.optimizer.zero_grad(set_to_none=True)
     lagrangian_share(outer, slack, duals, num_nodes).backward()
     worker.comm.all_reduce_grads(state.model.parameters())
     state.optimizer.step()
-    sums = worker.comm.all_reduce(torch.cat([outer.sum()[None], slack.sum(1)]).detach().double())
+    sums = worker.comm.all_reduce(torch.cat([outer.sum()[None], slack.sum(1)]).detach().double().cpu())
     return {"outer_loss": float(sums[0]) / num_nodes, "slacks": (sums[1:] / num_nodes)}
 
 
@@ -154,9 +161,21 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
 
 def snapshot(state: TrainState, cfg: RunConfig) -> dict:
     """The workers' part of a checkpoint (the coordinator adds its duals and generators)."""
-    return {"config": json.dumps(cfg.to_dict()), "step": state.step, "model": state.model.state_dict(),
-            "optimizer": state.optimizer.state_dict(), "best_val": state.best_val,
-            "best_model": state.best_model}
+    saved = {"config": json.dumps(cfg.to_dict()), "step": state.step, "model": state.model.state_dict(),
+             "optimizer": state.optimizer.state_dict(), "best_val": state.best_val,
+             "best_model": state.best_model}
+    return to_cpu(saved)     # the coordinator (a Ray actor of its own) may have no GPU
+
+
+def to_cpu(tree):
+    """``tree`` (nested dicts and lists) with every tensor on the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {k: to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
 
 
 def restore(state: TrainState, saved: dict) -> None:

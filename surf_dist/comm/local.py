@@ -25,9 +25,10 @@ class LocalCommunicator(Communicator):
         self._shift_csr = shift[nodes][:, nodes]
 
     def _shift(self, Z_nd):
-        S = self._matrix.get(Z_nd.dtype)
+        key = (Z_nd.dtype, Z_nd.device)
+        S = self._matrix.get(key)
         if S is None:
-            S = self._matrix[Z_nd.dtype] = to_torch_sparse(self._shift_csr, Z_nd.dtype)
+            S = self._matrix[key] = to_torch_sparse(self._shift_csr, Z_nd.dtype).to(Z_nd.device)
         return torch.sparse.mm(S, Z_nd)
 
     def all_reduce(self, x):

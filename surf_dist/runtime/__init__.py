@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from ..comm.local import LocalCommunicator
-from .common import make_worker
+from .common import check_device, make_worker
 
 BACKENDS = ("local", "torch", "ray")
 
@@ -14,9 +14,10 @@ def is_coordinator() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def run_job(job, cfg, backend: str = "local", workers: int = 1, **options):
+def run_job(job, cfg, backend: str = "local", workers: int = 1, device: str = "cpu", **options):
     """Run ``job(cfg, worker, **options)`` on every worker; return the coordinator's result
-    (None on the other ranks of a torchrun launch)."""
+    (None on the other ranks of a torchrun launch). ``device`` "cuda": each worker's shards
+    and iterates on a GPU of its own, and the ranks' collectives through nccl."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -26,9 +27,10 @@ def run_job(job, cfg, backend: str = "local", workers: int = 1, **options):
     if backend == "local":
         if workers != 1:
             raise ValueError("the local backend runs one worker; use --backend torch or ray for more")
-        return job(cfg, make_worker(cfg, LocalCommunicator()), **options)
+        check_device(device)
+        return job(cfg, make_worker(cfg, LocalCommunicator(), device), **options)
     if backend == "ray":
         from .ray_runtime import run_ray
-        return run_ray(job, cfg, workers, **options)
+        return run_ray(job, cfg, workers, device=device, **options)
     from .torch_runtime import run_torch
-    return run_torch(job, cfg, workers, **options)
+    return run_torch(job, cfg, workers, device=device, **options)

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
+import torch
+
 from ..comm.base import Communicator
 from ..engine import TORCH_DTYPES, Worker
 from ..tasks import TaskFamily
 from ..topology import place_agents
+
+
+DEVICES = ("cpu", "cuda")
 
 
 class WorkerLostError(RuntimeError):
@@ -29,8 +34,28 @@ def placement(family: TaskFamily, num_workers: int) -> np.ndarray:
     return place_agents(family.config.num_agents, num_workers, adjacency != 0)
 
 
-def make_worker(cfg, comm: Communicator) -> Worker:
-    """The worker of ``comm.rank``: the task family (same seed everywhere) and its agents."""
+def make_worker(cfg, comm: Communicator, device: torch.device | str = "cpu") -> Worker:
+    """The worker of ``comm.rank``: the task family (same seed everywhere) and its agents, its
+    shards and iterates on ``device``."""
     family = TaskFamily(cfg.task, seed=cfg.train.seed)
     owner = placement(family, comm.world_size)
-    return Worker(family, comm, np.flatnonzero(owner == comm.rank), TORCH_DTYPES[cfg.train.dtype])
+    return Worker(family, comm, np.flatnonzero(owner == comm.rank), TORCH_DTYPES[cfg.train.dtype],
+                  torch.device(device))
+
+
+def check_device(device: str, gpus_needed: int = 1) -> None:
+    """A clear error, before anything starts, for a device this machine can't give.
+    ``gpus_needed``: the workers that will run on this machine, one GPU each (nccl can't run
+    two ranks on one GPU)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device cuda: no CUDA GPU is visible (torch {torch.__version__}, "
+                         f"CUDA build: {torch.version.cuda or 'none'})")
+    count = torch.cuda.device_count()
+    if gpus_needed > count:
+        raise ValueError(f"--device cuda runs one worker per GPU (nccl can't run two ranks on one GPU): "
+                         f"{gpus_needed} workers here but {count} GPU(s); pass --workers {count} or "
+                         "fewer - each worker hosts a block of agents")

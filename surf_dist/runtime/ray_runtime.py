@@ -48,7 +48,7 @@ from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..coordinator import Coordinator
 from ..topology import place_agents
 from ..train import CHECKPOINT
-from .common import WorkerLostError, make_worker
+from .common import DEVICES, WorkerLostError, make_worker
 from .torch_runtime import GRACE_S, LOOPBACK, RENDEZVOUS_S, USER_ERRORS
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -230,11 +230,16 @@ class RankActor:
         if host == LOOPBACK:       # a local instance: keep gloo's / nccl's sockets on loopback
             os.environ.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
         os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port))
-        backend = "nccl" if ray.get_gpu_ids() else "gloo"
+        gpus = ray.get_gpu_ids()
+        backend = "nccl" if gpus else "gloo"
+        device = torch.device("cpu")
+        if gpus:           # Ray sets CUDA_VISIBLE_DEVICES: this actor's GPU is device 0
+            torch.cuda.set_device(0)
+            device = torch.device("cuda", 0)
         try:
             with process_group(backend, host, port, self.rank, self.world, timeout_s):
                 comm = TorchCommunicator(timeout_s)
-                worker = make_worker(cfg, comm)
+                worker = make_worker(cfg, comm, device)
                 if factory is not None:
                     worker.coordinator_factory = factory
                 if "progress" in options:
@@ -251,14 +256,23 @@ class RankActor:
 
 def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | None = None,
             cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0,
-            placement_strategy: str | None = None, max_retries: int | None = None, **options):
+            placement_strategy: str | None = None, max_retries: int | None = None,
+            device: str = "cpu", **options):
     """Run ``job`` on ``workers`` Ray actors (module doc); rank 0's result.
 
     ``address``: a Ray cluster to join (default ``RAY_ADDRESS``; none: a local instance, or the
     Ray this process already runs). ``placement_strategy``: one of ``STRATEGIES`` (default
     ``SURF_DIST_RAY_PLACEMENT``, else PACK). With ``gpus_per_worker`` > 0 the ranks' collectives
-    use nccl. ``max_retries``: group restarts after a lost worker (module doc). On a cluster the
-    ranks' node addresses are printed to stderr."""
+    use nccl; ``device`` "cuda" asks for one whole GPU per worker (at least ``gpus_per_worker``).
+    ``max_retries``: group restarts after a lost worker (module doc). On a cluster the ranks'
+    node addresses are printed to stderr."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if 0 < gpus_per_worker < 1:
+        raise ValueError(f"a worker with a GPU uses nccl, which can't run two ranks on one GPU: "
+                         f"gpus_per_worker={gpus_per_worker} would share a GPU between workers")
+    if device == "cuda":
+        gpus_per_worker = max(gpus_per_worker, 1.0)
     place_agents(cfg.task.num_agents, workers)     # a clear ValueError before Ray starts
     if max_retries is None:
         max_retries = int(os.environ.get("SURF_DIST_RAY_RETRIES", "2"))

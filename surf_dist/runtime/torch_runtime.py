@@ -1,4 +1,5 @@
 """The torch.distributed runtime: gloo ranks spawned on this machine, or launched by torchrun.
+With ``device="cuda"`` every rank takes the GPU of its local rank and the group uses nccl.
 
 Every rank builds ``make_worker(cfg, TorchCommunicator(timeout_s))`` and runs
 ``job(cfg, worker, **options)``; rank 0 (the coordinator) returns the result, the other ranks
@@ -14,6 +15,7 @@ return None. Progress bars show on rank 0 only.
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import signal
 import sys
@@ -29,7 +31,7 @@ from multiprocessing import util as mp_util
 
 from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..topology import place_agents
-from .common import WorkerLostError, make_worker
+from .common import WorkerLostError, check_device, make_worker
 
 LOOPBACK = "127.0.0.1"
 GRACE_S = 1.0          # after a first failure, how long to collect the other ranks' reports
@@ -42,54 +44,69 @@ def launched_by_torchrun() -> bool:
 
 
 @contextmanager
-def process_group(timeout_s: float, **init):
-    """The default gloo group, destroyed on the way out whatever happens. Its timeout bounds the
-    rendezvous only: the communicator's collectives run in a group of their own (``timeout_s``)."""
-    dist.init_process_group("gloo", timeout=timedelta(seconds=max(timeout_s, RENDEZVOUS_S)), **init)
+def process_group(timeout_s: float, device: str = "cpu", **init):
+    """The default group (gloo; nccl for ``device`` cuda), destroyed on the way out whatever
+    happens. Its timeout bounds the rendezvous only: the communicator's collectives run in a
+    group of their own (``timeout_s``)."""
+    backend = "nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timedelta(seconds=max(timeout_s, RENDEZVOUS_S)), **init)
     try:
         yield
     finally:
         dist.destroy_process_group()
 
 
-def run_torch(job, cfg, workers: int, timeout_s: float = 60.0, **options):
-    """Run ``job`` on ``workers`` gloo ranks; the coordinator's result (None on other ranks)."""
+def run_torch(job, cfg, workers: int, timeout_s: float = 60.0, device: str = "cpu", **options):
+    """Run ``job`` on ``workers`` ranks; the coordinator's result (None on other ranks)."""
     place_agents(cfg.task.num_agents, workers)     # a clear ValueError before anything starts
     if launched_by_torchrun():
         world = int(os.environ["WORLD_SIZE"])
         if workers != world:
             raise ValueError(f"torchrun started {world} ranks (WORLD_SIZE={world}) but --workers is "
                              f"{workers}: pass --workers {world}")
+        check_device(device, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         torch.set_num_threads(1)
-        with process_group(timeout_s):
-            return _run_rank(job, cfg, timeout_s, options)
-    return _spawn(job, cfg, workers, timeout_s, options)
+        rank_device = _rank_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+        with process_group(timeout_s, device):
+            return _run_rank(job, cfg, timeout_s, options, rank_device)
+    check_device(device, workers)
+    return _spawn(job, cfg, workers, timeout_s, options, device)
 
 
-def _run_rank(job, cfg, timeout_s, options):
+def _rank_device(device: str, local_rank: int) -> torch.device:
+    """The GPU of ``local_rank`` (made the current one, as nccl needs), or the CPU."""
+    if device != "cuda":
+        return torch.device("cpu")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def _run_rank(job, cfg, timeout_s, options, device):
     comm = TorchCommunicator(timeout_s)
     if "progress" in options:
         options = {**options, "progress": options["progress"] and comm.rank == 0}
-    result = job(cfg, make_worker(cfg, comm), **options)
+    result = job(cfg, make_worker(cfg, comm, device), **options)
     return result if comm.rank == 0 else None
 
 
-def _spawned_rank(rank, world, port, timeout_s, job, cfg, options, reports):
+def _spawned_rank(rank, world, port, timeout_s, job, cfg, options, device, reports):
     """One spawned rank: reports (rank, "ok", result, None) from rank 0, or (rank, kind, message,
     user error class or None) from any rank that fails, kind "peer" for a lost-peer error.
     Exits through ``os._exit`` once its report is flushed: the interpreter's teardown with
     torch loaded takes seconds and does nothing useful here."""
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
     os.environ.update(MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port))
     code = 0
     try:
         store = dist.TCPStore(LOOPBACK, port, world, is_master=False,
                               timeout=timedelta(seconds=max(timeout_s, RENDEZVOUS_S)))
-        with process_group(timeout_s, store=store, rank=rank, world_size=world):
-            result = _run_rank(job, cfg, timeout_s, options)
-        if rank == 0:
-            reports.put((rank, "ok", result, None))
+        rank_device = _rank_device(device, rank)
+        with process_group(timeout_s, device, store=store, rank=rank, world_size=world):
+            result = _run_rank(job, cfg, timeout_s, options, rank_device)
+        if rank == 0:     # pickled here: tensors travel as bytes, not as shared memory of a dying process
+            reports.put((rank, "ok", pickle.dumps(result), None))
     except BaseException as err:
         code = 1
         if isinstance(err, PeerLostError):     # its message already names the rank and round
@@ -107,13 +124,13 @@ def _spawned_rank(rank, world, port, timeout_s, job, cfg, options, reports):
     os._exit(code)
 
 
-def _spawn(job, cfg, workers, timeout_s, options):
+def _spawn(job, cfg, workers, timeout_s, options, device):
     ctx = mp.get_context("spawn")
     store = dist.TCPStore(LOOPBACK, 0, workers, is_master=True, wait_for_workers=False,
                           timeout=timedelta(seconds=max(timeout_s, RENDEZVOUS_S)))
     reports = ctx.Queue()
     procs = [ctx.Process(target=_spawned_rank, daemon=True, name=f"surf-dist-rank-{r}",
-                         args=(r, workers, store.port, timeout_s, job, cfg, options, reports))
+                         args=(r, workers, store.port, timeout_s, job, cfg, options, device, reports))
              for r in range(workers)]
     for p in procs:
         p.start()
@@ -131,7 +148,7 @@ def _supervise(procs, reports):
         try:
             rank, kind, payload, err_type = reports.get(timeout=0.05)
             if kind == "ok":
-                result, have_result = payload, True
+                result, have_result = pickle.loads(payload), True
             else:
                 failures[rank] = (kind, payload, err_type)
                 failed_at = failed_at or time.monotonic()

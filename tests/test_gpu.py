@@ -1,0 +1,65 @@
+"""The CUDA device: the same numbers as the CPU (float64), through one process and through an
+nccl group of one rank; a clear error for more workers than GPUs. Skipped without a GPU (CI)."""
+import pytest
+import torch
+
+from surf_dist.comm.local import LocalCommunicator
+from surf_dist.config import preset, with_overrides
+from surf_dist.evaluate import evaluate_unrolled
+from surf_dist.runtime import run_job
+from surf_dist.runtime.common import check_device, make_worker
+from surf_dist.train import build_state, dual_update, primal_step
+
+CUDA = torch.cuda.is_available()
+CFG = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
+
+
+def steps_job(cfg, worker, steps: int = 2, progress: bool = False) -> dict:
+    """Two primal-dual steps, then the unrolled curve on the test tasks (CPU tensors out)."""
+    state = build_state(cfg, worker)
+    T = cfg.train.tasks_per_step
+    for step in range(steps):
+        tasks = worker.family.batch("train", range(step * T, (step + 1) * T))
+        dual_update(state, worker, primal_step(state, worker, tasks, cfg)["slacks"])
+    curve = evaluate_unrolled(state.model, worker, worker.family.batch("test", range(cfg.eval.test_tasks)))
+    return {"params": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+            "duals": state.duals.cpu(), "curve": curve}
+
+
+def assert_close(a: dict, b: dict) -> None:
+    for k in a["params"]:
+        torch.testing.assert_close(a["params"][k], b["params"][k], rtol=1e-9, atol=1e-9, msg=k)
+    torch.testing.assert_close(a["duals"], b["duals"], rtol=1e-9, atol=1e-9)
+    for k in ("loss", "local_accuracy", "bytes_per_agent"):
+        assert a["curve"][k] == pytest.approx(b["curve"][k], rel=1e-9, abs=1e-9), k
+
+
+@pytest.fixture(scope="module")
+def on_cpu():
+    return steps_job(CFG, make_worker(CFG, LocalCommunicator()))
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
+@pytest.mark.timeout(300)
+def test_one_process_on_the_gpu_matches_the_cpu(on_cpu):
+    worker = make_worker(CFG, LocalCommunicator(), "cuda")
+    assert worker.load(worker.family.batch("test", range(1))).X_seen.is_cuda
+    assert_close(steps_job(CFG, worker), on_cpu)
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
+@pytest.mark.timeout(300)
+def test_an_nccl_group_matches_the_cpu(on_cpu):
+    assert_close(run_job(steps_job, CFG, "torch", torch.cuda.device_count(), "cuda"), on_cpu)
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
+def test_more_workers_than_gpus_is_a_clear_error():
+    with pytest.raises(ValueError, match="nccl can't run two ranks on one GPU"):
+        check_device("cuda", torch.cuda.device_count() + 1)
+
+
+@pytest.mark.skipif(CUDA, reason="a CUDA GPU is visible")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+        run_job(steps_job, CFG, "local", 1, "cuda")
