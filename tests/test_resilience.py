@@ -1,7 +1,9 @@
 """Resilience: a run that loses a process mid-training resumes from its last checkpoint and ends
-exactly where an uninterrupted run ends (float64, same seed); a real two-node Ray cluster in two
-network namespaces (tests/testbed.py) gives the local backend's numbers with one rank on each
-node; ``ray up`` with launch/cluster-local.yaml brings up both namespace hosts over ssh.
+exactly where an uninterrupted run ends (float64, same seed): by ``--resume`` after a torch
+rank is lost, by itself after a Ray rank actor is lost (the group restarts); a real two-node
+Ray cluster in two network namespaces (tests/testbed.py) gives the local backend's numbers
+with one rank on each node; ``ray up`` with launch/cluster-local.yaml brings up both namespace
+hosts over ssh, runs a training submitted by launch/ray_job.sh, and ``ray down`` stops it.
 
 Every run goes through the command line in a subprocess (``python -m surf_dist.cli``), so a
 process can be killed from outside with SIGKILL, as a crash or the OOM killer would.
@@ -251,14 +253,13 @@ def ray_cluster(ray_tmp):
     env = {k: v for k, v in cli_env().items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     try:
-        (ns1, (if1, ip1)), (ns2, (if2, ip2)) = hosts.items()
-        for ns, iface, args in ((ns1, if1, ["--head", f"--node-ip-address={ip1}", "--port=6379",
-                                            "--include-dashboard=false"]),
-                                (ns2, if2, [f"--address={ip1}:6379", f"--node-ip-address={ip2}"])):
+        (ns1, (_, ip1)), (ns2, (_, ip2)) = hosts.items()
+        # no GLOO_SOCKET_IFNAME: the ranks find the interface of their node's address themselves
+        for ns, args in ((ns1, ["--head", f"--node-ip-address={ip1}", "--port=6379", "--include-dashboard=false"]),
+                         (ns2, [f"--address={ip1}:6379", f"--node-ip-address={ip2}"])):
             started = testbed.run_in(ns, [str(ray_bin), "start", *args, "--num-cpus=1", "--disable-usage-stats",
                                           f"--temp-dir={base / ns}"],
-                                     env={**env, "GLOO_SOCKET_IFNAME": iface}, capture_output=True,
-                                     text=True, timeout=120)
+                                     env=env, capture_output=True, text=True, timeout=120)
             assert started.returncode == 0, f"ray start in {ns} failed:\n{started.stdout}\n{started.stderr}"
         yield {"address": f"{ip1}:6379", "env": env, "ips": (ip1, ip2), "head": ns1}
     finally:
@@ -310,7 +311,10 @@ print("PROBE " + json.dumps({"nodes": sorted(n["NodeManagerAddress"] for n in ra
 """
 
 
-def start_sshd(ns: str, addr: str, folder: Path) -> None:
+def start_sshd(ns: str, addr: str, folder: Path) -> subprocess.Popen:
+    """An sshd on ``addr`` in namespace ``ns``, as the first process of a PID namespace of its
+    own (with its own /proc): whatever runs over its sessions, ``ray stop`` included, sees and
+    can signal only that host's processes, as on a separate machine."""
     config = folder / f"sshd_{ns}.conf"
     config.write_text("\n".join([
         f"ListenAddress {addr}:22", f"HostKey {folder / 'host_key'}", f"PidFile {folder / f'sshd_{ns}.pid'}",
@@ -318,18 +322,44 @@ def start_sshd(ns: str, addr: str, folder: Path) -> None:
         "PubkeyAuthentication yes", f"AuthorizedKeysFile {folder / 'authorized_keys'}", "StrictModes no",
         "UsePAM no", ""]))
     import testbed
-    done = testbed.run_in(ns, [shutil.which("sshd") or "/usr/sbin/sshd", "-f", str(config)],
-                          capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
+    sshd = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--pid", "--fork", "--mount-proc",
+                             shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while testbed.run_in(ns, [sys.executable, "-c", f"import socket; socket.create_connection(('{addr}', 22), 1)"],
+                         capture_output=True).returncode != 0:
+        assert sshd.poll() is None, f"sshd in {ns} exited: {sshd.communicate()[1][-2000:]}"
+        assert time.monotonic() < deadline, f"sshd in {ns} is not listening on {addr}:22"
+        time.sleep(0.2)
+    return sshd
+
+
+def ray_daemons(pids) -> list[int]:
+    """The Ray daemons (raylet, gcs_server) among ``pids``."""
+    found = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() in ("raylet", "gcs_server"):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.timeout(300)
-def test_ray_up_starts_a_two_node_cluster_from_the_local_cluster_file(tmp_path, ray_tmp):
-    """``ray up`` with launch/cluster-local.yaml (its provider, addresses and start commands; the
-    test only points the key and the ``ray`` binary at its own, one CPU and a temp dir per node)
-    brings up both hosts; ``ray exec`` sees two nodes and runs a task on each. ``ray down`` is
-    not run (it runs ``ray stop``, which on a shared process table stops every Ray on the
-    machine): the namespaces' processes are killed instead."""
+def test_ray_up_submit_a_training_ray_down_with_the_local_cluster_file(tmp_path, ray_tmp):
+    """The launcher end to end: ``ray up`` with launch/cluster-local.yaml (its provider,
+    addresses and start commands; the test only points the key and the ``ray`` binary at its
+    own, one CPU and a temp dir per node) brings up both hosts; ``ray exec`` sees two nodes and
+    runs a task on each; ``launch/ray_job.sh`` submits a short training that places one rank on
+    each node; ``ray down`` stops the cluster. Each host's sshd runs in a PID namespace of its
+    own, so the ``ray stop`` that ``ray down`` runs over ssh stops that host's Ray alone: a
+    process named ``raylet`` outside the namespaces survives it.
+
+    Ray runs its remote commands in shells that source ~/.bashrc last, which must find the
+    environment's ``python`` and ``ray`` first on PATH (launch/cluster-local.yaml): the test
+    appends a line to ~/.bashrc that puts this interpreter's folder first, and restores the
+    file after."""
     import testbed
     import yaml
     for tool in ("sshd", "ssh", "ssh-keygen", "rsync"):
@@ -337,12 +367,19 @@ def test_ray_up_starts_a_two_node_cluster_from_the_local_cluster_file(tmp_path, 
             pytest.skip(f"{tool} is missing (apt: openssh-server, rsync)")
     home = Path.home()
     bootstrap = {p: (p.read_bytes() if p.exists() else None)
-                 for p in (home / "ray_bootstrap_config.yaml", home / "ray_bootstrap_key.pem")}
+                 for p in (home / "ray_bootstrap_config.yaml", home / "ray_bootstrap_key.pem",
+                           home / ".bashrc")}
     ssh_dirs = set(Path(tempfile.gettempdir()).glob("ray_ssh_*"))
     name = f"surf-dist-test-{os.getpid()}"
     state_files = [Path(tempfile.gettempdir()) / "ray" / f"cluster-{name}.{ext}" for ext in ("state", "lock")]
     hosts = testbed.create()
+    sentinel = None
     try:
+        shutil.copy(shutil.which("sleep"), tmp_path / "raylet")       # what `ray stop` would kill
+        sentinel = subprocess.Popen([str(tmp_path / "raylet"), "300"])
+        with open(home / ".bashrc", "a") as bashrc:
+            bashrc.write(f"\nexport PATH={Path(sys.executable).parent}:$PATH "
+                         f"PYTHONPATH={Path(__file__).resolve().parents[1]}\n")
         for key in ("client_key", "host_key"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / key)], check=True)
         shutil.copy(tmp_path / "client_key.pub", tmp_path / "authorized_keys")
@@ -379,8 +416,31 @@ def test_ray_up_starts_a_two_node_cluster_from_the_local_cluster_file(tmp_path, 
         assert seen["nodes"] == ["10.77.0.1", "10.77.0.2"]
         assert seen["cpus"] == 2
         assert sorted(seen["task_ips"]) == ["10.77.0.1", "10.77.0.2"], "one task on each node"
+
+        run_dir = tmp_path / "trained"
+        job = testbed.run_in(head, ["bash", str(Path(__file__).resolve().parents[1] / "launch" / "ray_job.sh")],
+                             env={**env, "CLUSTER": str(cluster), "WORKERS": "2", "RAY": ray_bin,
+                                  "ARGS": f"train --quick --steps 3 --no-progress --out {run_dir}"},
+                             capture_output=True, text=True, timeout=180)
+        assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+        placed = re.search(r"rank nodes 0=(\S+) 1=(\S+)", job.stdout + job.stderr)
+        assert placed and set(placed.groups()) == {"10.77.0.1", "10.77.0.2"}, (job.stdout + job.stderr)[-3000:]
+        assert load(run_dir / "checkpoint.pt")["step"] == 3 and (run_dir / "model.pt").is_file()
+
+        assert ray_daemons(testbed.pids(head)), "the head runs a raylet before ray down"
+        down = testbed.run_in(head, [ray_bin, "down", "-y", str(cluster)], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert down.returncode == 0, (down.stdout + down.stderr)[-3000:]
+        deadline = time.monotonic() + 30
+        while ray_daemons(testbed.pids(head)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not ray_daemons(testbed.pids(head)), "ray down left the head's Ray running"
+        assert sentinel.poll() is None, "ray down reached a process outside the test hosts"
     finally:
-        testbed.remove()                                           # never `ray down` / `ray stop`
+        if sentinel is not None:
+            sentinel.kill()
+            sentinel.wait()
+        testbed.remove()               # the worker host's Ray, sshd and anything left
         for path, data in bootstrap.items():
             if data is None:
                 path.unlink(missing_ok=True)

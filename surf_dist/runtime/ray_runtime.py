@@ -203,6 +203,15 @@ def process_group(backend: str, host: str, port: int, rank: int, world: int, tim
         dist.destroy_process_group()
 
 
+def interface_of(address: str) -> str | None:
+    """The network interface holding ``address`` on this machine, or None."""
+    import psutil      # a dependency of Ray
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == address for a in addresses):
+            return name
+    return None
+
+
 @ray.remote
 class RankActor:
     """Rank ``rank`` of ``world``: one worker hosting a block of agents."""
@@ -229,6 +238,11 @@ class RankActor:
         job, cfg, options = payload
         if host == LOOPBACK:       # a local instance: keep gloo's / nccl's sockets on loopback
             os.environ.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
+        else:                      # gloo would take the address its hostname resolves to
+            iface = interface_of(ray.util.get_node_ip_address())     # (often 127.0.1.1)
+            if iface:
+                os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
+                os.environ.setdefault("NCCL_SOCKET_IFNAME", iface)
         os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port))
         gpus = ray.get_gpu_ids()
         backend = "nccl" if gpus else "gloo"
