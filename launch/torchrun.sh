@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Run a surf-dist command on torchrun ranks (gloo, one process per rank).
+# Run a surf-dist command on torchrun ranks (gloo, one process per rank; with --device cuda in
+# ARGS, nccl and one GPU per rank: LOCAL_RANK picks it).
 #
 #   NPROC=2 ARGS="baselines --quick --out runs/b" launch/torchrun.sh
+#   NPROC=8 ARGS="train --out runs/gpu --device cuda" launch/torchrun.sh       # a node of 8 GPUs
 #   DRY_RUN=1 NPROC=4 ARGS="demo --out runs/demo" launch/torchrun.sh     # print the command
 #
 # Environment: NPROC ranks per node (2), NNODES nodes (1), NODE_RANK this node (0),
