@@ -55,6 +55,7 @@ class ModelConfig:
     hidden: int = 16                       # hidden width of the local network
     local_steps: int = 1                   # compact net: local sub-steps per layer (no communication)
     init_step: float = 0.5                 # initial gradient step of every layer
+    tracking: bool = False                 # compact net: also track the network-average gradient
 
     def __post_init__(self):
         _finite(self)

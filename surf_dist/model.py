@@ -37,13 +37,15 @@ class CompactLocalNet(nn.Module):
       V_{e+1} = V_e - [a_{l,e} g_e + rms(g_e) c_{l,e} MLP_l(phi_e)],  g_e = grad f_i(V_e; B_{l,i})
       phi_e (d, F) = [g_e / rms(g_e), (w_i - (S W)_i) / rms(.), V_e / rms(V_e), m_i / rms(m_i)]
     and Psi_l = w_i - V_E. ``m_i`` is the agent's previous layer update (a local momentum
-    memory). Every feature is normalised by a statistic of the agent's own vector: local only.
+    memory). With ``tracking`` a fifth feature is the agent's gradient tracker y_i / rms(y_i)
+    (``UnrolledDGD``: an estimate of the network-average gradient, as in gradient tracking).
+    Every feature is normalised by a statistic of the agent's own vector: local only.
     """
-    num_features = 4
 
     def __init__(self, num_layers: int, hidden: int, init_step: float, local_steps: int,
-                 generator: torch.Generator):
+                 generator: torch.Generator, tracking: bool = False):
         super().__init__()
+        self.num_features = 4 + int(tracking)
         F, H, E = self.num_features, hidden, local_steps
         self.log_step = nn.Parameter(torch.full((num_layers, E), math.log(init_step)))
         self.out_scale = nn.Parameter(torch.full((num_layers, E), 0.1))
@@ -51,12 +53,15 @@ class CompactLocalNet(nn.Module):
         self.b1 = nn.Parameter(torch.zeros(num_layers, H))
         self.w2 = nn.Parameter(torch.randn(num_layers, H, generator=generator) / math.sqrt(H))
 
-    def forward(self, layer, W_nd, disagreement_nd, X_nbp, Y_nb, memory_nd):
+    def forward(self, layer, W_nd, disagreement_nd, X_nbp, Y_nb, memory_nd, tracker_nd=None, grad_nd=None):
+        """``grad_nd``: the gradient at W_nd on this mini-batch, where the caller has it."""
         V = W_nd
         for e in range(self.log_step.shape[1]):
-            G = grad_per_agent(V, X_nbp, Y_nb)
-            phi = torch.stack([G / rms(G), disagreement_nd / rms(disagreement_nd),
-                               V / rms(V), memory_nd / rms(memory_nd)], dim=-1)      # (N, d, F)
+            G = grad_nd if e == 0 and grad_nd is not None else grad_per_agent(V, X_nbp, Y_nb)
+            features = [G / rms(G), disagreement_nd / rms(disagreement_nd), V / rms(V), memory_nd / rms(memory_nd)]
+            if tracker_nd is not None:
+                features.append(tracker_nd / rms(tracker_nd))
+            phi = torch.stack(features, dim=-1)                                   # (N, d, F)
             hidden = torch.tanh(phi @ self.w1[layer] + self.b1[layer])            # (N, d, H)
             learned = hidden @ self.w2[layer]                                     # (N, d)
             V = V - (self.log_step[layer, e].exp() * G + rms(G) * self.out_scale[layer, e] * learned)
@@ -88,7 +93,7 @@ class PaperLocalNet(nn.Module):
                 layer.weight.mul_(0.01)
                 layer.bias.zero_()
 
-    def forward(self, layer, W_nd, disagreement_nd, X_nbp, Y_nb, memory_nd):
+    def forward(self, layer, W_nd, disagreement_nd, X_nbp, Y_nb, memory_nd, tracker_nd=None, grad_nd=None):
         onehot = torch.nn.functional.one_hot(Y_nb, self.num_classes).to(W_nd.dtype)
         inputs = torch.cat([X_nbp.flatten(1), onehot.flatten(1), W_nd], dim=1)
         hidden = torch.relu(self.norm[layer](self.inner[layer](inputs)))
@@ -107,8 +112,11 @@ class UnrolledDGD(nn.Module):
         taps[:, 1:] = 1.0 / K          # start as an average of the 1..K hop aggregations
         self.taps = nn.Parameter(taps)
         if config.local_net == "compact":
-            self.local_net = CompactLocalNet(L, config.hidden, config.init_step, config.local_steps, gen)
+            self.local_net = CompactLocalNet(L, config.hidden, config.init_step, config.local_steps, gen,
+                                             config.tracking)
         else:
+            if config.tracking:
+                raise ValueError("tracking needs the compact local network")
             self.local_net = PaperLocalNet(L, config.batch_size, num_inputs, num_classes, gen)
 
     def forward(self, W0_nd: torch.Tensor, shards: Shards, positions_lnb: torch.Tensor,
@@ -119,24 +127,43 @@ class UnrolledDGD(nn.Module):
         ``active_ln`` (L, N) bool: False marks an asynchronous agent at that layer: it neither
         updates nor sends (its neighbours receive zeros, or with ``stale`` the last message it
         sent on that hop; W_0 before its first).
+
+        With ``config.tracking`` every agent also keeps a gradient tracker
+        y_l = (S y)_{l-1} + g_l - g_{l-1} (y_0 = g_0; g_l: its gradient at W_l on B_l), sent with
+        W in the first hop's message: the same rounds, twice the bytes on that hop.
         """
-        K = self.config.num_hops
+        K, d = self.config.num_hops, W0_nd.shape[1]
+        tracking = self.config.tracking
         Ws = [W0_nd]
-        last_sent = [W0_nd] * K
+        last_sent: list[torch.Tensor | None] = [None] * K
         memory = torch.zeros_like(W0_nd)     # each agent's previous update (local state)
+        tracker = mixed_tracker = grad_prev = None
         for layer in range(self.config.num_layers):
             W = Ws[-1]
             active = None if active_ln is None else active_ln[layer]
+            X_b, Y_b = shards.minibatch(positions_lnb[layer])
+            grad = None
+            if tracking:
+                grad = grad_per_agent(W, X_b, Y_b)
+                tracker = grad if tracker is None else mixed_tracker + grad - grad_prev
+                if active is not None and grad_prev is not None:   # an idle agent keeps its tracker
+                    tracker = torch.where(active[:, None], tracker, previous_tracker)
+                    grad = torch.where(active[:, None], grad, grad_prev)
+                previous_tracker, grad_prev = tracker, grad
             hops = [W]
             for k in range(K):
-                message = hops[-1]
+                message = torch.cat([hops[-1], tracker], dim=1) if tracking and k == 0 else hops[-1]
                 if active is not None:
+                    if last_sent[k] is None:     # before its first message: W_0 (zeros for the tracker)
+                        last_sent[k] = torch.cat([W0_nd, torch.zeros_like(message[:, d:])], dim=1)
                     fill = last_sent[k] if stale else torch.zeros_like(message)
                     message = torch.where(active[:, None], message, fill)
                     last_sent[k] = message
-                hops.append(comm.shift(message, senders=active))
-            X_b, Y_b = shards.minibatch(positions_lnb[layer])
-            psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory)
+                shifted = comm.shift(message, senders=active)
+                if shifted.shape[1] > d:
+                    shifted, mixed_tracker = shifted[:, :d], shifted[:, d:]
+                hops.append(shifted)
+            psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory, tracker, grad)
             W_next = graph_filter(self.taps[layer], hops) - psi
             if active is not None:
                 W_next = torch.where(active[:, None], W_next, W)

@@ -125,6 +125,28 @@ def test_taps_01_with_gradient_step_is_dgd_on_same_minibatch(setup):
         assert torch.allclose(Ws[l + 1], W, atol=1e-12)
 
 
+def test_gradient_tracker_by_hand_and_sent_with_w_on_the_first_hop(setup):
+    """y_0 = g_0, y_l = S y_(l-1) + g_l - g_(l-1) (g_l: the gradient at W_l on B_l) reaches the
+    local network at every layer; it rides on the first hop's message (2d floats), not the second."""
+    shards, S, comm = setup
+    cfg = ModelConfig(num_layers=3, num_hops=2, local_net="compact", batch_size=BATCH, hidden=4, tracking=True)
+    model = UnrolledDGD(cfg, P + 1, C).double()
+    seen = []
+    net_forward = model.local_net.forward
+    model.local_net.forward = lambda *args: seen.append(args[6]) or net_forward(*args)
+    pos = positions(3)
+    Ws = model(shards.init_weights, shards, pos, comm)
+    tracker, grad_prev = None, None
+    for l in range(3):
+        X, Y = shards.minibatch(pos[l])
+        grad = grad_per_agent(Ws[l], X, Y)
+        tracker = grad if tracker is None else S @ tracker + grad - grad_prev
+        grad_prev = grad
+        assert torch.allclose(seen[l], tracker, atol=1e-12)
+    per_round = [b for _, b in comm.ledger.history]   # all agents, 2 ring neighbours, 8 B per number
+    assert per_round == [N_AGENTS * 2 * 2 * D * 8, N_AGENTS * 2 * D * 8] * 3
+
+
 def test_the_graph_is_an_input_not_a_parameter(make_shards, star_shift, ring_shift, bound_comm):
     """The same trained model runs on graphs of another size and family."""
     model = make_model()
@@ -331,7 +353,7 @@ def test_compact_net_parameter_count_is_independent_of_d():
         cfg = ModelConfig(num_layers=3, num_hops=2, local_net="compact", batch_size=2, hidden=8)
         model = UnrolledDGD(cfg, p, classes)
         counts.append(sum(t.numel() for t in model.local_net.parameters()))
-    F, H, L = CompactLocalNet.num_features, 8, 3
+    F, H, L = 4, 8, 3
     assert counts == [L * (2 + F * H + 2 * H)] * 2   # local_steps = 1: one step and one scale
     assert counts[0] < 1000
 
