@@ -137,7 +137,7 @@ class UnrolledDGD(nn.Module):
         Ws = [W0_nd]
         last_sent: list[torch.Tensor | None] = [None] * K
         memory = torch.zeros_like(W0_nd)     # each agent's previous update (local state)
-        tracker = mixed_tracker = grad_prev = None
+        tracker = mixed_tracker = grad_prev = previous_tracker = None
         for layer in range(self.config.num_layers):
             W = Ws[-1]
             active = None if active_ln is None else active_ln[layer]

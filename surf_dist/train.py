@@ -154,7 +154,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     state.model.load_state_dict(state.best_model)
     if state.coordinator:
         state.coordinator.save("model.pt", {"config": json.dumps(cfg.to_dict()),
-                                            "model": state.best_model, "best_val": state.best_val})
+                                            "model": to_cpu(state.best_model), "best_val": state.best_val})
         state.coordinator.close()
     return state
 

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
-
 import torch
 
 from ..comm.base import Communicator
 from ..engine import TORCH_DTYPES, Worker
 from ..tasks import TaskFamily
 from ..topology import place_agents
-
 
 DEVICES = ("cpu", "cuda")
 

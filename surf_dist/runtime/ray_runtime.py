@@ -41,8 +41,10 @@ import ray._private.ray_constants as ray_constants
 import torch
 import torch.distributed as dist
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
-                                            PlacementGroupSchedulingStrategy)
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..coordinator import Coordinator
@@ -205,7 +207,7 @@ def process_group(backend: str, host: str, port: int, rank: int, world: int, tim
 
 def interface_of(address: str) -> str | None:
     """The network interface holding ``address`` on this machine, or None."""
-    import psutil      # a dependency of Ray
+    import psutil  # a dependency of Ray
     for name, addresses in psutil.net_if_addrs().items():
         if any(a.family == socket.AF_INET and a.address == address for a in addresses):
             return name

@@ -23,11 +23,11 @@ import time
 import traceback
 from contextlib import contextmanager
 from datetime import timedelta
+from multiprocessing import util as mp_util
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from multiprocessing import util as mp_util
 
 from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..topology import place_agents
