@@ -60,6 +60,8 @@ VARIANTS = {   # name -> overrides of the default preset
     "tracking_K3_L7": {"model": {"tracking": True, "num_hops": 3, "num_layers": 7}},
     "tracking_L5": {"model": {"tracking": True, "num_layers": 5}},
     "tracking_L15": {"model": {"tracking": True, "num_layers": 15}},
+    "momentum0.5": {"model": {"momentum": True, "momentum_init": 0.5}},
+    "momentum0.8": {"model": {"momentum": True, "momentum_init": 0.8}},
     "tracking_steps1500_gpu": {"model": {"tracking": True}, "train": {"steps": 1500}},
     "steps1500_gpu": {"train": {"steps": 1500}},
 }
@@ -178,7 +180,8 @@ def main() -> int:
         return 0
     if not args.out:
         parser.error("--out is required")
-    names = args.only.split(",") if args.only else [n for n in VARIANTS if torch.cuda.is_available() or not n.endswith("_gpu")]
+    names = args.only.split(",") if args.only else [
+        n for n in VARIANTS if torch.cuda.is_available() or args.evaluate_only or not n.endswith("_gpu")]
     on_gpu = set(args.cuda.split(",")) - {""}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

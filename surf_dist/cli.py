@@ -20,6 +20,15 @@ from .config import LOCAL_NETS, PRESETS, load_config, preset, with_overrides
 from .train import CHECKPOINT
 
 DEMO_BASELINE_ROUNDS = 200
+
+
+def boolean(text: str) -> bool:
+    """``true`` / ``false`` (any case) on the command line."""
+    value = {"true": True, "false": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
 OVERRIDES = {  # flag -> (section, field, type, help)
     "dataset": ("task", "dataset", str, "dataset name (digits is embedded; mnist, fashion_mnist, cifar10 need --data-root)"),
     "data_root": ("task", "data_root", str, "folder holding the dataset's files"),
@@ -32,8 +41,10 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "hops": ("model", "num_hops", int, "hops K per layer (communication rounds per layer)"),
     "local_net": ("model", "local_net", str, f"local network: {', '.join(LOCAL_NETS)}"),
     "batch_size": ("model", "batch_size", int, "mini-batch per agent per layer"),
-    "tracking": ("model", "tracking", lambda text: {"true": True, "false": False}[text.lower()],
+    "tracking": ("model", "tracking", boolean,
                  "true: the compact net also tracks the network-average gradient (sent with W)"),
+    "momentum": ("model", "momentum", boolean,
+                 "true: a learned heavy-ball term beta_l (W_l - W_(l-1)) in every layer (local, no messages)"),
     "local_steps": ("model", "local_steps", int, "compact net: local sub-steps per layer (no communication)"),
     "steps": ("train", "steps", int, "meta-training steps"),
     "lr": ("train", "lr", float, "Adam learning rate of the meta-parameters"),

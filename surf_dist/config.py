@@ -56,6 +56,8 @@ class ModelConfig:
     local_steps: int = 1                   # compact net: local sub-steps per layer (no communication)
     init_step: float = 0.5                 # initial gradient step of every layer
     tracking: bool = False                 # compact net: also track the network-average gradient
+    momentum: bool = False                 # W_(l+1) += beta_l (W_l - W_(l-1)): heavy ball across layers
+    momentum_init: float = 0.5             # initial beta_l
 
     def __post_init__(self):
         _finite(self)

@@ -111,6 +111,8 @@ class UnrolledDGD(nn.Module):
         taps = torch.zeros(L, K + 1)
         taps[:, 1:] = 1.0 / K          # start as an average of the 1..K hop aggregations
         self.taps = nn.Parameter(taps)
+        if config.momentum:     # a local term (W_(l-1) is the agent's own): no communication
+            self.beta = nn.Parameter(torch.full((L,), config.momentum_init))
         if config.local_net == "compact":
             self.local_net = CompactLocalNet(L, config.hidden, config.init_step, config.local_steps, gen,
                                              config.tracking)
@@ -127,6 +129,10 @@ class UnrolledDGD(nn.Module):
         ``active_ln`` (L, N) bool: False marks an asynchronous agent at that layer: it neither
         updates nor sends (its neighbours receive zeros, or with ``stale`` the last message it
         sent on that hop; W_0 before its first).
+
+        With ``config.momentum`` a heavy-ball term beta_l (W_l - W_(l-1)) is added to every layer
+        (its own previous iterate: no communication), which can accelerate consensus as it
+        accelerates gradient descent.
 
         With ``config.tracking`` every agent also keeps a gradient tracker
         y_l = (S y)_{l-1} + g_l - g_{l-1} (y_0 = g_0; g_l: its gradient at W_l on B_l), sent with
@@ -165,6 +171,8 @@ class UnrolledDGD(nn.Module):
                 hops.append(shifted)
             psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory, tracker, grad)
             W_next = graph_filter(self.taps[layer], hops) - psi
+            if self.config.momentum:
+                W_next = W_next + self.beta[layer] * (W - Ws[-2] if layer else torch.zeros_like(W))
             if active is not None:
                 W_next = torch.where(active[:, None], W_next, W)
                 psi = torch.where(active[:, None], psi, memory)

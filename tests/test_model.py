@@ -125,6 +125,22 @@ def test_taps_01_with_gradient_step_is_dgd_on_same_minibatch(setup):
         assert torch.allclose(Ws[l + 1], W, atol=1e-12)
 
 
+def test_layer_momentum_by_hand(setup):
+    """With Psi silenced and taps [0, 1]: W_1 = S W_0, W_(l+1) = S W_l + beta_l (W_l - W_(l-1))."""
+    shards, S, comm = setup
+    cfg = ModelConfig(num_layers=3, num_hops=1, local_net="compact", batch_size=BATCH, hidden=4, momentum=True)
+    model = UnrolledDGD(cfg, P + 1, C).double()
+    silence(model)
+    set_taps(model, [[0.0, 1.0]] * 3)
+    model.beta.data.copy_(torch.tensor([0.9, 0.3, -0.2], dtype=torch.float64))
+    Ws = model(shards.init_weights, shards, positions(3), comm)
+    expected = [shards.init_weights, S @ shards.init_weights]
+    for beta in (0.3, -0.2):
+        expected.append(S @ expected[-1] + beta * (expected[-1] - expected[-2]))
+    for got, want in zip(Ws, expected):
+        assert torch.allclose(got, want, atol=1e-12)
+
+
 def test_gradient_tracker_by_hand_and_sent_with_w_on_the_first_hop(setup):
     """y_0 = g_0, y_l = S y_(l-1) + g_l - g_(l-1) (g_l: the gradient at W_l on B_l) reaches the
     local network at every layer; it rides on the first hop's message (2d floats), not the second."""
