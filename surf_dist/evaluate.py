@@ -40,13 +40,14 @@ def evaluate_unrolled(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None,
     return curve
 
 
-def evaluate_baselines(cfg: RunConfig, worker: Worker, test_tasks, progress=True) -> dict:
-    """Every baseline, step size tuned per round budget on validation tasks (module doc)."""
+def evaluate_baselines(cfg: RunConfig, worker: Worker, test_tasks, progress=True, names=BASELINES) -> dict:
+    """The baselines ``names`` (default: every one), step size tuned per round budget on
+    validation tasks (module doc)."""
     ec = cfg.eval
     val_tasks = worker.family.batch("val", range(cfg.train.val_tasks, cfg.train.val_tasks + ec.tune_tasks))
     points = [p for p in ec.eval_points if p <= ec.baseline_rounds]
     results = {}
-    for name in tqdm(BASELINES, desc="baselines", disable=not progress, leave=False):
+    for name in tqdm(names, desc="baselines", disable=not progress, leave=False):
         _, tuning, _ = run_baseline(name, cfg, worker, val_tasks, ec.step_grid, points, pooled=False)
         chosen = []
         for acc, loss in zip(tuning["local_accuracy"], tuning["loss"]):
