@@ -115,7 +115,7 @@ def measure(cfg, worker, reps: int = 5, min_time: float = 0.3, dgd_rounds: int =
     """Every number of one cell on this worker (a job: runs on any backend)."""
     from surf_dist.baselines import run_dgd
     from surf_dist.constraints import descent_values, lagrangian_share, slack_terms
-    from surf_dist.jobs import build_model
+    from surf_dist.train import new_model
     from surf_dist.problem import loss_per_agent
 
     comm, L, n = worker.comm, cfg.model.num_layers, cfg.task.num_agents
@@ -127,7 +127,7 @@ def measure(cfg, worker, reps: int = 5, min_time: float = 0.3, dgd_rounds: int =
     out["task_setup_s"] = time.perf_counter() - start
     shift = tasks[0].shift
     out["mean_degree"] = (shift.nnz - shift.shape[0]) / shift.shape[0]   # off-diagonal entries per row
-    model = build_model(cfg, worker)
+    model = new_model(cfg, worker)
     W0 = shards.init_weights
     N_local = W0.shape[0]
 

@@ -67,8 +67,6 @@ VARIANTS = {   # name -> overrides of the default preset
     "K1_L20_local_steps2": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 2}},
     "K1_L20_local_steps4": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4}},
     "K1_L20_local_steps6": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 6}},
-    "K1_L20_local_steps8": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 8}},
-    "steps1500_cosine": {"train": {"steps": 1500, "lr_floor": 0.1}},
     "tracking_steps1500_gpu": {"model": {"tracking": True}, "train": {"steps": 1500}},
     "steps1500_gpu": {"train": {"steps": 1500}},
 }

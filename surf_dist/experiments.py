@@ -45,7 +45,7 @@ from .evaluate import (
 )
 from .problem import loss_per_agent
 from .report import CURVE_KEYS, atomic_write_text, table
-from .train import train, unroll
+from .train import new_model, train, unroll
 
 EXPERIMENTS = ("layers", "eps", "async", "communication", "transfer")
 DEFAULT_EPS = (0.01, 0.05, 0.2)
@@ -213,7 +213,7 @@ def train_models(configs: dict[str, RunConfig], worker: Worker, out: Path, progr
     models = {}
     for n in names:
         if n in futures:
-            model = jobs.build_model(configs[n], worker)
+            model = new_model(configs[n], worker)
             model.load_state_dict(futures[n].result())
         else:
             model = train(configs[n], worker, out / f"run_{n}", progress=progress, tag=n).model

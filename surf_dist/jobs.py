@@ -45,7 +45,7 @@ def run_config(run_dir: Path) -> RunConfig:
 
 def load_model(run_dir: Path, worker: Worker) -> UnrolledDGD:
     saved = load_checkpoint(run_dir / "model.pt")
-    model = build_model(from_dict(json.loads(saved["config"])), worker)
+    model = new_model(from_dict(json.loads(saved["config"])), worker)
     model.load_state_dict(saved["model"])
     return model
 
@@ -92,7 +92,7 @@ def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True
         models["unrolled"] = train(configs["unrolled"], worker, out / "run_unrolled", progress=progress,
                                    tag="unrolled").model
     else:
-        models["unrolled"] = build_model(configs["unrolled"], worker)
+        models["unrolled"] = new_model(configs["unrolled"], worker)
         models["unrolled"].load_state_dict(side_model.result())
     timings = {"train_s": time.perf_counter() - start}
     summary = evaluate_models(cfg, worker, models, progress, with_baselines=side is None)
@@ -121,10 +121,6 @@ def local_worker(cfg: RunConfig, device: str = "cpu") -> Worker:
     from .runtime.common import make_worker
     torch.set_num_threads(1)
     return make_worker(cfg, LocalCommunicator(), torch.device(device))
-
-
-def build_model(cfg: RunConfig, worker: Worker) -> UnrolledDGD:
-    return new_model(cfg, worker)
 
 
 def evaluate_job(cfg: RunConfig, worker: Worker, run_dirs: list[str], progress: bool = True) -> dict:

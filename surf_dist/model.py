@@ -171,8 +171,8 @@ class UnrolledDGD(nn.Module):
                 hops.append(shifted)
             psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory, tracker, grad)
             W_next = graph_filter(self.taps[layer], hops) - psi
-            if self.config.momentum:
-                W_next = W_next + self.beta[layer] * (W - Ws[-2] if layer else torch.zeros_like(W))
+            if self.config.momentum and layer:     # W_(-1) = W_0: no term at the first layer
+                W_next = W_next + self.beta[layer] * (W - Ws[-2])
             if active is not None:
                 W_next = torch.where(active[:, None], W_next, W)
                 psi = torch.where(active[:, None], psi, memory)
