@@ -67,6 +67,10 @@ VARIANTS = {   # name -> overrides of the default preset
     "K1_L20_local_steps2": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 2}},
     "K1_L20_local_steps4": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4}},
     "K1_L20_local_steps6": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 6}},
+    "K1_L20_local_steps4_eps0.02": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4},
+                                    "train": {"eps": 0.02}},
+    "K1_L20_local_steps4_eps0.02_steps900_cosine": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4},
+                                                    "train": {"eps": 0.02, "steps": 900, "lr_floor": 0.1}},
     "tracking_steps1500_gpu": {"model": {"tracking": True}, "train": {"steps": 1500}},
     "steps1500_gpu": {"train": {"steps": 1500}},
 }

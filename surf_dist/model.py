@@ -53,6 +53,16 @@ class CompactLocalNet(nn.Module):
         self.b1 = nn.Parameter(torch.zeros(num_layers, H))
         self.w2 = nn.Parameter(torch.randn(num_layers, H, generator=generator) / math.sqrt(H))
 
+    def mlp(self, layer: int, phi_ndf: torch.Tensor) -> torch.Tensor:
+        """tanh(phi w1 + b1) w2, computed as 2 sigmoid(2 (phi w1 + b1)) w2 - sum(w2).
+
+        The same function; on the CPU torch's tanh costs ~5x a sigmoid, and the (N d, H)
+        hidden layer is the largest tensor of a training step (this form halves its time).
+        """
+        pre = torch.addmm(2 * self.b1[layer], phi_ndf.reshape(-1, phi_ndf.shape[-1]), 2 * self.w1[layer])
+        w2 = self.w2[layer]
+        return (2 * (torch.sigmoid(pre) @ w2) - w2.sum()).reshape(phi_ndf.shape[:-1])
+
     def forward(self, layer, W_nd, disagreement_nd, X_nbp, Y_nb, memory_nd, tracker_nd=None, grad_nd=None):
         """``grad_nd``: the gradient at W_nd on this mini-batch, where the caller has it."""
         V = W_nd
@@ -62,8 +72,7 @@ class CompactLocalNet(nn.Module):
             if tracker_nd is not None:
                 features.append(tracker_nd / rms(tracker_nd))
             phi = torch.stack(features, dim=-1)                                   # (N, d, F)
-            hidden = torch.tanh(phi @ self.w1[layer] + self.b1[layer])            # (N, d, H)
-            learned = hidden @ self.w2[layer]                                     # (N, d)
+            learned = self.mlp(layer, phi)                                        # (N, d)
             V = V - (self.log_step[layer, e].exp() * G + rms(G) * self.out_scale[layer, e] * learned)
         return W_nd - V
 
