@@ -4,7 +4,7 @@
     python benchmarks/distributed_step.py --backends local torch:2
 
 For each backend it times (after warm-up, median of --repeats) one primal-dual step of the
-default preset (4 tasks x 100 agents, 10 layers, 2 hops) and one DGD round on the 10 test
+`paper` preset (4 tasks x 100 agents, 10 layers, 2 hops) and one DGD round on the 10 test
 tasks, and reports the physical bytes that crossed worker boundaries and the time spent in
 collectives (summed over ranks, per step). Results go to stdout and benchmarks/results/.
 """
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "distributed_step.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cfg = preset("default")
+    cfg = preset("paper")
     results = []
     for spec in args.backends:
         backend, _, workers = spec.partition(":")

@@ -147,7 +147,7 @@ else:
 
 def surf_config(args):
     from surf_dist.config import preset, with_overrides
-    return with_overrides(preset("default"), {"task": {"num_agents": args.clients},
+    return with_overrides(preset("paper"), {"task": {"num_agents": args.clients},
                                               "train": {"dtype": "float64"}})
 
 

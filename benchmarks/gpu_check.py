@@ -4,12 +4,12 @@
     python benchmarks/gpu_check.py --devices cpu        # what a machine without a GPU can run
 
 The problem: 100 agents, 512-d features (the ``synthetic512`` dataset: the size of the paper's
-CNN features), 10 classes, L = 10 layers, K = 2 hops, batch 10; otherwise the default preset
+CNN features), 10 classes, L = 10 layers, K = 2 hops, batch 10; otherwise the `paper` preset
 (compact local network, float32, degree-3 circulant). For every device:
 
 - ``single``: one process, the local communicator. One meta-training step (forward through
   the 10 layers, backward, Adam, dual step) on T tasks of 100 agents (``--tasks``: T = 4 is the
-  default preset's batch), the unrolled forward on 10 test tasks, and one DGD round on them.
+  `paper` preset's batch), the unrolled forward on 10 test tasks, and one DGD round on them.
 - ``group``: the same step through torch.distributed with one rank per GPU (nccl on cuda,
   gloo on cpu; a one-GPU machine has a group of one): the distributed runtime end to end,
   its all-reduces and broadcasts through the collective library.
@@ -137,7 +137,7 @@ def main() -> int:
     args.tasks = tuple(int(t) for t in args.tasks.split(","))
     devices = args.devices.split(",") if args.devices else (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
     torch.set_num_threads(1)
-    cfg = with_overrides(preset("default"), PAPER)
+    cfg = with_overrides(preset("paper"), PAPER)
     report = {"command": " ".join([Path(sys.executable).name] + sys.argv), "torch": torch.__version__,
               "cuda": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
               "host": platform.node(), "cpus": os.cpu_count(), "results": {}}

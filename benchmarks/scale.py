@@ -7,7 +7,7 @@
 
 For every graph family (``ring``; ``er``: connected Erdos-Renyi with a fixed mean degree,
 ``--er-degree``, i.e. edge probability degree / (n - 1)) and every number of agents, one fresh
-process (so that its peak RSS is its own) builds the default preset with ``num_agents = n`` and
+process (so that its peak RSS is its own) builds the `paper` preset with ``num_agents = n`` and
 that topology, through the package's own path: ``jobs.local_worker`` (TaskFamily, Worker,
 LocalCommunicator, Metropolis weights), one test task, ``worker.load`` / ``worker.positions``,
 ``UnrolledDGD`` (10 layers, K = 2 hops, compact local net, batch 8, float32). It times, as
@@ -15,7 +15,7 @@ medians over ``--reps`` repetitions after a warm-up (each repetition loops the o
 it lasts at least ``--min-time`` seconds):
 
 - ``fwd``: one forward pass over the task without autograd (evaluation), per layer;
-- ``fwd+bwd``: the training forward plus the backward of the default Lagrangian
+- ``fwd+bwd``: the training forward plus the backward of that preset's Lagrangian
   (descent constraints of every layer + outer loss, as ``train.primal_step``), per layer;
 - ``dgd``: one round of ``baselines.run_dgd`` (full local gradients, step 1.0).
 
@@ -61,7 +61,7 @@ def topology_for(family: str, n: int, er_degree: float, tmp: Path) -> str:
 
 def make_config(family: str, n: int, er_degree: float, tmp: Path):
     from surf_dist.config import preset, with_overrides
-    return with_overrides(preset("default"), {"task": {"num_agents": n,
+    return with_overrides(preset("paper"), {"task": {"num_agents": n,
                                                        "topology": topology_for(family, n, er_degree, tmp)}})
 
 

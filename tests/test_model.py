@@ -408,3 +408,22 @@ def test_model_is_deterministic_in_its_seed():
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_default_preset_communicates_as_much_as_the_paper_unrolling():
+    """The default (20 layers of 1 hop, 4 local sub-steps) and the ``paper`` preset (10 layers of
+    2 hops) send the same messages: 20 rounds and the same bytes per agent (ledger counts)."""
+    from surf_dist.config import preset, with_overrides
+    from surf_dist.evaluate import evaluate_unrolled
+    from surf_dist.jobs import local_worker
+    from surf_dist.train import new_model
+
+    ends = {}
+    for name in ("default", "paper"):
+        cfg = with_overrides(preset(name), {"eval": {"test_tasks": 1}})
+        worker = local_worker(cfg)
+        curve = evaluate_unrolled(new_model(cfg, worker), worker, worker.family.batch("test", [0]))
+        ends[name] = (curve["rounds"][-1], curve["bytes_per_agent"][-1])
+    assert preset("default").model.local_steps == 4 and preset("paper").model.local_steps == 1
+    assert ends["default"] == ends["paper"]
+    assert ends["default"][0] == 20 and ends["default"][1] > 0
