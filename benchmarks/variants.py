@@ -3,10 +3,11 @@
     python benchmarks/variants.py --out runs/variants                  # every variant (~16 cores: ~6 min)
     python benchmarks/variants.py --out runs/v --only base,tracking --jobs 2
     python benchmarks/variants.py --out runs/v --evaluate-only          # trained runs and baselines in runs/v
+    python benchmarks/variants.py --out runs/v1 --seed 1 --only base  # another seed: its tasks, its baselines
     python benchmarks/variants.py --list
 
-Each variant is the `paper` preset (the default until issue 7: embedded digits, 100 agents, degree-3 circulant, L = 10,
-K = 2) with a few settings changed (``VARIANTS``). All variants meta-train in parallel
+Each variant is the `paper` preset (the default until issue 7: embedded digits, 100 agents,
+degree-3 circulant, L = 10, K = 2) with a few settings changed (``VARIANTS``). All variants meta-train in parallel
 processes, one torch thread each (``--cuda`` sends the variants named there to the GPU, one
 after another). Then, for each trained model:
 
@@ -47,6 +48,8 @@ from surf_dist.evaluate import (
 from surf_dist.jobs import load_model, local_worker, rounds_to_reach, run_config
 from surf_dist.train import new_model, train
 
+K1_L20 = {"num_hops": 1, "num_layers": 20}            # 20 layers of one hop: the same 20 rounds as L10 x K2
+K1_L20_LS4 = {**K1_L20, "local_steps": 4}
 VARIANTS = {   # name -> overrides of the `paper` preset
     "base": {},
     "unconstrained": {"train": {"constrained": False}},
@@ -62,22 +65,17 @@ VARIANTS = {   # name -> overrides of the `paper` preset
     "tracking_L15": {"model": {"tracking": True, "num_layers": 15}},
     "momentum0.5": {"model": {"momentum": True, "momentum_init": 0.5}},
     "momentum0.8": {"model": {"momentum": True, "momentum_init": 0.8}},
-    "K1_L20": {"model": {"num_hops": 1, "num_layers": 20}},
-    "K1_L20_steps900": {"model": {"num_hops": 1, "num_layers": 20}, "train": {"steps": 900}},
-    "K1_L20_local_steps2": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 2}},
-    "K1_L20_local_steps4": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4}},
-    "K1_L20_local_steps6": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 6}},
-    "K1_L20_local_steps4_eps0.02": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4},
-                                    "train": {"eps": 0.02}},
-    "K1_L20_local_steps4_unconstrained": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4},
-                                          "train": {"constrained": False}},
-    "K1_L20_local_steps4_eps0.02_batch12": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4,
-                                                      "batch_size": 12}, "train": {"eps": 0.02}},
-    "K1_L20_local_steps4_eps0.02_steps900_cosine": {"model": {"num_hops": 1, "num_layers": 20, "local_steps": 4},
+    "K1_L20": {"model": K1_L20},
+    "K1_L20_steps900": {"model": K1_L20, "train": {"steps": 900}},
+    "K1_L20_local_steps2": {"model": {**K1_L20, "local_steps": 2}},
+    "K1_L20_local_steps4": {"model": K1_L20_LS4},
+    "K1_L20_local_steps6": {"model": {**K1_L20, "local_steps": 6}},
+    "K1_L20_local_steps4_eps0.02": {"model": K1_L20_LS4, "train": {"eps": 0.02}},
+    "K1_L20_local_steps4_unconstrained": {"model": K1_L20_LS4, "train": {"constrained": False}},
+    "K1_L20_local_steps4_eps0.02_batch12": {"model": {**K1_L20_LS4, "batch_size": 12}, "train": {"eps": 0.02}},
+    # = the `default` preset (issue 7); its seed-1 run: --seed 1
+    "K1_L20_local_steps4_eps0.02_steps900_cosine": {"model": K1_L20_LS4,
                                                     "train": {"eps": 0.02, "steps": 900, "lr_floor": 0.1}},
-    "K1_L20_local_steps4_eps0.02_steps900_cosine_seed1": {
-        "model": {"num_hops": 1, "num_layers": 20, "local_steps": 4},
-        "train": {"eps": 0.02, "steps": 900, "lr_floor": 0.1, "seed": 1}},
     "tracking_steps1500_gpu": {"model": {"tracking": True}, "train": {"steps": 1500}},
     "steps1500_gpu": {"train": {"steps": 1500}},
 }
@@ -90,15 +88,20 @@ TRANSFER = {"wine": {"task": {"dataset": "wine"}}, "breast_cancer": {"task": {"d
 TRANSFER_POINTS = (0, 5, 10, 15, 20, 21, 25, 30, 40)
 
 
-def train_variant(name: str, out: str, device: str, base: str = "paper") -> dict:
-    cfg = with_overrides(preset(base), VARIANTS[name])
+def base_config(base: str = "paper", seed: int = 0):
+    """The preset the variants change, with the run's seed (tasks, graphs, initialisations)."""
+    return with_overrides(preset(base), {"train": {"seed": seed}})
+
+
+def train_variant(name: str, out: str, device: str, base: str = "paper", seed: int = 0) -> dict:
+    cfg = with_overrides(base_config(base, seed), VARIANTS[name])
     start = time.perf_counter()
     state = train(cfg, local_worker(cfg, device), Path(out) / name, progress=False)
     return {"train_s": time.perf_counter() - start, "steps": state.step, "best_val_loss": state.best_val}
 
 
-def baselines(overrides: dict, points, base: str = "paper") -> dict:
-    cfg = with_overrides(preset(base), overrides)
+def baselines(overrides: dict, points, base: str = "paper", seed: int = 0) -> dict:
+    cfg = with_overrides(base_config(base, seed), overrides)
     cfg = with_overrides(cfg, {"eval": {"eval_points": list(points), "baseline_rounds": points[-1]}})
     worker = local_worker(cfg)
     tasks = worker.family.batch("test", range(cfg.eval.test_tasks))
@@ -130,15 +133,15 @@ def evaluate_variant(name: str, out: str) -> dict:
     if cfg.model.local_net == "compact":
         for where, overrides in TRANSFER.items():
             other = with_overrides(cfg, overrides)
-            try:
+            try:     # a graph family may not be drawable at this size (e.g. too sparse to connect)
                 other_worker = local_worker(other)
+                other_tasks = other_worker.family.batch("test", range(cfg.eval.test_tasks))
             except ValueError as err:
                 result["transfer"][where] = {"error": str(err)}
                 continue
             other_model = new_model(other, other_worker)
             other_model.load_state_dict(model.state_dict())
-            other_curve = evaluate_unrolled(other_model, other_worker,
-                                            other_worker.family.batch("test", range(cfg.eval.test_tasks)))
+            other_curve = evaluate_unrolled(other_model, other_worker, other_tasks)
             result["transfer"][where] = {"local_accuracy": other_curve["local_accuracy"][-1],
                                          "loss_rises": sum(b > a for a, b in zip(other_curve["loss"],
                                                                                   other_curve["loss"][1:]))}
@@ -187,6 +190,8 @@ def main() -> int:
     parser.add_argument("--cuda", default="", help="comma-separated variants to train on the GPU")
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--preset", default="paper", help="the preset the variants change (quick: a smoke test)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every variant and of the baselines "
+                        "(its own training, validation and test tasks)")
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="evaluate the variants trained in OUT, with the baselines of OUT/variants.json")
@@ -220,10 +225,11 @@ def main() -> int:
         trained = {n: done({k: v for k, v in earlier["variants"].get(n, {}).items() if k in ("train_s", "steps")})
                    for n in names if (out / n / "model.pt").is_file()}
     else:
-        base_jobs = {"default": pool.submit(baselines, {}, BASELINE_POINTS, args.preset)}
-        base_jobs.update({w: pool.submit(baselines, o, TRANSFER_POINTS, args.preset) for w, o in TRANSFER.items()})
+        base_jobs = {"default": pool.submit(baselines, {}, BASELINE_POINTS, args.preset, args.seed)}
+        base_jobs.update({w: pool.submit(baselines, o, TRANSFER_POINTS, args.preset, args.seed)
+                          for w, o in TRANSFER.items()})
         trained = {n: (gpu if n in on_gpu else pool).submit(train_variant, n, str(out),
-                                                            "cuda" if n in on_gpu else "cpu", args.preset)
+                                                            "cuda" if n in on_gpu else "cpu", args.preset, args.seed)
                    for n in names}
     evaluated = {}
     for n, job in trained.items():

@@ -320,9 +320,14 @@ def async_experiment(cfg: RunConfig, worker: Worker, models: dict, say) -> dict:
     return result
 
 
+def _sem(v: np.ndarray) -> float:
+    """Standard error of the mean (0 for a single value)."""
+    return float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0
+
+
 def spread(values, reference) -> dict:
     v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()), "std": float(v.std()), "sem": float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else 0.0,
+    return {"mean": float(v.mean()), "std": float(v.std()), "sem": _sem(v),
             "min": float(v.min()), "p10": float(np.quantile(v, 0.1)), "median": float(np.median(v)),
             "p90": float(np.quantile(v, 0.9)), "max": float(v.max()),
             "drop_vs_first_level": float(np.mean(reference) - v.mean()), "draws": int(v.size)}
@@ -330,8 +335,7 @@ def spread(values, reference) -> dict:
 
 def paired(a, b) -> dict:
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    return {"mean": float(d.mean()), "std": float(d.std()),
-            "sem": float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0,
+    return {"mean": float(d.mean()), "std": float(d.std()), "sem": _sem(d),
             "fraction_surf_better": float(np.mean(d > 0)), "fraction_tied": float(np.mean(d == 0))}
 
 
