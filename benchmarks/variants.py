@@ -50,6 +50,7 @@ from surf_dist.train import new_model, train
 
 K1_L20 = {"num_hops": 1, "num_layers": 20}            # 20 layers of one hop: the same 20 rounds as L10 x K2
 K1_L20_LS4 = {**K1_L20, "local_steps": 4}
+DEFAULT_TRAIN = {"eps": 0.02, "steps": 900, "lr_floor": 0.1}
 VARIANTS = {   # name -> overrides of the `paper` preset
     "base": {},
     "unconstrained": {"train": {"constrained": False}},
@@ -74,8 +75,9 @@ VARIANTS = {   # name -> overrides of the `paper` preset
     "K1_L20_local_steps4_unconstrained": {"model": K1_L20_LS4, "train": {"constrained": False}},
     "K1_L20_local_steps4_eps0.02_batch12": {"model": {**K1_L20_LS4, "batch_size": 12}, "train": {"eps": 0.02}},
     # = the `default` preset (issue 7); its seed-1 run: --seed 1
-    "K1_L20_local_steps4_eps0.02_steps900_cosine": {"model": K1_L20_LS4,
-                                                    "train": {"eps": 0.02, "steps": 900, "lr_floor": 0.1}},
+    "K1_L20_local_steps4_eps0.02_steps900_cosine": {"model": K1_L20_LS4, "train": DEFAULT_TRAIN},
+    "K1_L20_local_steps4_eps0.02_steps900_cosine_async5": {"model": K1_L20_LS4,
+                                                           "train": {**DEFAULT_TRAIN, "async_train": 5}},
     "tracking_steps1500_gpu": {"model": {"tracking": True}, "train": {"steps": 1500}},
     "steps1500_gpu": {"train": {"steps": 1500}},
 }

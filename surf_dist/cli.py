@@ -51,6 +51,8 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "dual_lr": ("train", "dual_lr", float, "dual ascent step"),
     "eps": ("train", "eps", float, "descent constraint: g(W_l) <= (1 - eps) g(W_(l-1))"),
     "descent": ("train", "descent", str, "descent function: loss or grad_norm"),
+    "async_train": ("train", "async_train", int, "agents dropped at random per task and layer while meta-training "
+                    "(0: off); trains for robustness to asynchronous agents"),
     "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
     "dtype": ("train", "dtype", str, "float32 or float64"),
     "test_tasks": ("eval", "test_tasks", int, "test tasks"),

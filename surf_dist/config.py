@@ -135,6 +135,9 @@ class RunConfig:
                              f"{self.task.samples_seen}: a mini-batch is drawn from the agent's own samples")
         if max(self.eval.async_levels, default=0) > self.task.num_agents:
             raise ValueError("async_levels cannot exceed num_agents")
+        if not 0 <= self.train.async_train < self.task.num_agents:
+            raise ValueError(f"async_train must lie in [0, num_agents = {self.task.num_agents}): the agents "
+                             f"dropped per task and layer while training, got {self.train.async_train}")
 
     def to_dict(self) -> dict:
         return _jsonable(dataclasses.asdict(self))

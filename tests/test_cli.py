@@ -77,6 +77,15 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
     assert "run" in json.loads((out / "summary.json").read_text())["methods"]
 
 
+def test_async_train_flag_reaches_the_run(tmp_path, capsys):
+    """--async-train N meta-trains with N agents dropped per task and layer (train.async_train)."""
+    from surf_dist.jobs import run_config
+    run_dir = tmp_path / "run"
+    code, _, _ = run(["train", "--quick", "--out", str(run_dir), "--no-progress", "--steps", "2",
+                      "--async-train", "2"], capsys)
+    assert code == 0 and run_config(run_dir).train.async_train == 2
+
+
 def test_refuses_to_overwrite_results(tmp_path, capsys):
     out = tmp_path / "kept"
     out.mkdir()
@@ -93,6 +102,8 @@ def test_refuses_to_overwrite_results(tmp_path, capsys):
     (["--agents", "1"], "at least 2"),
     (["--alpha", "-1"], "alpha"),
     (["--lr", "nan"], "lr must be a finite number"),
+    (["--async-train", "8"], "async_train must lie in [0, num_agents = 8)"),
+    (["--async-train", "-1"], "async_train must lie in"),
     (["--backend", "local", "--workers", "3"], "local backend"),
     (["--backend", "carrier-pigeon"], "backend"),
 ])
