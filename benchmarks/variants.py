@@ -78,6 +78,8 @@ VARIANTS = {   # name -> overrides of the `paper` preset
     "K1_L20_local_steps4_eps0.02_steps900_cosine": {"model": K1_L20_LS4, "train": DEFAULT_TRAIN},
     "K1_L20_local_steps4_eps0.02_steps900_cosine_async5": {"model": K1_L20_LS4,
                                                            "train": {**DEFAULT_TRAIN, "async_train": 5}},
+    "K1_L20_local_steps4_eps0.02_steps900_cosine_zeroinit": {"model": {**K1_L20_LS4, "zero_init": True},
+                                                             "train": DEFAULT_TRAIN},
     "tracking_steps1500_gpu": {"model": {"tracking": True}, "train": {"steps": 1500}},
     "steps1500_gpu": {"train": {"steps": 1500}},
 }

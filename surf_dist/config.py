@@ -58,6 +58,7 @@ class ModelConfig:
     tracking: bool = False                 # compact net: also track the network-average gradient
     momentum: bool = False                 # W_(l+1) += beta_l (W_l - W_(l-1)): heavy ball across layers
     momentum_init: float = 0.5             # initial beta_l
+    zero_init: bool = False                # compact net: the learned term starts at zero (untrained = DGD)
 
     def __post_init__(self):
         _finite(self)

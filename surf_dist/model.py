@@ -40,10 +40,12 @@ class CompactLocalNet(nn.Module):
     memory). With ``tracking`` a fifth feature is the agent's gradient tracker y_i / rms(y_i)
     (``UnrolledDGD``: an estimate of the network-average gradient, as in gradient tracking).
     Every feature is normalised by a statistic of the agent's own vector: local only.
+    With ``zero_init`` the MLP's output weights start at zero: the untrained network is DGD with
+    E plain gradient sub-steps per layer, whatever the seed (only w1's draw depends on it).
     """
 
     def __init__(self, num_layers: int, hidden: int, init_step: float, local_steps: int,
-                 generator: torch.Generator, tracking: bool = False):
+                 generator: torch.Generator, tracking: bool = False, zero_init: bool = False):
         super().__init__()
         self.num_features = 4 + int(tracking)
         F, H, E = self.num_features, hidden, local_steps
@@ -52,6 +54,8 @@ class CompactLocalNet(nn.Module):
         self.w1 = nn.Parameter(torch.randn(num_layers, F, H, generator=generator) / math.sqrt(F))
         self.b1 = nn.Parameter(torch.zeros(num_layers, H))
         self.w2 = nn.Parameter(torch.randn(num_layers, H, generator=generator) / math.sqrt(H))
+        if zero_init:
+            self.w2.data.zero_()
 
     def mlp(self, layer: int, phi_ndf: torch.Tensor) -> torch.Tensor:
         """tanh(phi w1 + b1) w2, computed as 2 sigmoid(2 (phi w1 + b1)) w2 - sum(w2).
@@ -124,10 +128,10 @@ class UnrolledDGD(nn.Module):
             self.beta = nn.Parameter(torch.full((L,), config.momentum_init))
         if config.local_net == "compact":
             self.local_net = CompactLocalNet(L, config.hidden, config.init_step, config.local_steps, gen,
-                                             config.tracking)
+                                             config.tracking, config.zero_init)
         else:
-            if config.tracking:
-                raise ValueError("tracking needs the compact local network")
+            if config.tracking or config.zero_init:
+                raise ValueError("tracking and zero_init need the compact local network")
             self.local_net = PaperLocalNet(L, config.batch_size, num_inputs, num_classes, gen)
 
     def forward(self, W0_nd: torch.Tensor, shards: Shards, positions_lnb: torch.Tensor,

@@ -352,6 +352,20 @@ def test_compact_net_local_steps_by_hand():
     assert not torch.allclose(W - V2, W - V1)
 
 
+def test_zero_init_compact_net_is_plain_gradient_substeps():
+    """zero_init: the untrained local network is E gradient steps, V <- V - a_e grad f_i(V)."""
+    gen = torch.Generator().manual_seed(0)
+    net = CompactLocalNet(2, 5, 0.3, 2, gen, zero_init=True).double()
+    W, dis, X, Y, M = local_inputs(seed=5)
+    V = W
+    for e in range(2):
+        V = V - 0.3 * grad_per_agent(V, X, Y)
+    out = net(1, W, dis, X, Y, M)
+    assert torch.allclose(out, W - V, atol=1e-12)
+    out.pow(2).sum().backward()
+    assert net.w2.grad[1].abs().sum() > 0      # the learned term can grow from zero
+
+
 def test_paper_net_parameter_count_matches_docstring_formula():
     gen = torch.Generator().manual_seed(0)
     L, b, p, classes = 2, 4, 65, 10        # the digits: 64 features + bias, 10 classes
