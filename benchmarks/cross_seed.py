@@ -1,0 +1,55 @@
+"""A trained model on another seed's test tasks: is a weak seed its data or its meta-training?
+
+    python benchmarks/cross_seed.py --run runs/v7/K1_L20_local_steps4_eps0.02_steps900_cosine \
+        --seed 1 --baselines runs/v7s1/variants.json
+
+The seed draws the dataset's train / validation / test pools, the tasks, and the model's
+initialisation. Here the model trained on one seed runs, unchanged, on the test tasks of
+``--seed``, and is compared with that seed's tuned baselines (``variants.py --seed S`` wrote
+them to its ``variants.json``). A diagnostic, not a result: the pools of two seeds overlap, so
+some of the other seed's test samples were in this model's training pool (the compact network
+does not memorise labels, docs/RESULTS.md section 6, but the overlap is there).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from surf_dist.config import with_overrides
+from surf_dist.evaluate import evaluate_unrolled
+from surf_dist.jobs import load_model, local_worker, rounds_to_reach, run_config
+from surf_dist.train import new_model
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="a trained run folder")
+    parser.add_argument("--seed", type=int, required=True, help="the seed whose test tasks to run on")
+    parser.add_argument("--baselines", help="variants.json of `variants.py --seed SEED` (its tuned baselines)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    run = Path(args.run)
+    cfg = run_config(run)
+    other = with_overrides(cfg, {"train": {"seed": args.seed}})
+    trained = load_model(run, local_worker(cfg))
+    worker = local_worker(other)
+    model = new_model(other, worker)
+    model.load_state_dict(trained.state_dict())
+    curve = evaluate_unrolled(model, worker, worker.family.batch("test", range(other.eval.test_tasks)))
+    result = {"run": str(run), "trained_seed": cfg.train.seed, "test_seed": args.seed,
+              "local_accuracy": curve["local_accuracy"][-1], "accuracy": curve["accuracy"][-1],
+              "loss": curve["loss"]}
+    if args.baselines:
+        methods = json.loads(Path(args.baselines).read_text())["baselines"]["default"]["methods"]
+        needs = min(rounds_to_reach(c, result["local_accuracy"]) for c in methods.values())
+        result.update(best_baseline_rounds=needs, ratio=needs / curve["rounds"][-1])
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
