@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .config import from_dict
+
 FORMAT = "surf-dist-checkpoint-1"
 
 
@@ -45,7 +47,7 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None,
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a {FORMAT} file")
     if expected_config is not None:
-        saved = json.loads(state["config"])
+        saved = _with_defaults(json.loads(state["config"]))
         if saved != expected_config:
             sections = set(saved) | set(expected_config)
             diff = sorted(f"{s}.{k}" for s in sections
@@ -56,3 +58,12 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None,
                 raise ValueError(f"checkpoint {path} was written with a different configuration "
                                  f"(differs in: {', '.join(diff)})")
     return state
+
+
+def _with_defaults(config: dict) -> dict:
+    """A saved config with the fields added since it was written, at their defaults (which keep
+    the former behaviour); left as it is where it no longer parses (then it differs)."""
+    try:
+        return from_dict(config).to_dict()
+    except (ValueError, TypeError):
+        return config

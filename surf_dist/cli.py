@@ -53,6 +53,8 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "descent": ("train", "descent", str, "descent function: loss or grad_norm"),
     "async_train": ("train", "async_train", int, "agents dropped at random per task and layer while meta-training "
                     "(0: off); trains for robustness to asynchronous agents"),
+    "init_from": ("train", "init_from", str, "a trained run folder whose model starts meta-training "
+                  "(fine-tuning; same layers and local network)"),
     "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
     "dtype": ("train", "dtype", str, "float32 or float64"),
     "test_tasks": ("eval", "test_tasks", int, "test tasks"),

@@ -82,6 +82,7 @@ class TrainConfig:
     val_every: int = 25
     val_tasks: int = 8
     async_train: int = 0                   # agents dropped per layer during training (0: off)
+    init_from: str = ""                    # a run folder whose model starts meta-training ("": fresh)
     seed: int = 0
     dtype: str = "float32"
 

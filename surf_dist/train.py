@@ -60,6 +60,18 @@ def build_state(cfg: RunConfig, worker: Worker, run_dir: Path | None = None) -> 
     return TrainState(model, optimizer, duals, coordinator, best_model=copy.deepcopy(model.state_dict()))
 
 
+def warm_start(model: UnrolledDGD, run_dir: Path) -> None:
+    """Start from the weights of the model trained in ``run_dir`` (fine-tuning a trained
+    optimizer on other tasks; the compact network's weights do not depend on d or n)."""
+    saved = load_checkpoint(run_dir / "model.pt")
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in saved["model"].items()}
+    if ours != theirs:
+        raise ValueError(f"init_from {run_dir}: its network does not fit this one (trained with model "
+                         f"settings {json.loads(saved['config'])['model']}; this run's are {model.config})")
+    model.load_state_dict(saved["model"])
+
+
 def unroll(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False):
     """Load ``tasks`` on this worker and run every layer: (shards, [W_0..W_L])."""
     shards = worker.load(tasks)
@@ -123,6 +135,9 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     state = build_state(cfg, worker, run_dir)
     if resume:
         restore(state, load_checkpoint(run_dir / CHECKPOINT, cfg.to_dict(), may_differ=("train.steps",)))
+    elif tc.init_from:
+        warm_start(state.model, Path(tc.init_from))
+        state.best_model = copy.deepcopy(state.model.state_dict())
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
     bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,
                initial=state.step, total=tc.steps, leave=False)

@@ -108,14 +108,18 @@ def test_mismatched_tuple_field_is_named(tmp_path, quick_cfg):
         load_checkpoint(path, other.to_dict())
 
 
-def test_field_missing_from_an_older_checkpoint_is_named(tmp_path, quick_cfg):
-    """A checkpoint written before a config field existed: the message names that field."""
+def test_field_missing_from_an_older_checkpoint_reads_as_its_default(tmp_path, quick_cfg):
+    """A checkpoint written before a config field existed ran with the field's default (new
+    fields default to the former behaviour): it resumes under that default and no other value,
+    and the message names the field."""
     path = tmp_path / "ck.pt"
     old_config = quick_cfg.to_dict()
     del old_config["task"]["feature_noise"]
     save_checkpoint(path, {"config": json.dumps(old_config), "step": 0})
+    assert load_checkpoint(path, quick_cfg.to_dict())["step"] == 0
+    noisy = with_overrides(quick_cfg, {"task": {"feature_noise": 0.5}})
     with pytest.raises(ValueError, match=r"task\.feature_noise"):
-        load_checkpoint(path, quick_cfg.to_dict())
+        load_checkpoint(path, noisy.to_dict())
 
 
 def test_interrupted_save_keeps_previous_checkpoint_and_no_temp_files(tmp_path, quick_cfg, monkeypatch):

@@ -153,3 +153,32 @@ def test_config_prints_editable_json(tmp_path, capsys):
     code, _, _ = run(["baselines", "--config", str(path), "--out", str(out), "--no-progress"], capsys)
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["config"]["task"]["num_agents"] == 6
+
+
+def test_init_from_starts_training_from_a_trained_model(tmp_path, capsys):
+    """--init-from RUN: meta-training starts from RUN's weights (fine-tuning); a network that
+    does not fit, or a folder without a model, is a clear error that writes no model."""
+    import torch
+    from surf_dist.checkpoint import load_checkpoint
+    from surf_dist.config import preset, with_overrides
+    from surf_dist.jobs import local_worker
+    from surf_dist.train import build_state, warm_start
+    source = tmp_path / "source"
+    assert run(["train", "--quick", "--out", str(source), "--no-progress", "--steps", "2"], capsys)[0] == 0
+    cfg = with_overrides(preset("quick"), {"train": {"seed": 3}})
+    model = build_state(cfg, local_worker(cfg)).model
+    trained = load_checkpoint(source / "model.pt")["model"]
+    assert not all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    warm_start(model, source)
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    code, _, _ = run(["train", "--quick", "--out", str(tmp_path / "tuned"), "--no-progress", "--steps", "2",
+                      "--seed", "3", "--init-from", str(source), "--lr", "1e-12"], capsys)
+    assert code == 0     # Adam moves each weight by ~lr: the run ends where it started, at source's
+    tuned = load_checkpoint(tmp_path / "tuned" / "model.pt")["model"]
+    assert all(torch.allclose(v, trained[k], atol=1e-9) for k, v in tuned.items())
+    for args, message in ((["--layers", "3"], "does not fit"), ([], "does not exist")):
+        target = str(source) if args else str(tmp_path / "nowhere")
+        out = tmp_path / f"bad{len(args)}"
+        code, _, err = run(["train", "--quick", "--out", str(out), "--no-progress", "--steps", "2",
+                            "--init-from", target, *args], capsys)
+        assert code == 2 and message in err and not (out / "model.pt").exists()
