@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import jobs
 from .config import LOCAL_NETS, PRESETS, load_config, preset, with_overrides
+from .pretrained import resolve_run
 from .train import CHECKPOINT
 
 DEMO_BASELINE_ROUNDS = 200
@@ -54,7 +55,7 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "async_train": ("train", "async_train", int, "agents dropped at random per task and layer while meta-training "
                     "(0: off); trains for robustness to asynchronous agents"),
     "init_from": ("train", "init_from", str, "a trained run folder whose model starts meta-training "
-                  "(fine-tuning; same layers and local network)"),
+                  "(fine-tuning; same layers and local network); 'pretrained': the shipped optimizer"),
     "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
     "dtype": ("train", "dtype", str, "float32 or float64"),
     "test_tasks": ("eval", "test_tasks", int, "test tasks"),
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
         if name == "evaluate":
-            p.add_argument("runs", nargs="+", help="run folders written by 'surf-dist train'")
+            p.add_argument("runs", nargs="+", help="run folders written by 'surf-dist train' ('pretrained': "
+                                                   "the optimizer shipped with the package)")
         if name == "experiment":
             from .experiments import add_arguments
             add_arguments(p)
@@ -151,6 +153,8 @@ def run_command(args) -> int:
     from .runtime import is_coordinator, run_job
 
     torch.set_num_threads(1)  # tiny per-agent kernels: one thread per worker is fastest here
+    if getattr(args, "runs", None):
+        args.runs = [str(resolve_run(r)) for r in args.runs]
     cfg = resolve_config(args)
     if args.command == "evaluate" and not args.config:
         cfg = jobs.run_config(Path(args.runs[0]))   # evaluate with the settings it was trained on

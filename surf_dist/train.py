@@ -25,6 +25,7 @@ from .constraints import descent_values, lagrangian_share, slack_terms
 from .coordinator import Coordinator
 from .engine import Worker
 from .model import UnrolledDGD
+from .pretrained import resolve_run
 from .problem import loss_per_agent
 
 CHECKPOINT = "checkpoint.pt"   # in the run folder: the full state, rewritten atomically
@@ -60,9 +61,10 @@ def build_state(cfg: RunConfig, worker: Worker, run_dir: Path | None = None) -> 
     return TrainState(model, optimizer, duals, coordinator, best_model=copy.deepcopy(model.state_dict()))
 
 
-def warm_start(model: UnrolledDGD, run_dir: Path) -> None:
+def warm_start(model: UnrolledDGD, run_dir: str | Path) -> None:
     """Start from the weights of the model trained in ``run_dir`` (fine-tuning a trained
     optimizer on other tasks; the compact network's weights do not depend on d or n)."""
+    run_dir = resolve_run(run_dir)
     saved = load_checkpoint(run_dir / "model.pt")
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in saved["model"].items()}
@@ -136,7 +138,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     if resume:
         restore(state, load_checkpoint(run_dir / CHECKPOINT, cfg.to_dict(), may_differ=("train.steps",)))
     elif tc.init_from:
-        warm_start(state.model, Path(tc.init_from))
+        warm_start(state.model, tc.init_from)
         state.best_model = copy.deepcopy(state.model.state_dict())
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
     bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,

@@ -176,9 +176,10 @@ def test_init_from_starts_training_from_a_trained_model(tmp_path, capsys):
     assert code == 0     # Adam moves each weight by ~lr: the run ends where it started, at source's
     tuned = load_checkpoint(tmp_path / "tuned" / "model.pt")["model"]
     assert all(torch.allclose(v, trained[k], atol=1e-9) for k, v in tuned.items())
-    for args, message in ((["--layers", "3"], "does not fit"), ([], "does not exist")):
-        target = str(source) if args else str(tmp_path / "nowhere")
-        out = tmp_path / f"bad{len(args)}"
+    for i, (target, message) in enumerate(((str(source), "does not fit"), (str(tmp_path / "nowhere"), "does not exist"),
+                                          ("pretrained", "does not fit"), ("pretrained:nope", "no pretrained model"))):
+        args = ["--layers", "3"] if i == 0 else []
+        out = tmp_path / f"bad{i}"
         code, _, err = run(["train", "--quick", "--out", str(out), "--no-progress", "--steps", "2",
                             "--init-from", target, *args], capsys)
         assert code == 2 and message in err and not (out / "model.pt").exists()
