@@ -2,6 +2,8 @@
 
     python benchmarks/cross_seed.py --run runs/v7/K1_L20_local_steps4_eps0.02_steps900_cosine \
         --seed 1 --baselines runs/v7s1/variants.json
+    python benchmarks/cross_seed.py --run pretrained --seed 2 --baselines runs/v7s2/variants.json
+    python benchmarks/cross_seed.py --run pretrained --seed 1 --split train --tasks 8
 
 The seed draws the dataset's train / validation / test pools, the tasks, and the model's
 initialisation. Here the model trained on one seed runs, unchanged, on the test tasks of
@@ -22,28 +24,35 @@ import torch
 from surf_dist.config import with_overrides
 from surf_dist.evaluate import evaluate_unrolled
 from surf_dist.jobs import load_model, local_worker, rounds_to_reach, run_config
+from surf_dist.pretrained import resolve_run
 from surf_dist.train import new_model
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, help="a trained run folder")
+    parser.add_argument("--run", required=True, help="a trained run folder ('pretrained': the shipped one)")
     parser.add_argument("--seed", type=int, required=True, help="the seed whose test tasks to run on")
-    parser.add_argument("--baselines", help="variants.json of `variants.py --seed SEED` (its tuned baselines)")
+    parser.add_argument("--baselines", help="variants.json of `variants.py --seed SEED` (its tuned baselines; "
+                                            "test split only)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="whose tasks: test (default), or train / val to ask how well meta-training did")
+    parser.add_argument("--tasks", type=int, help="how many tasks of the split (default: the run's test_tasks)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    run = Path(args.run)
+    run = resolve_run(args.run)
     cfg = run_config(run)
     other = with_overrides(cfg, {"train": {"seed": args.seed}})
     trained = load_model(run, local_worker(cfg))
     worker = local_worker(other)
     model = new_model(other, worker)
     model.load_state_dict(trained.state_dict())
-    curve = evaluate_unrolled(model, worker, worker.family.batch("test", range(other.eval.test_tasks)))
-    result = {"run": str(run), "trained_seed": cfg.train.seed, "test_seed": args.seed,
+    tasks = worker.family.batch(args.split, range(args.tasks or other.eval.test_tasks))
+    curve = evaluate_unrolled(model, worker, tasks)
+    result = {"run": args.run, "trained_seed": cfg.train.seed, "test_seed": args.seed, "split": args.split,
+              "tasks": len(tasks),
               "local_accuracy": curve["local_accuracy"][-1], "accuracy": curve["accuracy"][-1],
               "loss": curve["loss"]}
-    if args.baselines:
+    if args.baselines and args.split == "test":
         methods = json.loads(Path(args.baselines).read_text())["baselines"]["default"]["methods"]
         needs = min(rounds_to_reach(c, result["local_accuracy"]) for c in methods.values())
         result.update(best_baseline_rounds=needs, ratio=needs / curve["rounds"][-1])
