@@ -103,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(args):
-    cfg = load_config(args.config) if args.config else preset("quick" if args.quick else args.preset)
+def explicit_overrides(args) -> dict[str, dict]:
+    """The settings the command line names (``--agents 20`` -> {"task": {"num_agents": 20}})."""
     overrides: dict[str, dict] = {}
     for flag, (section, field, _, _) in OVERRIDES.items():
         value = getattr(args, flag, None)
@@ -112,9 +112,20 @@ def resolve_config(args):
             overrides.setdefault(section, {})[field] = value
     if getattr(args, "unconstrained", False):
         overrides.setdefault("train", {})["constrained"] = False
+    return overrides
+
+
+def resolve_config(args):
+    cfg = load_config(args.config) if args.config else preset("quick" if args.quick else args.preset)
+    overrides = explicit_overrides(args)
     if args.command == "demo" and args.rounds is None and not args.config:
         overrides.setdefault("eval", {})["baseline_rounds"] = min(DEMO_BASELINE_ROUNDS, cfg.eval.baseline_rounds)
     return with_overrides(cfg, overrides) if overrides else cfg
+
+
+def settings_of_runs(args):
+    """The settings ``--runs[0]`` was trained with, the command line's explicit overrides on top."""
+    return with_overrides(jobs.run_config(Path(args.runs[0])), explicit_overrides(args))
 
 
 def prepare_out(path: Path, force: bool, resume: bool = False) -> None:
@@ -157,7 +168,7 @@ def run_command(args) -> int:
         args.runs = [str(resolve_run(r)) for r in args.runs]
     cfg = resolve_config(args)
     if args.command == "evaluate" and not args.config:
-        cfg = jobs.run_config(Path(args.runs[0]))   # evaluate with the settings it was trained on
+        cfg = settings_of_runs(args)   # evaluate with the settings it was trained on, and the flags'
     out = Path(args.out)
     if is_coordinator():   # the other ranks of a torchrun launch write nothing
         prepare_out(out, args.force, getattr(args, "resume", False))

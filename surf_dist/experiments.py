@@ -95,13 +95,9 @@ def experiment_config(args, cfg: RunConfig) -> RunConfig:
     """The experiment's settings: those of ``--runs[0]`` (unless --config) with the command
     line's explicit overrides on top, else ``cfg`` (preset + overrides); plus the
     experiment's defaults (async levels, transfer rounds)."""
-    from .cli import OVERRIDES
-    overrides: dict[str, dict] = {}
+    from .cli import settings_of_runs
     if args.runs and not args.config:
-        for flag, (section, field, _, _) in OVERRIDES.items():
-            if getattr(args, flag, None) is not None:
-                overrides.setdefault(section, {})[field] = getattr(args, flag)
-        cfg = with_overrides(jobs.run_config(Path(args.runs[0])), overrides)
+        cfg = settings_of_runs(args)
     extra: dict[str, dict] = {}
     if args.name == "async":
         levels = args.async_levels or DEFAULT_ASYNC_LEVELS

@@ -61,8 +61,8 @@ def table(summary: dict) -> str:
     if summary.get("async"):
         sweep = summary["async"]
         lines.append("\nasync sweep, final local_accuracy mean (std) per n_async " + str(sweep["n_async"]))
-        for name in ("surf", "unrolled"):
-            if name in sweep:
-                cells = " ".join("%.3f (%.3f)" % mean_std(v) for v in sweep[name])
+        for name, levels in sweep.items():
+            if name != "n_async":
+                cells = " ".join("%.3f (%.3f)" % mean_std(v) for v in levels)
                 lines.append(f"  {name:<10} {cells}")
     return "\n".join(lines)

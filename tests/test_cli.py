@@ -72,9 +72,12 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
     rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == [str(s) for s in range(6)]
     out = tmp_path / "eval"
-    code, text, _ = run(["evaluate", str(run_dir), "--out", str(out), "--no-progress"], capsys)
+    code, text, _ = run(["evaluate", str(run_dir), "--out", str(out), "--no-progress", "--rounds", "8"], capsys)
     assert code == 0
-    assert "run" in json.loads((out / "summary.json").read_text())["methods"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "run" in summary["methods"]
+    assert summary["methods"]["dgd"]["rounds"][-1] == 8      # the run's settings, the flags on top
+    assert "async sweep" in text and "\n  run " in text      # every model's sweep is printed
 
 
 def test_async_train_flag_reaches_the_run(tmp_path, capsys):
