@@ -23,9 +23,9 @@ import torch
 
 from surf_dist.config import with_overrides
 from surf_dist.evaluate import evaluate_unrolled
-from surf_dist.jobs import load_model, local_worker, rounds_to_reach, run_config
+from surf_dist.jobs import local_worker, rounds_to_reach, run_config
 from surf_dist.pretrained import resolve_run
-from surf_dist.train import new_model
+from surf_dist.train import new_model, warm_start
 
 
 def main() -> int:
@@ -42,10 +42,9 @@ def main() -> int:
     run = resolve_run(args.run)
     cfg = run_config(run)
     other = with_overrides(cfg, {"train": {"seed": args.seed}})
-    trained = load_model(run, local_worker(cfg))
     worker = local_worker(other)
     model = new_model(other, worker)
-    model.load_state_dict(trained.state_dict())
+    warm_start(model, run)
     tasks = worker.family.batch(args.split, range(args.tasks or other.eval.test_tasks))
     curve = evaluate_unrolled(model, worker, tasks)
     result = {"run": args.run, "trained_seed": cfg.train.seed, "test_seed": args.seed, "split": args.split,

@@ -53,9 +53,8 @@ class CompactLocalNet(nn.Module):
         self.out_scale = nn.Parameter(torch.full((num_layers, E), 0.1))
         self.w1 = nn.Parameter(torch.randn(num_layers, F, H, generator=generator) / math.sqrt(F))
         self.b1 = nn.Parameter(torch.zeros(num_layers, H))
-        self.w2 = nn.Parameter(torch.randn(num_layers, H, generator=generator) / math.sqrt(H))
-        if zero_init:
-            self.w2.data.zero_()
+        self.w2 = nn.Parameter(torch.zeros(num_layers, H) if zero_init
+                               else torch.randn(num_layers, H, generator=generator) / math.sqrt(H))
 
     def mlp(self, layer: int, phi_ndf: torch.Tensor) -> torch.Tensor:
         """tanh(phi w1 + b1) w2, computed as 2 sigmoid(2 (phi w1 + b1)) w2 - sum(w2).
