@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).parent
-NAMES = ("default",)
+NAMES = ("default", "robust")     # robust: meta-trained with agents dropping out
 
 
 def resolve_run(run: str | Path) -> Path:
