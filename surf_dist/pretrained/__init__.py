@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).parent
-NAMES = ("default", "robust")     # robust: meta-trained with agents dropping out
+NAMES = ("default", "scratch", "robust")     # provenance and numbers: README.md here
 
 
 def resolve_run(run: str | Path) -> Path:
