@@ -61,8 +61,8 @@ def add_arguments(parser) -> None:
     """The experiment's own flags (the common ones are added by ``cli.build_parser``)."""
     parser.add_argument("name", choices=EXPERIMENTS, help="which experiment")
     parser.add_argument("--runs", nargs="+", metavar="RUN",
-                        help="trained run folders to reuse ('surf-dist train'; 'pretrained': the shipped "
-                             "optimizer); default: train here")
+                        help="trained run folders to reuse ('surf-dist train'; 'pretrained[:scratch|:robust]': a "
+                             "shipped optimizer); default: train here")
     parser.add_argument("--baselines", metavar="DIR", help="communication: reuse the tuned baselines and "
                         "centralized optimum of 'surf-dist baselines --out DIR' (same task settings and seed)")
     parser.add_argument("--eps-values", type=_floats, help="eps: comma-separated eps values "
