@@ -52,6 +52,9 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "dual_lr": ("train", "dual_lr", float, "dual ascent step"),
     "eps": ("train", "eps", float, "descent constraint: g(W_l) <= (1 - eps) g(W_(l-1))"),
     "descent": ("train", "descent", str, "descent function: loss or grad_norm"),
+    "objective": ("train", "objective", str, "what the last layer is trained for: local (each agent's own "
+                  "held-out data; scored by local_accuracy) or pooled (its task's pooled held-out data; "
+                  "scored by accuracy)"),
     "async_train": ("train", "async_train", int, "agents dropped at random per task and layer while meta-training "
                     "(0: off); trains for robustness to asynchronous agents"),
     "init_from": ("train", "init_from", str, "a trained run folder whose model starts meta-training "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 LOCAL_NETS = ("compact", "paper")
 DESCENT_FUNCTIONS = ("loss", "grad_norm")
+OBJECTIVES = ("local", "pooled")
 DTYPES = ("float32", "float64")
 ASYNC_MODES = ("zeros", "stale")
 
@@ -78,6 +79,7 @@ class TrainConfig:
     dual_lr: float = 0.1
     eps: float = 0.05                      # descent constraint: g(W_l) <= (1 - eps) g(W_{l-1})
     descent: str = "loss"
+    objective: str = "local"               # last-layer loss on the agent's own held-out data, or on its task's pool
     constrained: bool = True
     val_every: int = 25
     val_tasks: int = 8
@@ -90,6 +92,7 @@ class TrainConfig:
         _finite(self)
         _positive(self, "steps", "tasks_per_step", "val_every", "val_tasks")
         _choice(self, "descent", DESCENT_FUNCTIONS)
+        _choice(self, "objective", OBJECTIVES)
         _choice(self, "dtype", DTYPES)
         if not 0 <= self.eps < 1:
             raise ValueError(f"eps must lie in [0, 1), got {self.eps}")

@@ -27,6 +27,7 @@ from .engine import Worker
 from .model import UnrolledDGD
 from .pretrained import resolve_run
 from .problem import loss_per_agent
+from .tasks import Shards
 
 CHECKPOINT = "checkpoint.pt"   # in the run folder: the full state, rewritten atomically
 
@@ -92,7 +93,7 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
         masks = worker.comm.broadcast(torch.as_tensor(drawn)).numpy()
     shards, Ws = unroll(state.model, worker, tasks, masks)
     g = descent_values(Ws, shards.X_seen, shards.Y_seen, cfg.train.descent)
-    outer = loss_per_agent(Ws[-1], shards.X_held, shards.Y_held)
+    outer = outer_loss(Ws[-1], shards, cfg.train.objective)
     slack = slack_terms(g, cfg.train.eps)
     num_nodes = len(tasks) * worker.num_agents
     duals = state.duals.to(device=outer.device, dtype=outer.dtype)
@@ -104,6 +105,24 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
     state.optimizer.step()
     sums = worker.comm.all_reduce(torch.cat([outer.sum()[None], slack.sum(1)]).detach().double().cpu())
     return {"outer_loss": float(sums[0]) / num_nodes, "slacks": (sums[1:] / num_nodes)}
+
+
+def outer_loss(W_nd: torch.Tensor, shards: Shards, objective: str) -> torch.Tensor:
+    """Per node, the last layer's loss that meta-training minimises (N,).
+
+    ``local``: on the agent's own held-out samples, which follow its label skew (what
+    ``local_accuracy`` scores). ``pooled``: on the pooled held-out samples of its task, one
+    model good for every agent's data (what the pooled ``accuracy`` scores); each worker holds
+    its tasks' pools, so this needs no communication."""
+    if objective == "local":
+        return loss_per_agent(W_nd, shards.X_held, shards.Y_held)
+    losses = W_nd.new_zeros(W_nd.shape[0])
+    for t, (X, Y) in enumerate(zip(shards.X_pool, shards.Y_pool)):
+        rows = torch.nonzero(shards.task_of_node == t).squeeze(1)
+        if len(rows):
+            pooled = loss_per_agent(W_nd[rows], X.expand(len(rows), *X.shape), Y.expand(len(rows), *Y.shape))
+            losses = losses.index_put((rows,), pooled)
+    return losses
 
 
 def learning_rate(cfg: RunConfig, step: int) -> float:
@@ -120,17 +139,20 @@ def dual_update(state: TrainState, worker: Worker, slacks_l: torch.Tensor) -> No
     state.duals = worker.comm.broadcast(new.clone())
 
 
-def validate(model: UnrolledDGD, worker: Worker, tasks) -> dict:
+def validate(model: UnrolledDGD, worker: Worker, tasks, objective: str = "local") -> dict:
+    """The last layer's metrics on ``tasks``, and ``objective``: the training objective's mean."""
     with torch.no_grad():
         shards, Ws = unroll(model, worker, tasks)
         groups = torch.zeros(Ws[-1].shape[0], dtype=torch.int64)
-        return {k: float(v[0]) for k, v in worker.metrics(Ws[-1], shards, groups, 1).items()}
+        values = worker.metrics(Ws[-1], shards, groups, 1)
+        values["objective"] = worker.comm.group_mean(outer_loss(Ws[-1], shards, objective), groups, 1)
+        return {k: float(v[0]) for k, v in values.items()}
 
 
 def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: bool = False,
           progress: bool = True, tag: str = "") -> TrainState:
     """Meta-train; the coordinator writes metrics.csv, TensorBoard events and checkpoints
-    under ``run_dir``; the model with the best validation loss is kept."""
+    under ``run_dir``; the model with the best validation value of the objective is kept."""
     tc = cfg.train
     if run_dir is not None and worker.comm.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -156,10 +178,10 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         row.update(step=step, duals=state.duals.clone())
         validating = (step + 1) % tc.val_every == 0 or step + 1 == tc.steps
         if validating:
-            val = validate(state.model, worker, val_tasks)
-            row.update(val_loss=val["loss"], val_local_accuracy=val["local_accuracy"])
-            if val["loss"] < state.best_val:
-                state.best_val = val["loss"]
+            val = validate(state.model, worker, val_tasks, tc.objective)
+            row.update(val_loss=val["objective"], val_local_accuracy=val["local_accuracy"])
+            if val["objective"] < state.best_val:
+                state.best_val = val["objective"]
                 state.best_model = copy.deepcopy(state.model.state_dict())
             bar.set_postfix(loss=f"{row['outer_loss']:.3f}", val_acc=f"{val['local_accuracy']:.3f}")
         state.step = step + 1

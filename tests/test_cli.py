@@ -80,13 +80,15 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
     assert "async sweep" in text and "\n  run " in text      # every model's sweep is printed
 
 
-def test_async_train_flag_reaches_the_run(tmp_path, capsys):
-    """--async-train N meta-trains with N agents dropped per task and layer (train.async_train)."""
+def test_async_train_and_objective_flags_reach_the_run(tmp_path, capsys):
+    """--async-train N meta-trains with N agents dropped per task and layer (train.async_train);
+    --objective pooled trains the last layer for the task's pooled data (train.objective)."""
     from surf_dist.jobs import run_config
     run_dir = tmp_path / "run"
     code, _, _ = run(["train", "--quick", "--out", str(run_dir), "--no-progress", "--steps", "2",
-                      "--async-train", "2"], capsys)
-    assert code == 0 and run_config(run_dir).train.async_train == 2
+                      "--async-train", "2", "--objective", "pooled"], capsys)
+    assert code == 0
+    assert run_config(run_dir).train.async_train == 2 and run_config(run_dir).train.objective == "pooled"
 
 
 def test_refuses_to_overwrite_results(tmp_path, capsys):
@@ -107,6 +109,7 @@ def test_refuses_to_overwrite_results(tmp_path, capsys):
     (["--lr", "nan"], "lr must be a finite number"),
     (["--async-train", "8"], "async_train must lie in [0, num_agents = 8)"),
     (["--async-train", "-1"], "async_train must lie in"),
+    (["--objective", "global"], "objective must be one of ('local', 'pooled'), got 'global'"),
     (["--backend", "local", "--workers", "3"], "local backend"),
     (["--backend", "carrier-pigeon"], "backend"),
 ])

@@ -122,3 +122,33 @@ def test_solve_centralized_fits_separable_data():
     Y = torch.tensor([0, 0, 1, 1])
     w = solve_centralized(X, Y, 2)
     assert pooled_accuracy(w[None], X, Y).item() == 1.0
+
+
+def test_outer_loss_local_and_pooled_by_hand():
+    """``local``: each agent's cross-entropy on its own held-out samples; ``pooled``: on the
+    pooled held-out samples of its own task (two tasks, pools of different sizes), with
+    gradients equal to the hand formula's."""
+    from surf_dist.tasks import Shards
+    from surf_dist.train import outer_loss
+    gen = torch.Generator().manual_seed(1)
+    n, p, C = 4, 3, 3
+    X_held = add_bias(torch.randn(n, 2, p, generator=gen, dtype=torch.float64))
+    Y_held = torch.randint(0, C, (n, 2), generator=gen)
+    pools_x = [add_bias(torch.randn(s, p, generator=gen, dtype=torch.float64)) for s in (5, 7)]
+    pools_y = [torch.randint(0, C, (s,), generator=gen) for s in (5, 7)]
+    task_of_node = torch.tensor([0, 0, 1, 1])
+    shards = Shards(X_held, Y_held, X_held, Y_held, pools_x, pools_y, task_of_node, torch.zeros(n, (p + 1) * C))
+    W = torch.randn(n, (p + 1) * C, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def hand(i, X, Y):
+        return torch.nn.functional.cross_entropy(X @ W[i].reshape(p + 1, C), Y)
+
+    local = torch.stack([hand(i, X_held[i], Y_held[i]) for i in range(n)])
+    pooled = torch.stack([hand(i, pools_x[int(task_of_node[i])], pools_y[int(task_of_node[i])]) for i in range(n)])
+    assert torch.allclose(outer_loss(W, shards, "local"), local)
+    ours = outer_loss(W, shards, "pooled")
+    assert torch.allclose(ours, pooled) and not torch.allclose(ours, local)
+    weights = torch.arange(1.0, n + 1, dtype=torch.float64)
+    grad_ours, = torch.autograd.grad((weights * ours).sum(), W)
+    grad_hand, = torch.autograd.grad((weights * pooled).sum(), W)
+    assert torch.allclose(grad_ours, grad_hand)
