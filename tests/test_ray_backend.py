@@ -44,11 +44,11 @@ def recorded_group_job(cfg, worker, progress=False) -> dict:
             return made[-1]
         worker.coordinator_factory = recording
     out = group_job(cfg, worker, progress)
-    if worker.comm.rank == 0:    # made: the async sweep's coordinator, then the training's
+    if worker.comm.rank == 0:    # made: the async sweep's coordinator, the training's, the pooled training's
         pid_of = lambda proxy: ray.get(proxy.actor.__ray_call__.remote(actor_pid))   # noqa: E731
         out["coordinators"] = {
             "types": [type(c).__name__ for c in made], "pids": [pid_of(c) for c in made],
-            "rank0_pid": os.getpid(), "train_duals": made[-1].state()["duals"].numpy()}
+            "rank0_pid": os.getpid(), "train_duals": made[1].state()["duals"].numpy()}
         probe = make(3, 0.1, 0)              # once its proxy is gone, an actor is reset and reused
         probe.dual_step(torch.ones(3, dtype=torch.float64))
         used_pid = pid_of(probe)
@@ -96,7 +96,7 @@ def test_primal_dual_steps_match_with_the_coordinator_in_its_own_actor(on_ray, r
     assert (reference["train"]["duals"] > 0).any(), "eps = 0.5 should make some dual positive"
     assert_tree_close(on_ray["train"], reference["train"])
     coordinators = on_ray["coordinators"]
-    assert coordinators["types"] == ["CoordinatorProxy", "CoordinatorProxy"]
+    assert coordinators["types"] == ["CoordinatorProxy"] * 3
     assert coordinators["rank0_pid"] not in coordinators["pids"]        # another process
     assert_tree_close(coordinators["train_duals"], reference["train"]["duals"])   # its own state
     assert coordinators["reuse"]["same_process"]
