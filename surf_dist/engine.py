@@ -66,12 +66,8 @@ class Worker:
         ``pooled``) and ``local_accuracy`` (the agent's own held-out samples), each averaged
         over the nodes of every group: (G,)."""
         W_nd = W_nd.detach()
-        pooled_acc = torch.full((W_nd.shape[0],), 0.0 if pooled else float("nan"), dtype=W_nd.dtype,
-                                device=W_nd.device)
-        for t, (X, Y) in enumerate(zip(shards.X_pool, shards.Y_pool) if pooled else []):
-            rows = shards.task_of_node == t
-            if rows.any():
-                pooled_acc[rows] = pooled_accuracy(W_nd[rows], X, Y)
+        pooled_acc = (shards.on_pools(pooled_accuracy, W_nd) if pooled
+                      else torch.full((W_nd.shape[0],), float("nan"), dtype=W_nd.dtype, device=W_nd.device))
         values = {"loss": loss_per_agent(W_nd, shards.X_held, shards.Y_held), "accuracy": pooled_acc,
                   "local_accuracy": correct_per_agent(W_nd, shards.X_held, shards.Y_held)}
         return {k: self.comm.group_mean(v, groups_n, num_groups) for k, v in values.items()}

@@ -19,7 +19,7 @@ from .baselines import BASELINES, run_dfedavgm, run_dgd, run_gradient_tracking
 from .config import RunConfig
 from .engine import Worker
 from .model import UnrolledDGD
-from .problem import loss_per_agent, pooled_accuracy, solve_centralized
+from .problem import pooled_accuracy, pooled_loss, solve_centralized
 from .tasks import materialize
 from .train import unroll
 
@@ -100,7 +100,7 @@ def evaluate_centralized(worker: Worker, test_tasks) -> dict:
         shards = materialize(family.dataset, [task], everyone, family.config.feature_noise, torch.float64)
         X = shards.X_seen.reshape(-1, shards.X_seen.shape[-1])
         w = solve_centralized(X, shards.Y_seen.reshape(-1), family.num_classes)
-        losses.append(float(loss_per_agent(w[None], shards.X_pool[0][None], shards.Y_pool[0][None])[0]))
+        losses.append(float(pooled_loss(w[None], shards.X_pool[0], shards.Y_pool[0])[0]))
         accs.append(float(pooled_accuracy(w[None], shards.X_pool[0], shards.Y_pool[0])[0]))
     return {"loss": float(np.mean(losses)), "accuracy": float(np.mean(accs))}
 

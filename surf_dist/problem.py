@@ -53,6 +53,12 @@ def correct_per_agent(W_nd: torch.Tensor, X_nmp: torch.Tensor, Y_nm: torch.Tenso
     return (logits(W_nd, X_nmp).argmax(-1) == Y_nm).to(W_nd.dtype).mean(dim=1)
 
 
+def pooled_loss(W_nd: torch.Tensor, X_sp: torch.Tensor, Y_s: torch.Tensor) -> torch.Tensor:
+    """Each agent's cross-entropy on one shared sample set: X (s, p), Y (s,) -> (N,)."""
+    N = W_nd.shape[0]
+    return loss_per_agent(W_nd, X_sp.expand(N, *X_sp.shape), Y_s.expand(N, *Y_s.shape))
+
+
 def pooled_accuracy(W_nd: torch.Tensor, X_sp: torch.Tensor, Y_s: torch.Tensor) -> torch.Tensor:
     """Each agent's model on one shared sample set: X (s, p), Y (s,) -> (N,)."""
     N, d = W_nd.shape

@@ -154,6 +154,16 @@ class Shards:
                         for v in (self.X_seen, self.Y_seen, self.X_held, self.Y_held, self.X_pool,
                                   self.Y_pool, self.task_of_node, self.init_weights)))
 
+    def on_pools(self, fn, W_nd: torch.Tensor) -> torch.Tensor:
+        """``fn(W of a task's nodes, the task's pool X (s, p), Y (s,))`` for every task, gathered
+        per node: (N,). Differentiable in ``W_nd``."""
+        out = W_nd.new_zeros(W_nd.shape[0])
+        for t, (X, Y) in enumerate(zip(self.X_pool, self.Y_pool)):
+            rows = torch.nonzero(self.task_of_node == t).squeeze(1)
+            if len(rows):
+                out = out.index_put((rows,), fn(W_nd[rows], X, Y))
+        return out
+
     def minibatch(self, positions_nb: torch.Tensor):
         """Gather rows of the seen shards: positions (N, b) -> X (N, b, p), Y (N, b)."""
         X = torch.gather(self.X_seen, 1, positions_nb[..., None].expand(-1, -1, self.X_seen.shape[-1]))

@@ -26,7 +26,7 @@ from .coordinator import Coordinator
 from .engine import Worker
 from .model import UnrolledDGD
 from .pretrained import resolve_run
-from .problem import loss_per_agent
+from .problem import loss_per_agent, pooled_loss
 from .tasks import Shards
 
 CHECKPOINT = "checkpoint.pt"   # in the run folder: the full state, rewritten atomically
@@ -116,13 +116,7 @@ def outer_loss(W_nd: torch.Tensor, shards: Shards, objective: str) -> torch.Tens
     its tasks' pools, so this needs no communication."""
     if objective == "local":
         return loss_per_agent(W_nd, shards.X_held, shards.Y_held)
-    losses = W_nd.new_zeros(W_nd.shape[0])
-    for t, (X, Y) in enumerate(zip(shards.X_pool, shards.Y_pool)):
-        rows = torch.nonzero(shards.task_of_node == t).squeeze(1)
-        if len(rows):
-            pooled = loss_per_agent(W_nd[rows], X.expand(len(rows), *X.shape), Y.expand(len(rows), *Y.shape))
-            losses = losses.index_put((rows,), pooled)
-    return losses
+    return shards.on_pools(pooled_loss, W_nd)
 
 
 def learning_rate(cfg: RunConfig, step: int) -> float:
