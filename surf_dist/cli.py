@@ -5,6 +5,8 @@
   surf-dist train --out RUN         meta-train one model (``--resume`` continues a run)
   surf-dist evaluate RUN... --out DIR
   surf-dist experiment NAME --out DIR   layers | eps | async | communication | transfer
+  surf-dist bench [RUN...] --out DIR    learned optimizers against every tuned baseline, the
+                                        honest protocol (validation choices, fresh test draws)
   surf-dist config --preset NAME    print a preset as JSON, to edit and pass back with --config
 """
 from __future__ import annotations
@@ -78,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
              "baselines": "run the tuned baselines and the centralized optimum on test tasks",
              "train": "meta-train one unrolled model into a run folder",
              "evaluate": "evaluate trained run folders against the baselines",
-             "experiment": "one experiment of the results report (layers, eps, async, communication, transfer)"}
+             "experiment": "one experiment of the results report (layers, eps, async, communication, transfer)",
+             "bench": "learned optimizers (default: the shipped ones) against every baseline, each tuned per "
+                      "round budget on validation tasks, on fresh test draws: rounds ratio and fixed-budget gap "
+                      "with intervals (bench.json, bench.csv, bench.png)"}
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
         if name == "evaluate":
@@ -89,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "experiment":
             from .experiments import add_arguments
             add_arguments(p)
+        if name == "bench":
+            from .bench import add_arguments as add_bench_arguments
+            add_bench_arguments(p)
         p.add_argument("--out", required=True, help="output folder (must be new or empty)")
         p.add_argument("--force", action="store_true", help="write into a non-empty --out")
         p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named settings")
@@ -166,22 +174,30 @@ def main(argv=None) -> int:
 def run_command(args) -> int:
     import torch
 
+    from ._malloc import keep_freed_memory
     from .report import table, write_results
     from .runtime import is_coordinator, run_job
 
     torch.set_num_threads(1)  # tiny per-agent kernels: one thread per worker is fastest here
+    keep_freed_memory()       # reuse freed tensors' pages instead of faulting in new ones
     if getattr(args, "runs", None):
         args.runs = [str(resolve_run(r)) for r in args.runs]
     cfg = resolve_config(args)
     if args.command == "evaluate" and not args.config:
         cfg = settings_of_runs(args)   # evaluate with the settings it was trained on, and the flags'
     out = Path(args.out)
+    if args.command == "bench":   # every check before --out is made
+        from .bench import check_arguments
+        check_arguments(args)
     if is_coordinator():   # the other ranks of a torchrun launch write nothing
         prepare_out(out, args.force, getattr(args, "resume", False))
     progress = not args.no_progress and sys.stderr.isatty()
     if args.command == "experiment":
         from .experiments import run_experiment
         return run_experiment(args, cfg, out, progress)
+    if args.command == "bench":
+        from .bench import run_bench
+        return run_bench(args, cfg, out, progress)
     run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, args.device, progress=progress, **kw)
     start = time.perf_counter()
     if args.command == "train":

@@ -12,6 +12,10 @@ Sources
 * ``synthetic512``: a seeded Gaussian mixture, 6,000 samples of 512 features in 10
   classes (class means ~N(0, I/4), unit noise): the size of the paper's CNN features
   (512-d), made on the spot, for speed and memory checks (``benchmarks/gpu_check.py``).
+* ``synthetic64``: a harder seeded Gaussian mixture, 200,000 samples of 64 features in 10
+  classes (class means ~N(0, 0.35^2 I), unit noise: overlapping classes), so that tasks with
+  many samples per agent draw from pools far larger than any task (``surf-dist bench
+  --preset large``); 64 features keep d = 650, as on the digits.
 * ``cifar10``: the *binary* version (``data_batch_{1..5}.bin``,
   ``test_batch.bin``) in a local folder or its ``cifar-10-batches-bin``
   subfolder; each record is 1 label byte + 3072 pixel bytes (1024 red, 1024
@@ -37,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "wine", "breast_cancer", "iris", "synthetic512")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "wine", "breast_cancer", "iris", "synthetic512", "synthetic64")
 
 SKLEARN_DATASETS = ("digits", "wine", "breast_cancer", "iris")
 MNIST_FILES = (
@@ -276,10 +280,10 @@ def _load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def gaussian_mixture(num_samples: int, num_features: int, num_classes: int,
-                     seed: int = SUBSAMPLE_SEED) -> tuple[np.ndarray, np.ndarray, int]:
-    """Balanced labels; sample = its class mean (~N(0, I/4), drawn once) + N(0, I) noise."""
+                     seed: int = SUBSAMPLE_SEED, mean_std: float = 0.5) -> tuple[np.ndarray, np.ndarray, int]:
+    """Balanced labels; sample = its class mean (~N(0, mean_std^2 I), drawn once) + N(0, I) noise."""
     rng = np.random.default_rng(seed)
-    means = rng.normal(0.0, 0.5, size=(num_classes, num_features))
+    means = rng.normal(0.0, mean_std, size=(num_classes, num_features))
     labels = np.arange(num_samples) % num_classes
     return means[labels] + rng.normal(size=(num_samples, num_features)), labels, num_classes
 
@@ -339,6 +343,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: 
         is_pixels = False
     elif canonical == "synthetic512":
         raw_features, raw_labels, num_classes = gaussian_mixture(6000, 512, 10)
+        is_pixels = False
+    elif canonical == "synthetic64":
+        raw_features, raw_labels, num_classes = gaussian_mixture(200_000, 64, 10, mean_std=0.35)
         is_pixels = False
     elif canonical == "cifar10":
         raw_features, raw_labels = _load_cifar10(root)

@@ -8,10 +8,11 @@ The model kept at the end is the one with the lowest validation loss after its l
 from __future__ import annotations
 
 import copy
-import math
 import csv
 import json
+import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +149,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     """Meta-train; the coordinator writes metrics.csv, TensorBoard events and checkpoints
     under ``run_dir``; the model with the best validation value of the objective is kept."""
     tc = cfg.train
+    started = time.perf_counter()
     if run_dir is not None and worker.comm.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     state = build_state(cfg, worker, run_dir)
@@ -187,7 +189,9 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     state.model.load_state_dict(state.best_model)
     if state.coordinator:
         state.coordinator.save("model.pt", {"config": json.dumps(cfg.to_dict()),
-                                            "model": to_cpu(state.best_model), "best_val": state.best_val})
+                                            "model": to_cpu(state.best_model), "best_val": state.best_val,
+                                            "train_seconds": time.perf_counter() - started,
+                                            "device": f"{worker.device.type}, {worker.comm.world_size} worker(s)"})
         state.coordinator.close()
     return state
 

@@ -9,6 +9,14 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 NAMES = ("default", "scratch", "robust")     # provenance and numbers: README.md here
+DEVICE = "CPU, 2 cores shared with other jobs, one torch thread"
+TRAINING = {   # meta-training cost of each shipped model (README.md here)
+    "default": {"meta_steps": 1200, "wall_seconds": 3960, "device": DEVICE,
+                "how": "scratch (900 steps, 2,960 s) + 300 steps with dual step 1.0 (~1,000 s)"},
+    "scratch": {"meta_steps": 900, "wall_seconds": 2960, "device": DEVICE, "how": "the default preset"},
+    "robust": {"meta_steps": 900, "wall_seconds": 5500, "device": DEVICE,
+               "how": "the default preset with --async-train 5 (beside four other jobs)"},
+}
 
 
 def resolve_run(run: str | Path) -> Path:
@@ -20,3 +28,14 @@ def resolve_run(run: str | Path) -> Path:
     if name not in NAMES:
         raise ValueError(f"no pretrained model {name!r}; shipped: {', '.join(NAMES)}")
     return HERE / name
+
+
+def training_cost(run: str, folder: Path, saved: dict) -> dict:
+    """Meta-training steps, wall time and device of a shipped model or a run folder's model.pt."""
+    text = str(run)
+    if text == "pretrained" or text.startswith("pretrained:"):
+        return TRAINING[text.partition(":")[2] or "default"]
+    import json
+    steps = json.loads(saved["config"])["train"]["steps"]
+    return {"meta_steps": steps, "wall_seconds": saved.get("train_seconds"), "device": saved.get("device"),
+            "how": f"run folder {folder}"}

@@ -1,0 +1,163 @@
+"""``bench.json``, ``bench.csv``, ``bench.png`` and the printed table, from the raw results.
+
+bench.json (every number of the report):
+- ``draws``: [{report_seed, draw, test_task_indices}]; ``validation_task_indices``;
+  ``baselines``: the baseline names; ``rounds_step``: 1 (every round is evaluated).
+- ``methods``: per name, ``kind`` (baseline / learned), and per draw the curves
+  ``rounds``, ``accuracy`` (pooled held-out), ``local_accuracy``, ``loss`` (means over the
+  draw's tasks), ``bytes_per_agent`` and ``grad_evals_per_agent`` (of the configuration chosen
+  for ``accuracy``). Baselines: the best start per round (``curves``) and each start alone
+  (``by_start``: ``zero`` and ``task``), the chosen configurations per metric as round
+  segments (``tuned``), the grids searched and any choice left at a grid's edge.
+- ``centralized``: per draw, the centralized optimum scored on each metric like the methods.
+- ``comparisons``: per learned optimizer and metric, ``ratio``, ``bytes_ratio`` and
+  ``budget_gap`` as {per_draw, mean, low, high}, each baseline's ``rounds_to_target`` per
+  draw, and the ``strongest`` baseline per draw (``None``: not reached within the rounds run).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..report import atomic_write_text
+from .protocol import METRICS, BenchConfig, Comparison, report_task_indices, val_task_indices
+
+
+def _draw_means(values_t, bench: BenchConfig) -> list:
+    """(T_all, ...) per-task values -> per draw the mean over its tasks (lists)."""
+    v = np.asarray(values_t).reshape(bench.draws, bench.tasks_per_draw, *np.shape(values_t)[1:])
+    return v.mean(axis=1).tolist()
+
+
+def assemble(raw: dict, bench: BenchConfig) -> dict:
+    """The bench.json dict from the job's raw per-task arrays."""
+    D, T = bench.draws, bench.tasks_per_draw
+    rounds = list(range(bench.rounds + 1))
+    methods = {}
+    for name, res in raw["baselines"].items():
+        def curves_of(entry):
+            return [{"rounds": rounds, **{m: _draw_means(entry[m], bench)[d] for m in METRICS},
+                     "bytes_per_agent": entry["bytes_accuracy"].tolist(),
+                     "grad_evals_per_agent": entry["grad_evals_accuracy"].tolist()} for d in range(D)]
+        c = res["curves"]
+        methods[name] = {"kind": "baseline", "doc": res["doc"], "curves": curves_of(c["best"]),
+                         "by_start": {s: curves_of(c[s]) for s in ("zero", "task")},
+                         "tuned": {s: c[s]["chosen"] for s in ("best", "zero", "task")},
+                         "grids": res["grids"], "grid_extensions": res["extensions"], "at_edge": res["at_edge"],
+                         "configurations_tried": res["configurations_tried"]}
+    for label, res in raw["learned"].items():
+        methods[label] = {"kind": "learned", "model": res["model"], "meta_training": res["meta_training"],
+                          "curves": [{"rounds": res["rounds"], **{m: _draw_means(res[m], bench)[d] for m in METRICS},
+                                      "bytes_per_agent": res["bytes"], "grad_evals_per_agent": res["grad_evals"]}
+                                     for d in range(D)]}
+    comparisons = {}
+    for label, res in raw["learned"].items():
+        comparisons[label] = {}
+        for m in METRICS:
+            comp = Comparison(
+                metric=m, learned_dt=res[m][:, -1].reshape(D, T), learned_rounds=res["rounds"][-1],
+                baselines={n: b["curves"]["best"][m].reshape(D, T, -1) for n, b in raw["baselines"].items()},
+                bytes={n: np.tile(b["curves"]["best"][f"bytes_{m}"], (D, 1)) for n, b in raw["baselines"].items()},
+                learned_bytes=res["bytes"][-1])
+            comparisons[label][m] = comp.summary(bench.bootstrap, bench.confidence)
+    centralized = {m: _draw_means(raw["centralized"][m], bench) for m in METRICS}
+    return {"protocol": {**bench.__dict__, "step_grid": list(bench.step_grid),
+                         "momentum_grid": list(bench.momentum_grid)},
+            "draws": [{"report_seed": bench.report_seed, "draw": d, "test_task_indices": report_task_indices(bench, d)}
+                      for d in range(D)],
+            "validation_task_indices": val_task_indices(bench),
+            "baselines": list(raw["baselines"]), "learned": list(raw["learned"]), "rounds_step": 1,
+            "methods": methods, "centralized": centralized, "comparisons": comparisons}
+
+
+# --------------------------------------------------------------------------- files
+
+def write_bench(out: Path, report: dict) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "bench.json", json.dumps(report, indent=1))
+    rows = [["method", "draw", "round", "accuracy", "local_accuracy", "loss", "bytes_per_agent", "grad_evals_per_agent"]]
+    for name, entry in report["methods"].items():
+        for d, c in enumerate(entry["curves"]):
+            rows += [[name, d, r, *(c[k][i] for k in ("accuracy", "local_accuracy", "loss", "bytes_per_agent",
+                                                     "grad_evals_per_agent"))] for i, r in enumerate(c["rounds"])]
+    with open(out / "bench.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return [out / "bench.json", out / "bench.csv", plot_bench(report, out / "bench.png")]
+
+
+def _interval(s: dict, scale: float = 1.0, unit: str = "") -> str:
+    f = lambda v: "inf" if v is None else f"{v * scale:.2f}"
+    return f"{f(s['mean'])}{unit} [{f(s['low'])}, {f(s['high'])}]"
+
+
+def table(report: dict) -> str:
+    """Every method at the learned optimizers' round count, and the two headline numbers."""
+    learned = report["learned"]
+    budgets = sorted({report["methods"][n]["curves"][0]["rounds"][-1] for n in learned}) or [20]
+    lines = [f"pooled accuracy / local accuracy / held-out loss, mean over {len(report['draws'])} draws "
+             f"of {len(report['draws'][0]['test_task_indices'])} test tasks"]
+    header = f"{'method':<22}" + "".join(f"{'@' + str(b) + ' rounds':>24}" for b in budgets) + f"{'@' + str(report['protocol']['rounds']):>24}"
+    lines.append(header)
+    for name, entry in report["methods"].items():
+        cells = []
+        for b in [*budgets, report["protocol"]["rounds"]]:
+            c0 = entry["curves"][0]
+            if b not in c0["rounds"]:
+                cells.append(f"{'-':>24}")
+                continue
+            i = c0["rounds"].index(b)
+            vals = [np.mean([c[m][i] for c in entry["curves"]]) for m in METRICS]
+            cells.append(f"{vals[0]:>8.3f}{vals[1]:>8.3f}{vals[2]:>8.3f}")
+        lines.append(f"{name:<22}" + "".join(cells))
+    cen = report["centralized"]
+    lines.append(f"{'centralized optimum':<22}{np.mean(cen['accuracy']):>8.3f}{np.mean(cen['local_accuracy']):>8.3f}"
+                 f"{np.mean(cen['loss']):>8.3f}")
+    for label, per_metric in report["comparisons"].items():
+        lines.append(f"\n{label}: ratio = best baseline's rounds to its final value / its rounds; "
+                     f"gap = its value - best baseline's at its rounds (95% bootstrap over test tasks)")
+        for m in METRICS:
+            s = per_metric[m]
+            strongest = ", ".join(str(x) for x in s["strongest"])
+            gap_scale, unit = (100.0, " pts") if m != "loss" else (1.0, "")
+            lines.append(f"  {m:<15} ratio {_interval(s['ratio'], unit='x'):<28} gap {_interval(s['budget_gap'], gap_scale, unit):<30}"
+                         f" strongest per draw: {strongest}")
+    return "\n".join(lines)
+
+
+def plot_bench(report: dict, path: Path) -> Path:
+    from .. import plots
+    plt = plots.plt
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
+    cmap = plt.get_cmap("tab20")
+    for i, (name, entry) in enumerate(report["methods"].items()):
+        learned = entry["kind"] == "learned"
+        color = "black" if learned and i == len(report["baselines"]) else cmap(i % 20)
+        for ax, metric in zip(axes, METRICS):
+            per_draw = np.array([c[metric] for c in entry["curves"]])
+            x = np.array(entry["curves"][0]["rounds"])
+            mean = per_draw.mean(0)
+            kw = dict(color=color, label=name, linewidth=2.4 if learned else 1.1, marker="o" if learned else None,
+                      markersize=3)
+            ax.plot(np.maximum(x, 0.8), mean, **kw)
+            if per_draw.shape[0] > 1:
+                ax.fill_between(np.maximum(x, 0.8), per_draw.min(0), per_draw.max(0), color=color, alpha=0.12)
+    for ax, metric in zip(axes, METRICS):
+        value = float(np.mean(report["centralized"][metric]))
+        ax.axhline(value, color="gray", linestyle="--", linewidth=1, label="centralized optimum")
+        ax.set_xscale("log")
+        ax.set(xlabel="communication rounds (log)", ylabel=metric.replace("_", " "),
+               title={"accuracy": "Pooled held-out accuracy", "local_accuracy": "Local held-out accuracy",
+                      "loss": "Held-out loss"}[metric] + " (band: range over draws)")
+        ax.grid(True, alpha=0.3)
+        if metric != "loss":
+            lo = min(value - 0.25, 0.6)
+            ax.set_ylim(max(0.0, lo), 1.0)
+        else:
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7, loc="lower right", ncol=2)
+    fig.suptitle("surf-dist bench: every baseline tuned per round budget on validation tasks; test draws")
+    fig.tight_layout()
+    return plots._save(fig, path)

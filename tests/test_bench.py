@@ -1,0 +1,227 @@
+"""surf_dist.bench: the protocol's numbers on hand-made curves, replicas against separate runs,
+no choice influenced by a test draw, and ``surf-dist bench`` end to end (local and gloo)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from surf_dist.bench import bench_job
+from surf_dist.bench.protocol import (BenchConfig, Comparison, Grid, choose, crossings, report_task_indices,
+                                      val_task_indices)
+from surf_dist.bench.replicas import ReplicaProblem
+from surf_dist.bench.runner import selections, tuning_rounds
+from surf_dist.cli import main
+from surf_dist.config import preset, with_overrides
+from surf_dist.methods import METHODS
+from surf_dist.methods_accel import spectral_lambda2
+from surf_dist.pretrained import HERE
+from surf_dist.problem import correct_per_agent, grad_per_agent, loss_per_agent, pooled_accuracy
+from surf_dist.runtime import run_job
+
+QUICK64 = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
+TINY = dict(draws=2, tasks_per_draw=2, tune_tasks=2, rounds=12, bootstrap=50,
+            methods=("dgd", "gradient_tracking", "dgd_heavy_ball", "chebyshev_dgd"))
+
+
+# ------------------------------------------------------------------ the protocol's numbers
+
+def test_first_crossing_on_a_hand_made_curve():
+    curves = np.array([[0.1, 0.5, 0.7, 0.69, 0.9], [0.1, 0.2, 0.3, 0.4, 0.5]])
+    assert crossings(curves, np.array([0.7, 0.7]), True).tolist() == [2, math.inf]   # first round at or above
+    assert crossings(curves, np.array([0.69, 0.05]), True).tolist() == [2, 0]
+    losses = np.array([[2.0, 1.0, 0.5, 0.6, 0.4]])
+    assert crossings(losses, np.array([0.5]), False).tolist() == [2]                 # loss: at or below
+
+
+def test_ratio_and_budget_gap_on_hand_made_curves():
+    rounds = np.arange(101)
+    slow = np.minimum(rounds / 100, 1.0)                     # reaches 0.8 at round 80
+    fast = np.minimum(rounds / 50, 1.0)                      # reaches 0.8 at round 40
+    learned = np.full((1, 2), 0.8)                           # 0.8 after 10 rounds, one draw of 2 tasks
+    comp = Comparison("accuracy", learned, 10, {"slow": np.tile(slow, (1, 2, 1)), "fast": np.tile(fast, (1, 2, 1))},
+                      bytes={"slow": 2.0 * rounds[None], "fast": 4.0 * rounds[None]}, learned_bytes=20.0)
+    n = comp.numbers()
+    assert n["ratio"].tolist() == [4.0]                      # the best baseline (fast) needs 40 = 4 x 10
+    assert n["rounds_to_target"]["slow"].tolist() == [80.0]
+    assert n["strongest"] == ["fast"]
+    assert n["budget_gap"].tolist() == pytest.approx([0.8 - 0.2])   # fast is at 10 / 50 at round 10
+    assert n["bytes_ratio"].tolist() == [min(2.0 * 80, 4.0 * 40) / 20.0]
+    s = comp.summary(20, 0.9)
+    assert s["ratio"]["per_draw"] == [4.0] and s["ratio"]["low"] == s["ratio"]["high"] == 4.0   # identical tasks
+
+
+def test_a_target_never_reached_is_censored_not_a_number():
+    comp = Comparison("accuracy", np.full((1, 3), 0.99), 5, {"dgd": np.tile(np.linspace(0, 0.9, 21), (1, 3, 1))})
+    s = comp.summary(10, 0.9)
+    assert s["ratio"]["per_draw"] == [None] and s["ratio"]["mean"] is None
+    assert s["rounds_to_target"]["dgd"] == [None]
+    json.dumps(s)                                            # valid JSON: no Infinity
+
+
+def test_choice_prefers_metric_then_loss_and_never_a_diverged_run():
+    acc = np.array([[0.5, 0.7, np.nan], [0.8, 0.8, 0.9]])
+    loss = np.array([[1.0, 0.9, np.nan], [0.6, 0.4, np.inf]])
+    assert choose(acc, loss, "accuracy").tolist() == [1, 1]                 # 0.9 has diverged (inf loss)
+    assert choose(acc, loss, "accuracy", allowed=np.array([True, False, True])).tolist() == [0, 0]
+    tied = np.array([[0.8, 0.8]])
+    assert choose(tied, np.array([[0.5, 0.3]]), "accuracy").tolist() == [1]         # tie: lower loss
+    assert choose(loss[:1, :2], loss[:1, :2], "loss").tolist() == [1]
+
+
+def test_grids_extend_at_their_edges():
+    step = Grid("step", [0.25, 0.5, 1.0])
+    assert step.extend({1.0}) == [2.0] and step.values == [0.25, 0.5, 1.0, 2.0]
+    assert step.extend({0.25, 0.5}) == [0.125]
+    assert step.extend({0.5}) == []                          # an interior choice: nothing to add
+    momentum = Grid("momentum", [0.0, 0.9, 0.99])
+    assert momentum.extend({0.0}) == []                      # no momentum is a natural edge
+    assert momentum.extend({0.99}) == [pytest.approx(0.995)]
+    assert Grid("local_steps", [2, 4, 8]).extend({8}) == [16]
+
+
+def test_report_tasks_are_disjoint_from_development_and_validation():
+    cfg = BenchConfig(report_seed=3, draws=3, tasks_per_draw=4)
+    draws = [set(report_task_indices(cfg, d)) for d in range(3)]
+    assert all(not (a & b) for i, a in enumerate(draws) for b in draws[i + 1:])
+    assert min(min(d) for d in draws) >= 100_000             # indices below are development's
+    assert set(val_task_indices(cfg)).isdisjoint(range(8 + 3))   # meta-training's validation tasks
+    with pytest.raises(ValueError, match="report_seed"):
+        BenchConfig(report_seed=0)
+    assert tuning_rounds(40).tolist() == [*range(31), 35, 40]
+
+
+# ------------------------------------------------------------------ replicas == separate runs
+
+@pytest.fixture
+def replica_setup(make_shards, ring_shift, bound_comm):
+    shards = make_shards(num_agents=5, num_seen=6, num_held=3, num_features=3, num_classes=3, seed=4)
+    S = ring_shift(5)
+    return shards, S, bound_comm
+
+
+def test_replica_gradients_and_metrics_equal_each_replicas_own(replica_setup):
+    shards, _, _ = replica_setup
+    gen = torch.Generator().manual_seed(0)
+    Ws = [torch.randn(5, 12, generator=gen, dtype=torch.float64) for _ in range(3)]
+    prob = ReplicaProblem(shards, 3, 3, batches=lambda i: torch.tensor([[0, 2, 4]] * 5))
+    W = prob.stack(Ws)
+    full, batch, metrics = prob.full(W), prob.batch(W, 0), prob.metrics(W)
+    X_b, Y_b = shards.minibatch(torch.tensor([[0, 2, 4]] * 5))
+    for r, Wr in enumerate(Ws):
+        assert torch.allclose(prob.replica(full, r), grad_per_agent(Wr, shards.X_seen, shards.Y_seen), atol=1e-13)
+        assert torch.allclose(prob.replica(batch, r), grad_per_agent(Wr, X_b, Y_b), atol=1e-13)
+        assert torch.allclose(metrics["loss"][:, r], loss_per_agent(Wr, shards.X_held, shards.Y_held), atol=1e-13)
+        assert torch.equal(metrics["local_accuracy"][:, r], correct_per_agent(Wr, shards.X_held, shards.Y_held))
+        assert torch.equal(metrics["accuracy"][:, r], pooled_accuracy(Wr, shards.X_pool[0], shards.Y_pool[0]))
+    only = prob.metrics(W, pooled_replicas=[1])["accuracy"]
+    assert torch.isnan(only[:, 0]).all() and torch.equal(only[:, 1], metrics["accuracy"][:, 1])
+
+
+@pytest.mark.parametrize("name", ["dgd_heavy_ball", "dsgd", "chebyshev_gt", "gt_local_steps", "nids"])
+def test_a_grid_of_replicas_equals_separate_runs(replica_setup, name):
+    shards, S, bound_comm = replica_setup
+    method = METHODS[name]
+    configs = [{"step": 0.3, "momentum": 0.5}, {"step": 1.0, "momentum": 0.9}, {"step": 0.1, "momentum": 0.0}]
+    discrete = {k: v[-1] for k, v in method.discrete.items()}
+    positions = lambda i: torch.stack([torch.randperm(6, generator=torch.Generator().manual_seed(i * 7 + a))[:3]
+                                       for a in range(5)])
+    lam = torch.full((5, 1), spectral_lambda2(S), dtype=torch.float64)
+    prob = ReplicaProblem(shards, 3, 3, positions)
+    hyper = {k: prob.columns(torch.tensor([c[k] for c in configs], dtype=torch.float64)) for k in method.continuous}
+    hyper.update(discrete, lambda2=lam)
+    W0 = prob.stack([shards.init_weights] * 3)
+    together = [W for W, _ in method.run(W0, prob, bound_comm(S), hyper, 5)]
+    for r, c in enumerate(configs):
+        own = {k: torch.full((5, 1), c[k], dtype=torch.float64) for k in method.continuous}
+        own.update(discrete, lambda2=lam)
+        batches = positions if method.stochastic else None
+        alone = [W for W, _ in method.run(shards.init_weights, shards, bound_comm(S), own, 5, batches)]
+        for a, b in zip(together, alone):
+            assert torch.allclose(prob.replica(a, r), b, atol=1e-12)
+
+
+# ------------------------------------------------------------------ nothing chosen on test draws
+
+@pytest.mark.timeout(300)
+def test_no_choice_depends_on_the_test_draws():
+    """Two report seeds (other test tasks): every baseline's choices are identical, while the
+    test curves differ, so the check can fail."""
+    results = []
+    for seed in (1, 2):
+        bench = BenchConfig(report_seed=seed, **TINY).__dict__
+        raw = run_job(bench_job, QUICK64, "local", 1, bench=bench, runs=[], meta_training={}, progress=False)
+        results.append(raw)
+    for name in TINY["methods"]:
+        a, b = (r["baselines"][name]["curves"] for r in results)
+        assert a["best"]["chosen"] == b["best"]["chosen"], name
+        assert a["zero"]["chosen"] == b["zero"]["chosen"] and a["task"]["chosen"] == b["task"]["chosen"]
+    assert not np.allclose(results[0]["baselines"]["dgd"]["curves"]["best"]["loss"],
+                           results[1]["baselines"]["dgd"]["curves"]["best"]["loss"])
+
+
+def test_selections_read_validation_values_only():
+    tuned = {"configs": [{"start": "zero", "step": 1.0}, {"start": "task", "step": 1.0}],
+             "values": {"accuracy": np.array([[0.1, 0.2], [0.5, 0.4]]), "local_accuracy": np.zeros((2, 2)),
+                        "loss": np.array([[1.0, 2.0], [1.0, 2.0]])}, "at": np.array([0, 3])}
+    picks = selections(tuned, 5)
+    assert picks["best"]["accuracy"].tolist() == [1, 1, 1, 0, 0, 0]     # held between budgets 0 and 3
+    assert picks["zero"]["accuracy"].tolist() == [0] * 6
+    assert picks["task"]["accuracy"].tolist() == [1] * 6
+
+
+# ------------------------------------------------------------------ end to end
+
+TINY_ARGS = ["--draws", "2", "--tasks-per-draw", "2", "--tune-tasks", "2", "--rounds", "12", "--bootstrap", "40",
+             "--methods", "dgd,gradient_tracking,dgd_heavy_ball,chebyshev_dgd"]
+
+
+@pytest.mark.timeout(300)
+def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
+    out = tmp_path / "b"
+    assert main(["bench", "pretrained", "--quick", "--dtype", "float64", "--out", str(out), *TINY_ARGS]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["rounds_step"] == 1 and report["baselines"] == TINY_ARGS[-1].split(",")
+    assert len(report["draws"]) == 2 and len(report["draws"][0]["test_task_indices"]) == 2
+    dgd = report["methods"]["dgd"]
+    for curve in dgd["curves"]:
+        assert curve["rounds"] == list(range(13))
+        assert {"accuracy", "local_accuracy", "loss", "bytes_per_agent", "grad_evals_per_agent"} <= set(curve)
+        assert curve["grad_evals_per_agent"][:3] == [0, 1, 2]
+    assert set(dgd["by_start"]) == {"zero", "task"} and dgd["tuned"]["best"]["accuracy"][0]["from_round"] == 0
+    comp = report["comparisons"]["pretrained"]
+    for metric in ("accuracy", "local_accuracy", "loss"):
+        for key in ("ratio", "budget_gap"):
+            assert set(comp[metric][key]) == {"per_draw", "mean", "low", "high"}
+            assert len(comp[metric][key]["per_draw"]) == 2
+    assert report["methods"]["pretrained"]["meta_training"]["meta_steps"] == 1200
+    assert (out / "bench.csv").read_text().startswith("method,draw,round")
+    assert (out / "bench.png").stat().st_size > 10_000
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_bench_refuses_bad_settings_before_writing(tmp_path, capsys):
+    for args, message in ((["--report-seed", "0"], "report_seed"), (["--methods", "dgd,newton"], "unknown bench method"),
+                          (["no/such/run"], "holds no model.pt")):
+        assert main(["bench", "--quick", "--out", str(tmp_path / "x"), *args]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.equivalence
+@pytest.mark.timeout(300)
+def test_bench_on_gloo_equals_the_single_process():
+    bench = BenchConfig(**{**TINY, "methods": ("dgd", "gt_nesterov", "chebyshev_gt")}).__dict__
+    kw = dict(bench=bench, runs=[("pretrained", str(HERE / "default"))], meta_training={"pretrained": {}},
+              progress=False)
+    local = run_job(bench_job, QUICK64, "local", 1, **kw)
+    gloo = run_job(bench_job, QUICK64, "torch", 2, **kw)
+    for name in bench["methods"]:
+        for metric in ("accuracy", "local_accuracy", "loss"):
+            np.testing.assert_allclose(gloo["baselines"][name]["curves"]["best"][metric],
+                                       local["baselines"][name]["curves"]["best"][metric], rtol=1e-9, atol=1e-9)
+        assert gloo["baselines"][name]["curves"]["best"]["chosen"] == local["baselines"][name]["curves"]["best"]["chosen"]
+    for metric in ("accuracy", "loss"):
+        np.testing.assert_allclose(gloo["learned"]["pretrained"][metric], local["learned"]["pretrained"][metric],
+                                   rtol=1e-9, atol=1e-9)
