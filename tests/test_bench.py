@@ -21,7 +21,7 @@ from surf_dist.problem import correct_per_agent, grad_per_agent, loss_per_agent,
 from surf_dist.runtime import run_job
 
 QUICK64 = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
-TINY = dict(draws=2, tasks_per_draw=2, tune_tasks=2, rounds=12, bootstrap=50,
+TINY = dict(draws=2, tasks_per_draw=2, tune_tasks=2, rounds=24, bootstrap=50,
             methods=("dgd", "gradient_tracking", "dgd_heavy_ball", "chebyshev_dgd"))
 
 
@@ -173,7 +173,7 @@ def test_selections_read_validation_values_only():
 
 # ------------------------------------------------------------------ end to end
 
-TINY_ARGS = ["--draws", "2", "--tasks-per-draw", "2", "--tune-tasks", "2", "--rounds", "12", "--bootstrap", "40",
+TINY_ARGS = ["--draws", "2", "--tasks-per-draw", "2", "--tune-tasks", "2", "--rounds", "24", "--bootstrap", "40",
              "--methods", "dgd,gradient_tracking,dgd_heavy_ball,chebyshev_dgd"]
 
 
@@ -186,7 +186,7 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
     assert len(report["draws"]) == 2 and len(report["draws"][0]["test_task_indices"]) == 2
     dgd = report["methods"]["dgd"]
     for curve in dgd["curves"]:
-        assert curve["rounds"] == list(range(13))
+        assert curve["rounds"] == list(range(25))
         assert {"accuracy", "local_accuracy", "loss", "bytes_per_agent", "grad_evals_per_agent"} <= set(curve)
         assert curve["grad_evals_per_agent"][:3] == [0, 1, 2]
     assert set(dgd["by_start"]) == {"zero", "task"} and dgd["tuned"]["best"]["accuracy"][0]["from_round"] == 0
@@ -203,7 +203,7 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
 
 def test_bench_refuses_bad_settings_before_writing(tmp_path, capsys):
     for args, message in ((["--report-seed", "0"], "report_seed"), (["--methods", "dgd,newton"], "unknown bench method"),
-                          (["no/such/run"], "holds no model.pt")):
+                          (["no/such/run"], "holds no model.pt"), (["--rounds", "19"], "pass --rounds 20")):
         assert main(["bench", "--quick", "--out", str(tmp_path / "x"), *args]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "x").exists()

@@ -129,8 +129,14 @@ def bench_config(args) -> BenchConfig:
 
 def check_arguments(args) -> None:
     """The bench's settings and models, checked (ValueError) before anything is written."""
-    methods_of(bench_config(args))
-    learned_runs(args.models)
+    bc = bench_config(args)
+    methods_of(bc)
+    from ..jobs import run_config
+    for label, folder in learned_runs(args.models):
+        model = run_config(Path(folder)).model
+        if model.num_layers * model.num_hops > bc.rounds:
+            raise ValueError(f"bench: {label} takes {model.num_layers * model.num_hops} rounds, more than "
+                             f"--rounds {bc.rounds}; pass --rounds {model.num_layers * model.num_hops} or more")
 
 
 def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:

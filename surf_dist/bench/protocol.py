@@ -89,8 +89,10 @@ def choose(values_rc: np.ndarray, loss_rc: np.ndarray, metric: str, allowed: np.
     if allowed is not None:
         primary = np.where(allowed[None], primary, np.inf)
     best = primary.min(axis=1, keepdims=True)
-    tied = primary <= best + 1e-12
-    return np.where(tied, secondary, np.inf).argmin(axis=1)
+    tied = primary <= best + 1e-9                 # equal up to the order of sums (any backend)
+    secondary = np.where(tied, secondary, np.inf)
+    least = secondary.min(axis=1, keepdims=True)
+    return (secondary <= least + 1e-9 * np.maximum(1.0, np.abs(least))).argmax(axis=1)   # then the first
 
 
 @dataclass
