@@ -117,8 +117,6 @@ class TrainConfig:
             raise ConfigError("dual_lr", f"dual_lr must be >= 0, got {self.dual_lr}")
         if not 0 <= self.seed < 2 ** 63:
             raise ConfigError("seed", f"seed must be an integer in [0, 2^63), got {self.seed}")
-        if self.async_train < 0:
-            raise ConfigError("async_train", f"async_train must be >= 0, got {self.async_train}")
 
 
 @dataclass(frozen=True)

@@ -331,6 +331,39 @@ def _remove_empty(created: list[Path]) -> None:
             folder.rmdir()            # only succeeds if nothing was written
 
 
+# --------------------------------------------------------------------------- helper processes
+
+def helper_pool(workers: int):
+    """A spawn-started ``ProcessPoolExecutor`` whose processes ignore Ctrl-C: the main process
+    alone reports it (one line), then ``stop_pool`` ends them."""
+    import multiprocessing
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+
+
+def stop_pool(pool) -> None:
+    """Cancel what ``pool`` has not started and end its processes now (after an error or Ctrl-C
+    its results are not wanted, and an orphan would keep computing)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+
+
+def rescue_text(text: str, name: str) -> Path:
+    """Save ``text`` under the temporary folder when the intended place cannot be written, so
+    nothing computed is lost; returns the path to name in the error."""
+    fd, path = tempfile.mkstemp(prefix="surf-dist-rescued-", suffix=f"-{name}")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 @contextlib.contextmanager
