@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -42,12 +43,12 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None,
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, garbage bytes, disallowed globals, ...
-        raise ValueError(f"checkpoint {path} is corrupt or not a surf-dist checkpoint: "
-                         f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}") from None
+        raise ValueError(f"checkpoint {path} is corrupt or not a surf-dist checkpoint ({_why(err)}); "
+                         "retrain, or use an intact copy") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path} is not a {FORMAT} file")
     if expected_config is not None:
-        saved = _with_defaults(json.loads(state["config"]))
+        saved = _with_defaults(_config_data(state, path))
         if saved != expected_config:
             sections = set(saved) | set(expected_config)
             diff = sorted(f"{s}.{k}" for s in sections
@@ -56,8 +57,27 @@ def load_checkpoint(path: str | Path, expected_config: dict | None = None,
                           and f"{s}.{k}" not in may_differ)
             if diff:
                 raise ValueError(f"checkpoint {path} was written with a different configuration "
-                                 f"(differs in: {', '.join(diff)})")
+                                 f"(differs in: {', '.join(diff)}); use the run's own settings, or train "
+                                 "into a new folder")
     return state
+
+
+def _why(err: Exception) -> str:
+    """What a failed ``torch.load`` means, in a few words (torch's own advice to load with
+    ``weights_only=False`` is exactly what must not be done with an untrusted file)."""
+    if isinstance(err, pickle.UnpicklingError):
+        return "it is not a torch file of tensors and plain data; surf-dist never unpickles code"
+    first = (str(err).splitlines() or [""])[0][:160].replace("`", "'")
+    return f"{type(err).__name__}: {first}"
+
+
+def _config_data(state: dict, path) -> dict:
+    """The JSON config saved in a checkpoint, as a dict (ValueError if it is missing or not JSON)."""
+    check_fields(state, path, {"config": str})
+    try:
+        return json.loads(state["config"])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"checkpoint {path} is damaged: its config is not JSON ({err})") from None
 
 
 def _with_defaults(config: dict) -> dict:
@@ -86,17 +106,13 @@ def check_fields(state: dict, path, fields: dict) -> None:
         value = state[key]
         if not isinstance(value, kind) or isinstance(value, bool):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise ValueError(f"checkpoint {path} is damaged: '{key}' should be a {names}, "
+            raise ValueError(f"checkpoint {path} is damaged: '{key}' should be of type {names}, "
                              f"got {type(value).__name__}")
 
 
 def saved_config(state: dict, path):
     """The ``RunConfig`` a checkpoint was written with (ValueError if its config is unreadable)."""
-    check_fields(state, path, {"config": str})
-    try:
-        data = json.loads(state["config"])
-    except json.JSONDecodeError as err:
-        raise ValueError(f"checkpoint {path} is damaged: its config is not JSON ({err})") from None
+    data = _config_data(state, path)
     try:
         return from_dict(data)
     except ValueError as err:

@@ -31,7 +31,7 @@ from .guards import (
     rescue_text,
     run_guarded,
 )
-from .preflight import check_command
+from .preflight import check_command, check_runs_exist
 from .pretrained import resolve_run
 from .train import CHECKPOINT
 
@@ -189,7 +189,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        args = parser.parse_args(join_negative_values(argv, parser))
+        args, unknown = parser.parse_known_args(join_negative_values(argv, parser))
+        if unknown:
+            raise UsageError(f"surf-dist {args.command}", f"unrecognized arguments: {' '.join(unknown)} "
+                                                          f"(see surf-dist {args.command} --help)")
     except UsageError as err:
         print(f"{err.prog}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -223,6 +226,7 @@ def run_command(args) -> int:
     if getattr(args, "runs", None):
         names = jobs.model_names(args.runs) if args.command == "evaluate" else None
         args.runs = [str(resolve_run(r)) for r in args.runs]
+        check_runs_exist(args.runs)
     cfg = resolve_config(args)
     out = Path(args.out)
     resume = getattr(args, "resume", False)

@@ -31,6 +31,7 @@ are set to 0.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,7 @@ def parse_idx(raw: bytes, expected_magic: int, source: str) -> np.ndarray:
     if len(raw) < header_bytes:
         raise ValueError(f"{source}: file is truncated ({len(raw)} bytes, header needs {header_bytes})")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected_size = header_bytes + int(np.prod(dims, dtype=np.int64))
+    expected_size = header_bytes + math.prod(dims)   # Python ints: no overflow on a crafted header
     if len(raw) != expected_size:
         problem = "truncated" if len(raw) < expected_size else "too long"
         raise ValueError(f"{source}: file is {problem}: {len(raw)} bytes, header dims {dims} need {expected_size}")

@@ -168,14 +168,17 @@ def check_path_components(path: Path, flag: str = "--out") -> None:
 def check_writable(folder: Path, flag: str = "--out", shown: Path | None = None) -> None:
     """Create and remove a probe file in ``folder``: the only test that also holds for root, a
     read-only mount, a full disk or quotas. Raises ValueError with the reason."""
-    probe = folder / f"{PROBE_PREFIX}{os.getpid()}"
     try:
-        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
-        os.unlink(probe)
+        _create_and_remove_probe(folder / f"{PROBE_PREFIX}{os.getpid()}")
     except OSError as err:
         raise ValueError(f"{flag} {shown or folder}: cannot write in {folder} "
                          f"({err.strerror or err}); choose a writable folder") from None
+
+
+def _create_and_remove_probe(probe: Path) -> None:
+    fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def is_empty_folder(path: Path) -> bool:

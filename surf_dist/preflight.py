@@ -64,7 +64,13 @@ def check_graph(cfg: RunConfig) -> None:
     """One draw of the topology for ``num_agents`` agents: connected, a valid mixing matrix (a
     random family draws with the training seed, as the first task will)."""
     spec = load_topology_preset(cfg.task.topology)
-    spec.sample(cfg.task.num_agents, np.random.default_rng(cfg.train.seed))
+    try:
+        spec.sample(cfg.task.num_agents, np.random.default_rng(cfg.train.seed))
+    except ValueError as err:
+        named = spec.edge_list if spec.family == "edge_list" else cfg.task.topology
+        if named in str(err):
+            raise
+        raise ValueError(f"topology {named} with {cfg.task.num_agents} agents: {err}") from None
 
 
 def check_resumable(out: Path, cfg: RunConfig, features: int, classes: int) -> None:
@@ -78,10 +84,18 @@ def check_resumable(out: Path, cfg: RunConfig, features: int, classes: int) -> N
     load_resumable(path, cfg, UnrolledDGD(cfg.model, features + 1, classes))
 
 
+def check_runs_exist(runs: list[str]) -> None:
+    """Every run folder to read exists and holds a ``model.pt``."""
+    for run in map(Path, runs):
+        if not run.is_dir():
+            raise ValueError(f"run folder {run} does not exist (a folder written by 'surf-dist train', "
+                             "or pretrained[:scratch|:robust])")
+        if not (run / "model.pt").is_file():
+            raise ValueError(f"{run} holds no model.pt: is it a run folder of 'surf-dist train' that finished? "
+                             "(an interrupted one: continue it with 'surf-dist train --resume --out RUN')")
+
+
 def check_run_fits(run: Path, dataset: str, features: int, classes: int) -> None:
     """A run folder holds an intact ``model.pt`` that can be evaluated on ``dataset``."""
-    if not run.is_dir():
-        raise ValueError(f"run folder {run} does not exist (a folder written by 'surf-dist train', "
-                         "or pretrained[:scratch|:robust])")
     saved, run_cfg = load_model_file(run / "model.pt")
     jobs.fitted_model(run, saved, run_cfg, canonical_name(dataset), features, classes)

@@ -64,16 +64,16 @@ def check_size(cfg: RunConfig, command: str, num_features: int, num_classes: int
     """Refuse, before anything is allocated, a command that cannot fit: more than
     ``MAX_AGENTS`` agents, or an estimate above ``memory_limit_bytes()``. Returns the estimate."""
     n = cfg.task.num_agents
-    if n > MAX_AGENTS:
-        raise ValueError(f"--agents {n:,} is above the limit of {MAX_AGENTS:,} agents per task; "
-                         "use fewer agents")
     terms = estimate_bytes(cfg, num_features, num_classes, command in TRAINING_COMMANDS)
     total, limit = sum(terms.values()), memory_limit_bytes()
     if total > limit:
         biggest = max(terms, key=terms.get)
-        raise ValueError(f"this {command} needs about {total / GIB:,.1f} GiB ({biggest}: {terms[biggest] / GIB:,.1f} "
+        raise ValueError(f"this needs about {total / GIB:,.1f} GiB ({biggest}: {terms[biggest] / GIB:,.1f} "
                          f"GiB for {n:,} agents x {cfg.model.num_layers} layers x {num_features + 1} x "
                          f"{num_classes} params per agent), more than the {limit / GIB:,.1f} GiB limit; lower "
                          "--agents, --layers, --test-tasks or --samples-seen (SURF_DIST_MEMORY_LIMIT_GB sets "
                          "the limit)")
+    if n > MAX_AGENTS:
+        raise ValueError(f"--agents {n:,} is above the limit of {MAX_AGENTS:,} agents per task; "
+                         "use fewer agents")
     return total
