@@ -55,8 +55,8 @@ def check_launch(backend: str, workers: int, device: str, num_agents: int) -> No
         raise ValueError(f"--workers {workers}: the local backend runs one worker; use --backend torch or "
                          "ray for more")
     if workers > num_agents:
-        raise ValueError(f"--workers {workers} is more than the {num_agents} agents: every worker hosts at "
-                         f"least one agent; pass --workers {num_agents} or fewer")
+        raise ValueError(f"--workers {workers}: cannot place {num_agents} agents on {workers} workers (every "
+                         f"worker hosts at least one agent); pass --workers {num_agents} or fewer")
     check_device(device)
 
 

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -165,7 +165,7 @@ def paper_model(tmp_path_factory):
     return path
 
 
-T, Q, O = "train", "--quick", ["--out", "{tmp}/out"]
+Q, O = "--quick", ["--out", "{tmp}/out"]
 B = ["baselines", Q, *O]
 TR = ["train", Q, *O]
 EV = ["evaluate", "{run}", *O]
@@ -242,7 +242,7 @@ CASES = [
     Case("workers-zero", "numbers", "--workers 0", [*B, "--backend", "torch", "--workers", "0"],
          "needs at least 1 worker"),
     Case("workers-above-agents", "numbers", "more workers than agents",
-         [*B, "--backend", "torch", "--workers", "9"], "more than the 8 agents"),
+         [*B, "--backend", "torch", "--workers", "9"], "cannot place 8 agents on 9 workers"),
     Case("async-train-all", "numbers", "every agent dropped", [*TR, "--async-train", "8"],
          "async_train must lie in [0, num_agents = 8)"),
     Case("bool-word", "numbers", "--tracking maybe", [*TR, "--tracking", "maybe"], "expected true or false"),
