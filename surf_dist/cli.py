@@ -12,13 +12,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 from . import jobs
-from .config import LOCAL_NETS, PRESETS, load_config, preset, with_overrides
+from .config import LOCAL_NETS, PRESETS, ConfigError, load_config, preset, with_overrides
+from .guards import (
+    EXIT_USER_ERROR,
+    OneLineParser,
+    UsageError,
+    claimed_output,
+    describe_os_error,
+    is_empty_folder,
+    join_negative_values,
+    rescue_text,
+    run_guarded,
+)
+from .preflight import check_command, check_runs_exist
 from .pretrained import resolve_run
 from .train import CHECKPOINT
 
@@ -73,8 +88,8 @@ OVERRIDES = {  # flag -> (section, field, type, help)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="surf-dist", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="surf-dist", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {"demo": "the main job: meta-train SURF and plain unrolling, evaluate against baselines",
              "baselines": "run the tuned baselines and the centralized optimum on test tasks",
@@ -129,12 +144,48 @@ def explicit_overrides(args) -> dict[str, dict]:
     return overrides
 
 
+def flag_of(field: str, args) -> str | None:
+    """The flag given on this command line that sets config field ``field`` (``--seed``), if any."""
+    for flag, (_, name, _, _) in OVERRIDES.items():
+        if name == field and getattr(args, flag, None) is not None:
+            return "--" + flag.replace("_", "-")
+    return None
+
+
 def resolve_config(args):
-    cfg = load_config(args.config) if args.config else preset("quick" if args.quick else args.preset)
+    """The command's settings: --config or the preset (for ``evaluate``: the first run's),
+    the flags on top, and the agents of an edge-list topology. A bad value names its flag."""
+    if args.command == "evaluate" and not args.config:
+        cfg = jobs.run_config(Path(args.runs[0]))   # evaluate with the settings it was trained on
+    else:
+        cfg = load_config(args.config) if args.config else preset("quick" if args.quick else args.preset)
+    if getattr(args, "topology", None) and Path(args.topology).is_file():
+        args.topology = os.path.abspath(args.topology)   # the run's config must find it from anywhere
     overrides = explicit_overrides(args)
     if args.command == "demo" and args.rounds is None and not args.config:
         overrides.setdefault("eval", {})["baseline_rounds"] = min(DEMO_BASELINE_ROUNDS, cfg.eval.baseline_rounds)
-    return with_overrides(cfg, overrides) if overrides else cfg
+    try:
+        cfg = with_overrides(cfg, overrides) if overrides else cfg
+    except ConfigError as err:
+        flag = flag_of(err.field, args)
+        raise ValueError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {err}" if flag else str(err)) from None
+    return agents_of_topology(cfg, args)
+
+
+def agents_of_topology(cfg, args):
+    """An edge list says how many agents there are: take that number, unless --agents (or the
+    --config file) says another, which is an error naming both."""
+    from .topology import edge_list_nodes, load_topology_preset
+    nodes = edge_list_nodes(load_topology_preset(cfg.task.topology))
+    if nodes is None or nodes == cfg.task.num_agents:
+        return cfg
+    if getattr(args, "agents", None) is not None or args.config or args.command == "evaluate":
+        said = (f"--agents {args.agents}" if getattr(args, "agents", None) is not None
+                else f"{args.config or args.runs[0]} has num_agents {cfg.task.num_agents}")
+        raise ValueError(f"{said} but the edge list {cfg.task.topology} has {nodes} agents (ids 0..{nodes - 1}); "
+                         f"pass --agents {nodes}, or leave --agents out and it is read from the file")
+    levels = [level for level in cfg.eval.async_levels if level < nodes]
+    return with_overrides(cfg, {"task": {"num_agents": nodes}, "eval": {"async_levels": levels}})
 
 
 def settings_of_runs(args):
@@ -142,55 +193,66 @@ def settings_of_runs(args):
     return with_overrides(jobs.run_config(Path(args.runs[0])), explicit_overrides(args))
 
 
-def prepare_out(path: Path, force: bool, resume: bool = False) -> None:
-    if resume:
-        if not (path / CHECKPOINT).is_file():
-            raise ValueError(f"--resume: {path} holds no {CHECKPOINT} to continue from")
-        return
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise ValueError(f"--out {path} is not empty; choose a new folder or pass --force "
-                         "(nothing was written)")
-    path.mkdir(parents=True, exist_ok=True)
-
-
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args, unknown = parser.parse_known_args(join_negative_values(argv, parser))
+        if unknown:
+            raise UsageError(f"surf-dist {args.command}", f"unrecognized arguments: {' '.join(unknown)} "
+                                                          f"(see surf-dist {args.command} --help)")
+    except UsageError as err:
+        print(f"{err.prog}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
     if args.command == "config":
         print(json.dumps(preset(args.preset).to_dict(), indent=1))
         return 0
-    from .runtime.common import WorkerLostError
-    try:
-        return run_command(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        print(f"surf-dist {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except WorkerLostError as err:   # a rank died: say which, then resume from the checkpoint
-        print(f"surf-dist {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    from .runtime.common import WorkerLostError   # a rank died: say which, then resume (exit 1)
+    return run_guarded(f"surf-dist {args.command}", lambda: run_command(args),
+                       interrupted=lambda: interrupted_hint(args, argv), other_errors={WorkerLostError: 1})
+
+
+def interrupted_hint(args, argv: list[str]) -> str:
+    """The line printed on Ctrl-C: how to continue (train) or start again."""
+    out = Path(args.out)
+    if args.command == "train" and (out / CHECKPOINT).is_file():
+        again = [a for a in argv if a != "--force"] + ([] if "--resume" in argv else ["--resume"])
+        return f"interrupted; continue with: surf-dist {shlex.join(again)}"
+    if out.is_dir() and not is_empty_folder(out):
+        again = argv + ([] if "--force" in argv else ["--force"])
+        return f"interrupted before a checkpoint; start again with: surf-dist {shlex.join(again)}"
+    return f"interrupted before anything was written; start again with: surf-dist {shlex.join(argv)}"
 
 
 def run_command(args) -> int:
     import torch
 
     from ._malloc import keep_freed_memory
-    from .report import table, write_results
-    from .runtime import is_coordinator, run_job
+    from .runtime import is_coordinator
 
     torch.set_num_threads(1)  # tiny per-agent kernels: one thread per worker is fastest here
     keep_freed_memory()       # reuse freed tensors' pages instead of faulting in new ones
+    names = None
     if getattr(args, "runs", None):
+        names = jobs.model_names(args.runs) if args.command == "evaluate" else None
         args.runs = [str(resolve_run(r)) for r in args.runs]
+        check_runs_exist(args.runs)
     cfg = resolve_config(args)
-    if args.command == "evaluate" and not args.config:
-        cfg = settings_of_runs(args)   # evaluate with the settings it was trained on, and the flags'
     out = Path(args.out)
-    if args.command == "bench":   # every check before --out is made
+    resume = getattr(args, "resume", False)
+    if args.command == "bench":              # the bench's own settings and models
         from .bench import check_arguments
         check_arguments(args)
-    if is_coordinator():   # the other ranks of a torchrun launch write nothing
-        prepare_out(out, args.force, getattr(args, "resume", False))
+    check_command(args, cfg, out)            # everything that can be checked: --out is not made yet
+    writing = claimed_output(out, args.force, resume) if is_coordinator() else contextlib.nullcontext(out)
+    with writing:
+        return execute(args, cfg, out, names)
+
+
+def execute(args, cfg, out: Path, names) -> int:
+    from .report import table, write_results
+    from .runtime import run_job
+
     progress = not args.no_progress and sys.stderr.isatty()
     if args.command == "experiment":
         from .experiments import run_experiment
@@ -212,12 +274,17 @@ def run_command(args) -> int:
     elif args.command == "demo":
         summary = run(jobs.demo_job, out_dir=str(out))
     else:
-        summary = run(jobs.evaluate_job, run_dirs=args.runs)
+        summary = run(jobs.evaluate_job, run_dirs=args.runs, names=names)
     if summary is None:   # a non-coordinator rank
         return 0
     summary["wall_seconds"] = time.perf_counter() - start
     summary["backend"] = {"name": args.backend, "workers": args.workers}
-    written = write_results(out, summary, cfg.to_dict())
+    try:
+        written = write_results(out, summary, cfg.to_dict())
+    except OSError as err:   # the folder went away or filled up: keep what was computed
+        kept = rescue_text(json.dumps({"config": cfg.to_dict(), **summary}, indent=1), "summary.json")
+        raise ValueError(f"could not write the results into {out} ({describe_os_error(err)}); "
+                         f"the summary is saved in {kept}") from None
     print(table(summary))
     print(f"\nwall time {summary['wall_seconds']:.1f} s; wrote " + ", ".join(p.name for p in written))
     return 0

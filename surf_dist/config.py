@@ -19,6 +19,14 @@ DTYPES = ("float32", "float64")
 ASYNC_MODES = ("zeros", "stale")
 
 
+class ConfigError(ValueError):
+    """A bad setting; ``field`` names it (``num_agents``), so the command line can name its flag."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """A task family: graph family, data partition, initial point."""
@@ -34,16 +42,19 @@ class TaskConfig:
     feature_noise: float = 0.0             # augmentation: N(0, feature_noise^2) added per task
 
     def __post_init__(self):
+        _check_types(self)
         _finite(self, allow_inf=("alpha",))
         _positive(self, "num_agents", "samples_seen", "samples_held")
         if self.num_agents < 2:
-            raise ValueError("num_agents must be at least 2 for a decentralized task")
+            raise ConfigError("num_agents", "num_agents must be at least 2 for a decentralized task, "
+                              f"got {self.num_agents}")
         if not (self.alpha > 0):
-            raise ValueError(f"alpha must be > 0 (math.inf for IID), got {self.alpha}")
+            raise ConfigError("alpha", f"alpha must be > 0 (inf for IID), got {self.alpha}")
         if not 0 < self.held_fraction < 1:
-            raise ValueError(f"held_fraction must lie in (0, 1), got {self.held_fraction}")
-        if self.init_std < 0 or self.feature_noise < 0:
-            raise ValueError("init_std and feature_noise must be >= 0")
+            raise ConfigError("held_fraction", f"held_fraction must lie in (0, 1), got {self.held_fraction}")
+        for name in ("init_std", "feature_noise"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,12 @@ class ModelConfig:
     zero_init: bool = False                # compact net: the learned term starts at zero (untrained = DGD)
 
     def __post_init__(self):
+        _check_types(self)
         _finite(self)
         _positive(self, "num_layers", "num_hops", "batch_size", "hidden", "local_steps")
         _choice(self, "local_net", LOCAL_NETS)
         if self.init_step <= 0:
-            raise ValueError("init_step must be > 0")
+            raise ConfigError("init_step", f"init_step must be > 0, got {self.init_step}")
 
 
 @dataclass(frozen=True)
@@ -89,17 +101,22 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
+        _check_types(self)
         _finite(self)
         _positive(self, "steps", "tasks_per_step", "val_every", "val_tasks")
         _choice(self, "descent", DESCENT_FUNCTIONS)
         _choice(self, "objective", OBJECTIVES)
         _choice(self, "dtype", DTYPES)
         if not 0 <= self.eps < 1:
-            raise ValueError(f"eps must lie in [0, 1), got {self.eps}")
+            raise ConfigError("eps", f"eps must lie in [0, 1), got {self.eps}")
         if not 0 < self.lr_floor <= 1:
-            raise ValueError(f"lr_floor must lie in (0, 1], got {self.lr_floor}")
-        if self.lr <= 0 or self.dual_lr < 0:
-            raise ValueError("lr must be > 0 and dual_lr >= 0")
+            raise ConfigError("lr_floor", f"lr_floor must lie in (0, 1], got {self.lr_floor}")
+        if self.lr <= 0:
+            raise ConfigError("lr", f"lr must be > 0, got {self.lr}")
+        if self.dual_lr < 0:
+            raise ConfigError("dual_lr", f"dual_lr must be >= 0, got {self.dual_lr}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise ConfigError("seed", f"seed must be an integer in [0, 2^63), got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -118,13 +135,20 @@ class EvalConfig:
     momentum: float = 0.9                  # DFedAvgM momentum
 
     def __post_init__(self):
+        _check_types(self)
         _finite(self)
         _positive(self, "test_tasks", "baseline_rounds", "tune_tasks", "async_draws", "local_steps")
         _choice(self, "async_mode", ASYNC_MODES)
         if any(s <= 0 for s in self.step_grid) or not self.step_grid:
-            raise ValueError("step_grid must hold positive step sizes")
-        if sorted(self.eval_points) != list(self.eval_points) or self.eval_points[0] != 0:
-            raise ValueError("eval_points must be increasing and start at 0")
+            raise ConfigError("step_grid", f"step_grid must hold positive step sizes, got {list(self.step_grid)}")
+        if (not self.eval_points or sorted(self.eval_points) != list(self.eval_points)
+                or self.eval_points[0] != 0):
+            raise ConfigError("eval_points", "eval_points must be increasing and start at 0, "
+                              f"got {list(self.eval_points)}")
+        if any(level < 0 for level in self.async_levels):
+            raise ConfigError("async_levels", f"async_levels must be >= 0, got {list(self.async_levels)}")
+        if self.momentum < 0:
+            raise ConfigError("momentum", f"momentum must be >= 0, got {self.momentum}")
 
 
 @dataclass(frozen=True)
@@ -136,12 +160,13 @@ class RunConfig:
 
     def __post_init__(self):
         if self.model.batch_size > self.task.samples_seen:
-            raise ValueError(f"batch_size {self.model.batch_size} exceeds samples_seen "
+            raise ConfigError("batch_size", f"batch_size {self.model.batch_size} exceeds samples_seen "
                              f"{self.task.samples_seen}: a mini-batch is drawn from the agent's own samples")
         if max(self.eval.async_levels, default=0) > self.task.num_agents:
-            raise ValueError("async_levels cannot exceed num_agents")
+            raise ConfigError("async_levels", f"async_levels cannot exceed num_agents = {self.task.num_agents}, "
+                              f"got {list(self.eval.async_levels)}")
         if not 0 <= self.train.async_train < self.task.num_agents:
-            raise ValueError(f"async_train must lie in [0, num_agents = {self.task.num_agents}): the agents "
+            raise ConfigError("async_train", f"async_train must lie in [0, num_agents = {self.task.num_agents}): the agents "
                              f"dropped per task and layer while training, got {self.train.async_train}")
 
     def to_dict(self) -> dict:
@@ -158,31 +183,31 @@ def _jsonable(obj):
     return obj
 
 
-def _section(cls, data: dict, where: str):
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
+def _section(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"config section '{where}' must be a JSON object of settings, "
+                                 f"got {_json_type(data)}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in config section '{where}'; valid: {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        default = getattr(cls(), key) if key in names else None
-        if isinstance(default, tuple):
-            value = tuple(value)
-        elif isinstance(default, float) and value == "inf":
-            value = math.inf
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        kwargs[key] = value
+        raise ConfigError(unknown[0], f"unknown key(s) {unknown} in config section '{where}'; "
+                                      f"valid: {sorted(names)}")
+    kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+    kwargs = {key: (math.inf if kinds[key] == "float" and value == "inf" else value)
+              for key, value in data.items()}
     return cls(**kwargs)
 
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
-def from_dict(data: dict) -> RunConfig:
+def from_dict(data) -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("", f"a config must be a JSON object with sections {sorted(SECTIONS)}, "
+                              f"got {_json_type(data)}")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ValueError(f"unknown config section(s) {unknown}; valid: {sorted(SECTIONS)}")
+        raise ConfigError(unknown[0], f"unknown config section(s) {unknown}; valid: {sorted(SECTIONS)}")
     return RunConfig(**{name: _section(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()})
 
 
@@ -194,7 +219,12 @@ def load_config(path: str | Path) -> RunConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"config file {path} is not valid JSON: {err}") from None
-    return from_dict(data)
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not text (JSON from 'surf-dist config')") from None
+    try:
+        return from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(err.field, f"config file {path}: {err}") from None
 
 
 def with_overrides(config: RunConfig, overrides: dict[str, dict]) -> RunConfig:
@@ -205,24 +235,75 @@ def with_overrides(config: RunConfig, overrides: dict[str, dict]) -> RunConfig:
     return from_dict(data)
 
 
+def _json_type(value) -> str:
+    """How a JSON value reads to the user: null, true, a string, a list, ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    names = {str: "a string", list: "a list", tuple: "a list", dict: "an object", int: "an integer",
+             float: "a number"}
+    return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value, default=str)[:40]})"
+
+
+ELEMENT_KINDS = {"tuple[int, ...]": "int", "tuple[float, ...]": "float"}
+
+
+def _check_types(obj) -> None:
+    """Every field holds its declared type, named in the error: an int field takes no bool and
+    no string, a float field also takes an int (stored as float), a tuple field a list of its
+    element type. Runs before every other check of a section."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        where = f"{type(obj).__name__.removesuffix('Config').lower()}.{f.name}"
+        if f.type in ELEMENT_KINDS:
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f.name, f"{where} must be a list of {ELEMENT_KINDS[f.type]}s, "
+                                          f"got {_json_type(value)}")
+            kind = ELEMENT_KINDS[f.type]
+            items = tuple(_typed(v, kind, f.name, f"{where}[{i}]") for i, v in enumerate(value))
+            object.__setattr__(obj, f.name, items)
+        else:
+            object.__setattr__(obj, f.name, _typed(value, f.type, f.name, where))
+
+
+def _typed(value, kind: str, field_name: str, where: str):
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind == "str":
+        ok = isinstance(value, str)
+    else:
+        raise AssertionError(f"no type check for {kind}")
+    if not ok:
+        wanted = {"bool": "true or false", "int": "an integer", "float": "a number",
+                  "str": "a string"}[kind]
+        raise ConfigError(field_name, f"{where} must be {wanted}, got {_json_type(value)}")
+    return value
+
+
 def _finite(obj, allow_inf=()):
     """Every float field must be a number (NaN never; inf only where it means something)."""
     for f in dataclasses.fields(obj):
         values = getattr(obj, f.name)
         for v in values if isinstance(values, tuple) else (values,):
             if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and f.name not in allow_inf)):
-                raise ValueError(f"{type(obj).__name__}.{f.name} must be a finite number, got {v}")
+                raise ConfigError(f.name, f"{type(obj).__name__}.{f.name} must be a finite number, got {v}")
 
 
 def _positive(obj, *names):
     for name in names:
         if getattr(obj, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {getattr(obj, name)}")
+            raise ConfigError(name, f"{name} must be a positive integer, got {getattr(obj, name)}")
 
 
 def _choice(obj, name, choices):
     if getattr(obj, name) not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {getattr(obj, name)!r}")
+        raise ConfigError(name, f"{name} must be one of {choices}, got {getattr(obj, name)!r}")
 
 
 PRESETS: dict[str, RunConfig] = {

@@ -35,6 +35,7 @@ are set to 0.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,7 @@ def parse_idx(raw: bytes, expected_magic: int, source: str) -> np.ndarray:
     if len(raw) < header_bytes:
         raise ValueError(f"{source}: file is truncated ({len(raw)} bytes, header needs {header_bytes})")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected_size = header_bytes + int(np.prod(dims, dtype=np.int64))
+    expected_size = header_bytes + math.prod(dims)   # Python ints: no overflow on a crafted header
     if len(raw) != expected_size:
         problem = "truncated" if len(raw) < expected_size else "too long"
         raise ValueError(f"{source}: file is {problem}: {len(raw)} bytes, header dims {dims} need {expected_size}")
@@ -334,9 +335,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: 
     (ignored for the scikit-learn sets). ``max_samples`` keeps a deterministic,
     class-stratified subset of that size (``None``: all samples).
     """
-    canonical = str(name).strip().lower().replace("-", "_")
-    if canonical not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    canonical = canonical_name(name)
     _validate_max_samples(max_samples)
     if canonical in SKLEARN_DATASETS:
         raw_features, raw_labels, num_classes = _load_sklearn(canonical)
@@ -362,6 +361,34 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: 
     labels = raw_labels.astype(np.int64)
     assert labels.min() >= 0 and labels.max() < num_classes
     return Dataset(name=canonical, features=standardise(features), labels=labels, num_classes=num_classes)
+
+
+# The (features, classes, samples) of each dataset, known without reading it: the size checks
+# and the "does this model fit that dataset" checks run before anything is loaded.
+SHAPES = {"digits": (64, 10, 1797), "wine": (13, 3, 178), "breast_cancer": (30, 2, 569), "iris": (4, 3, 150),
+          "mnist": (784, 10, 70000), "fashion_mnist": (784, 10, 70000), "cifar10": (3072, 10, 60000),
+          "synthetic512": (512, 10, 6000)}
+
+
+def canonical_name(name) -> str:
+    """``name`` as one of ``DATASETS`` (case and dashes ignored); else ValueError."""
+    canonical = str(name).strip().lower().replace("-", "_")
+    if canonical not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return canonical
+
+
+def check_available(name: str, root: str | os.PathLike | None = None) -> tuple[int, int, int]:
+    """The (features, classes, samples) of dataset ``name`` once its files are found, without
+    reading them: a missing folder or file is an error here, a corrupt one when it is loaded."""
+    canonical = canonical_name(name)
+    if canonical in ("mnist", "fashion_mnist"):
+        folder = _require_folder(root, canonical, MNIST_FILES)
+        for base in MNIST_FILES:
+            _find_idx_file(folder, base, canonical)
+    elif canonical == "cifar10":
+        _locate_cifar10_folder(root)
+    return SHAPES[canonical]
 
 
 # --------------------------------------------------------------------------- pools

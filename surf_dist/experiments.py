@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +41,9 @@ from .evaluate import (
     evaluate_centralized,
     evaluate_unrolled,
 )
+from .guards import atomic_open, atomic_write_text, helper_pool, stop_pool
 from .problem import loss_per_agent
-from .report import CURVE_KEYS, atomic_write_text, table
+from .report import CURVE_KEYS, table
 from .train import new_model, train, unroll
 
 EXPERIMENTS = ("layers", "eps", "async", "communication", "transfer")
@@ -204,18 +203,23 @@ def train_models(configs: dict[str, RunConfig], worker: Worker, out: Path, progr
     say(f"training {', '.join(names)} ({configs[names[0]].train.steps} steps each)")
     start = time.perf_counter()
     if isinstance(worker.comm, LocalCommunicator) and cores > 1 and len(names) > 1:
-        side = ProcessPoolExecutor(min(len(names) - 1, cores - 1), mp_context=multiprocessing.get_context("spawn"))
+        side = helper_pool(min(len(names) - 1, cores - 1))
         futures = {n: side.submit(jobs.train_detached, configs[n].to_dict(), str(out / f"run_{n}"), str(worker.device))
                    for n in names[1:]}
     models = {}
-    for n in names:
-        if n in futures:
-            model = new_model(configs[n], worker)
-            model.load_state_dict(futures[n].result())
-        else:
-            model = train(configs[n], worker, out / f"run_{n}", progress=progress, tag=n).model
-        models[n] = (model, configs[n])
-        say(f"trained {n} ({time.perf_counter() - start:.0f} s)")
+    try:
+        for n in names:
+            if n in futures:
+                model = new_model(configs[n], worker)
+                model.load_state_dict(futures[n].result())
+            else:
+                model = train(configs[n], worker, out / f"run_{n}", progress=progress, tag=n).model
+            models[n] = (model, configs[n])
+            say(f"trained {n} ({time.perf_counter() - start:.0f} s)")
+    except BaseException:
+        if side is not None:
+            stop_pool(side)
+        raise
     if side is not None:
         side.shutdown()
     return models
@@ -444,7 +448,7 @@ def write_outputs(out: Path, name: str, result: dict, cfg: RunConfig) -> list[Pa
     rows_of, plot = writers[name]
     atomic_write_text(out / f"{name}.json", json.dumps({"config": cfg.to_dict(), **result}, indent=1,
                                                        default=_jsonable))
-    with open(out / f"{name}.csv", "w", newline="") as f:
+    with atomic_open(out / f"{name}.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows_of(result))
     written = [out / f"{name}.json", out / f"{name}.csv", plot(result, out / f"{name}.png")]
     print(describe(name, result))

@@ -6,21 +6,19 @@ is what the command reports. Only rank 0 writes files.
 """
 from __future__ import annotations
 
-import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_state_dict, load_model_file
 from .comm.local import LocalCommunicator
 from .config import RunConfig, from_dict, with_overrides
 from .engine import Worker
 from .evaluate import async_sweep, evaluate_baselines, evaluate_centralized, evaluate_unrolled
+from .guards import helper_pool, stop_pool
 from .model import UnrolledDGD
 from .train import new_model, to_cpu, train
 
@@ -40,12 +38,32 @@ def train_job(cfg: RunConfig, worker: Worker, run_dir: str, resume: bool = False
 
 
 def run_config(run_dir: Path) -> RunConfig:
-    return from_dict(json.loads(load_checkpoint(run_dir / "model.pt")["config"]))
+    return load_model_file(Path(run_dir) / "model.pt")[1]
 
 
 def load_model(run_dir: Path, worker: Worker) -> UnrolledDGD:
-    saved = load_checkpoint(run_dir / "model.pt")
-    model = new_model(from_dict(json.loads(saved["config"])), worker)
+    saved, cfg = load_model_file(Path(run_dir) / "model.pt")
+    data = worker.family.dataset
+    model = fitted_model(Path(run_dir), saved, cfg, data.name, data.num_features, data.num_classes)
+    return model.to(device=worker.device, dtype=worker.dtype)
+
+
+def fitted_model(run_dir: Path, saved: dict, cfg: RunConfig, dataset: str, num_features: int,
+                 num_classes: int) -> UnrolledDGD:
+    """The model of ``run_dir`` (its ``model.pt`` already loaded as ``saved``, trained with
+    ``cfg``) built for a dataset of ``num_features`` and ``num_classes``; a ValueError naming
+    both datasets if its network is tied to the size of the one it was trained on."""
+    model = UnrolledDGD(cfg.model, num_features + 1, num_classes)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(getattr(v, "shape", ())) for k, v in saved["model"].items()}
+    if ours != theirs and set(ours) == set(theirs) and dataset != cfg.task.dataset:
+        from .datasets import SHAPES
+        trained = SHAPES.get(cfg.task.dataset, ("?", "?"))
+        raise ValueError(f"{run_dir} was trained on '{cfg.task.dataset}' ({trained[0]} features, {trained[1]} "
+                         f"classes) and its {cfg.model.local_net} local network is tied to that size; this "
+                         f"evaluation uses '{dataset}' ({num_features} features, {num_classes} classes): "
+                         f"evaluate it on '{cfg.task.dataset}' (drop --dataset) or train a run on '{dataset}'")
+    check_state_dict(saved["model"], ours, run_dir / "model.pt")
     model.load_state_dict(saved["model"])
     return model
 
@@ -83,22 +101,27 @@ def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True
     start = time.perf_counter()
     side = None
     if isinstance(worker.comm, LocalCommunicator) and (os.cpu_count() or 1) > 1:
-        side = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        side = helper_pool(1)
         device = str(worker.device)
         side_model = side.submit(train_detached, configs["unrolled"].to_dict(), str(out / "run_unrolled"), device)
         side_baselines = side.submit(baselines_detached, cfg.to_dict(), device)
-    models = {"surf": train(configs["surf"], worker, out / "run_surf", progress=progress, tag="surf").model}
-    if side is None:
-        models["unrolled"] = train(configs["unrolled"], worker, out / "run_unrolled", progress=progress,
-                                   tag="unrolled").model
-    else:
-        models["unrolled"] = new_model(configs["unrolled"], worker)
-        models["unrolled"].load_state_dict(side_model.result())
-    timings = {"train_s": time.perf_counter() - start}
-    summary = evaluate_models(cfg, worker, models, progress, with_baselines=side is None)
-    if side is not None:
-        summary["methods"].update(side_baselines.result())
-        side.shutdown()
+    try:
+        models = {"surf": train(configs["surf"], worker, out / "run_surf", progress=progress, tag="surf").model}
+        if side is None:
+            models["unrolled"] = train(configs["unrolled"], worker, out / "run_unrolled", progress=progress,
+                                       tag="unrolled").model
+        else:
+            models["unrolled"] = new_model(configs["unrolled"], worker)
+            models["unrolled"].load_state_dict(side_model.result())
+        timings = {"train_s": time.perf_counter() - start}
+        summary = evaluate_models(cfg, worker, models, progress, with_baselines=side is None)
+        if side is not None:
+            summary["methods"].update(side_baselines.result())
+            side.shutdown()
+    except BaseException:
+        if side is not None:
+            stop_pool(side)
+        raise
     timings["total_s"] = time.perf_counter() - start
     summary["timings"] = timings
     return summary
@@ -125,12 +148,38 @@ def local_worker(cfg: RunConfig, device: str = "cpu") -> Worker:
     return make_worker(cfg, LocalCommunicator(), torch.device(device))
 
 
-def evaluate_job(cfg: RunConfig, worker: Worker, run_dirs: list[str], progress: bool = True) -> dict:
-    models = {}
-    for run_dir in run_dirs:
-        model = load_model(Path(run_dir), worker)
-        models[Path(run_dir).name.removeprefix("run_")] = model
+def evaluate_job(cfg: RunConfig, worker: Worker, run_dirs: list[str], progress: bool = True,
+                 names: list[str] | None = None) -> dict:
+    """``names``: one per run (``model_names``), by default from the folders."""
+    names = names or model_names(run_dirs)
+    models = {name: load_model(Path(run_dir), worker) for name, run_dir in zip(names, run_dirs)}
     return evaluate_models(cfg, worker, models, progress)
+
+
+RESERVED_NAMES = ("dgd", "dsgd", "gradient_tracking", "dfedavgm", "centralized", "n_async")
+
+
+def model_names(runs: list[str]) -> list[str]:
+    """The name of each evaluated run in summary.json, distinct from each other and from the
+    baselines. The rule: the folder's name without a ``run_`` prefix (``pretrained[:NAME]`` as
+    written); where two runs share it, as many trailing folders of their paths as tell them
+    apart (``a/run``, ``b/run``); a name a baseline uses gets the prefix ``run:`` (``run:dgd``).
+    The same folder given twice is an error."""
+    resolved = [str(Path(r).resolve()) if not str(r).startswith("pretrained") else str(r) for r in runs]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise ValueError(f"{runs[i]} is given twice; evaluate each run once")
+    parts = [Path(r).parts if not str(r).startswith("pretrained") else (str(r),) for r in resolved]
+    names = [p[-1].removeprefix("run_") if not p[-1].startswith("pretrained") else p[-1] for p in parts]
+    for name in set(names):
+        clashing = [i for i, n in enumerate(names) if n == name]
+        depth = 1
+        while len(clashing) > 1 and len({"/".join(parts[i][-depth:]) for i in clashing}) < len(clashing):
+            depth += 1
+        if len(clashing) > 1:
+            for i in clashing:
+                names[i] = "/".join(parts[i][-depth:])
+    return [f"run:{n}" if n in RESERVED_NAMES else n for n in names]
 
 
 def final_row(curve: dict, rounds: int | None = None) -> dict:

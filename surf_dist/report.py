@@ -3,21 +3,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from .guards import atomic_open, atomic_write_text
 from .jobs import final_row, mean_std, rounds_to_reach
 from .plots import write_all
 
 CURVE_KEYS = ("rounds", "bytes_per_agent", "loss", "accuracy", "local_accuracy")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_results(out: Path, summary: dict, config: dict) -> list[Path]:
@@ -26,7 +18,7 @@ def write_results(out: Path, summary: dict, config: dict) -> list[Path]:
     rows = [["method", *CURVE_KEYS]]
     for name, curve in summary["methods"].items():
         rows += [[name, *(curve[k][i] for k in CURVE_KEYS)] for i in range(len(curve["rounds"]))]
-    with open(out / "results.csv", "w", newline="") as f:
+    with atomic_open(out / "results.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     return [out / "summary.json", out / "results.csv", *write_all(summary, out)]
 

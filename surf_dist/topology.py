@@ -19,11 +19,15 @@ from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 from scipy.sparse.linalg import ArpackNoConvergence, eigs, eigsh
 from scipy.spatial import cKDTree
 
+from .edge_list import mixing_weights, read_edge_list
+
 FAMILIES = ("ring", "circulant", "paper_circulant", "erdos_renyi", "random_geometric",
             "grid", "torus", "star", "exponential", "small_world", "edge_list")
 RANDOM_FAMILIES = ("erdos_renyi", "random_geometric", "small_world")
 NORMALIZATIONS = ("metropolis", "row_stochastic", "spectral")
 STOCHASTIC_NORMALIZATIONS = ("metropolis", "row_stochastic")
+EDGE_WEIGHTS = "weights"    # edge_list only: the file's weights are the mixing weights
+EDGE_LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".edges", ".edgelist", ".el")
 TOLERANCE = 1e-8
 DENSE_EIG_LIMIT = 500
 PRESET_DIR = Path(__file__).resolve().parent.parent / "topologies"
@@ -361,37 +365,39 @@ def validate_shift_operator(shift, normalization: str | None = None,
 
 
 def load_edge_list(path, n: int | None = None) -> sp.csr_matrix:
-    """Adjacency (n, n) from a text file with one edge ``i j [weight]`` per line.
+    """Adjacency (n, n) of an edge list file (format: ``edge_list.py``; weights are not part of
+    an adjacency); self-loops dropped, duplicates merged; ``n`` defaults to ``max id + 1``."""
+    edges = read_edge_list(path)
+    n = edges.num_nodes if n is None else _check_count(n, "n", 1)
+    too_big = np.flatnonzero(np.maximum(edges.heads, edges.tails) >= n)
+    if too_big.size:
+        k = too_big[0]
+        raise ValueError(f"{edges.path}, line {edges.lines[k]}: node id {max(edges.heads[k], edges.tails[k])} "
+                         f">= n={n} (ids are 0..n-1)")
+    return _from_edges(n, edges.heads, edges.tails)
 
-    Ids are 0-based, ``#`` starts a comment, the weight is checked to be a number but ignored,
-    self-loops are dropped, duplicates merged; ``n`` defaults to ``max id + 1``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"edge list file not found: {path}")
-    edges = []  # (line number, i, j)
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        tokens = raw.split("#", 1)[0].split()
-        if not tokens:
-            continue
-        try:
-            if len(tokens) not in (2, 3):
-                raise ValueError(f"{len(tokens)} columns")
-            edges.append((number, int(tokens[0]), int(tokens[1])))
-            _ = float(tokens[2]) if len(tokens) == 3 else 0.0
-        except ValueError:
-            raise ValueError(f"{path}, line {number}: expected 'i j [weight]' with integer ids, "
-                             f"got {raw.strip()!r}") from None
-        if min(edges[-1][1:]) < 0:
-            raise ValueError(f"{path}, line {number}: node ids must be >= 0, got {raw.strip()!r}")
-    if n is None and not edges:
-        raise ValueError(f"{path} contains no edges; pass n to build an edgeless graph")
-    n = _check_count(max(max(e[1:]) for e in edges) + 1 if n is None else n, "n", 1)
-    for number, i, j in edges:
-        if max(i, j) >= n:
-            raise ValueError(f"{path}, line {number}: node id {max(i, j)} >= n={n} (ids are 0..n-1)")
-    ids = np.array([e[1:] for e in edges], dtype=np.int64).reshape(-1, 2)
-    return _from_edges(n, ids[:, 0], ids[:, 1])
+
+def weighted_shift(path, n: int) -> sp.csr_matrix:
+    """Shift operator (n, n) from a weighted edge list: ``s_ij = s_ji = w`` for each edge,
+    ``s_ii = 1 - sum_j s_ij``: symmetric and doubly stochastic when every agent's edge weights
+    sum to at most 1 (else ValueError naming the agent)."""
+    heads, tails, weights = mixing_weights(read_edge_list(path))
+    off = sp.csr_matrix((np.concatenate([weights, weights]),
+                         (np.concatenate([heads, tails]), np.concatenate([tails, heads]))), shape=(n, n))
+    sums = np.asarray(off.sum(axis=1)).ravel()
+    worst = int(np.argmax(sums))
+    if sums[worst] > 1 + TOLERANCE:
+        raise ValueError(f"{path}: agent {worst}'s edge weights sum to {sums[worst]:.6g} > 1, so its own "
+                         f"weight 1 - {sums[worst]:.6g} would be negative; scale the weights so that every "
+                         "agent's sum is at most 1 (or drop the weights for Metropolis weights)")
+    operator = sp.csr_matrix(off + sp.diags(np.clip(1.0 - sums, 0.0, None)), dtype=np.float64)
+    operator.sort_indices()
+    return operator
+
+
+def edge_list_nodes(spec: "TopologySpec") -> int | None:
+    """Agents of an edge-list topology (``max id + 1`` of its file), None for the other families."""
+    return read_edge_list(spec.edge_list).num_nodes if spec.family == "edge_list" else None
 
 
 @dataclass(frozen=True)
@@ -415,9 +421,10 @@ class TopologySpec:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown topology family {self.family!r}; choose one of {FAMILIES}")
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {self.normalization!r}; "
-                             f"choose one of {NORMALIZATIONS}")
+        allowed = NORMALIZATIONS + ((EDGE_WEIGHTS,) if self.family == "edge_list" else ())
+        if self.normalization not in allowed:
+            raise ValueError(f"unknown normalization {self.normalization!r}; choose one of {allowed}"
+                             + ("" if self.family == "edge_list" else " ('weights': edge lists only)"))
         if not isinstance(self.degree_offsets, (tuple, list)):
             raise ValueError(f"degree_offsets must be a tuple of ints, got {self.degree_offsets!r}")
         offsets = tuple(_check_count(o, "degree_offsets entry", 1) for o in self.degree_offsets)
@@ -450,13 +457,34 @@ class TopologySpec:
             "erdos_renyi": lambda: erdos_renyi(n, self.edge_prob, rng),
             "random_geometric": lambda: random_geometric(n, self.radius, rng),
             "small_world": lambda: small_world(n, self.neighbours, self.rewire_prob, rng),
-            "edge_list": lambda: load_edge_list(self.edge_list, n),
+            "edge_list": lambda: self._edge_list_adjacency(n),
         }
         return builders[self.family]()
 
+    def _edge_list_adjacency(self, n: int) -> sp.csr_matrix:
+        """The file's graph; its agents must be exactly ``n``, and its weights used or absent."""
+        edges = read_edge_list(self.edge_list)
+        if edges.num_nodes != n:
+            raise ValueError(f"edge list {self.edge_list} has {edges.num_nodes} agents (ids 0.."
+                             f"{edges.num_nodes - 1}) but num_agents is {n}; set --agents {edges.num_nodes} "
+                             "or leave --agents out (it is read from the file)")
+        if edges.weights is not None and self.normalization != EDGE_WEIGHTS:
+            raise ValueError(f"edge list {self.edge_list} has edge weights, which normalization "
+                             f"{self.normalization!r} would ignore: set \"normalization\": \"weights\" to use "
+                             "them as mixing weights, or drop the weight column")
+        if edges.weights is None and self.normalization == EDGE_WEIGHTS:
+            raise ValueError(f"normalization 'weights' needs an edge list with a weight on every line; "
+                             f"{self.edge_list} has none (use 'metropolis')")
+        return _from_edges(n, edges.heads, edges.tails)
+
     def sample(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
-        """Validated (n, n) CSR float64 shift operator of one draw of this topology."""
-        shift = shift_operator(self.adjacency(n, rng), self.normalization)
+        """Validated (n, n) CSR float64 shift operator of one draw of this topology. Normalisation
+        ``weights`` (edge lists): the file's weights, checked to give a symmetric doubly
+        stochastic matrix."""
+        adjacency = self.adjacency(n, rng)
+        if self.normalization == EDGE_WEIGHTS:
+            return validate_shift_operator(weighted_shift(self.edge_list, n), "metropolis", n=n)
+        shift = shift_operator(adjacency, self.normalization)
         return validate_shift_operator(shift, self.normalization, n=n)
 
 
@@ -500,7 +528,10 @@ def spec_from_dict(config: dict, source: str = "topology config") -> TopologySpe
     values = {key: value for key, value in config.items() if key != "description"}
     if isinstance(values.get("degree_offsets"), list):
         values["degree_offsets"] = tuple(values["degree_offsets"])
-    return TopologySpec(**values)
+    try:
+        return TopologySpec(**values)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
 
 
 def available_presets() -> tuple[str, ...]:
@@ -509,23 +540,34 @@ def available_presets() -> tuple[str, ...]:
     return tuple(sorted(set(BUILTIN_PRESETS) | on_disk))
 
 
-def load_topology_preset(name_or_path) -> TopologySpec:
-    """Spec of a preset name (``topologies/<name>.json``, else its built-in copy) or a JSON path.
+def looks_like_a_path(text: str) -> bool:
+    """True for ``dir/name``, ``name.json``, ``name.txt``, ...: a file, not a preset name."""
+    return "/" in text or Path(text).suffix.lower() in (".json", *EDGE_LIST_SUFFIXES)
 
-    A relative ``edge_list`` inside a JSON file is resolved against that file's folder.
-    """
+
+def load_topology_preset(name_or_path) -> TopologySpec:
+    """Spec of a preset name (``topologies/<name>.json``, else its built-in copy), a JSON file
+    (a spec; a relative ``edge_list`` in it is resolved against the file's folder), or an edge
+    list file (any other file; normalisation ``weights`` if its edges carry weights, else
+    ``metropolis``)."""
     text = str(name_or_path)
-    is_path = isinstance(name_or_path, Path) or text.endswith(".json") or "/" in text
+    is_path = isinstance(name_or_path, Path) or looks_like_a_path(text)
     path = Path(text) if is_path else PRESET_DIR / f"{text}.json"
+    if not is_path and not path.is_file() and Path(text).is_file():
+        path, is_path = Path(text), True          # a file in the working folder named like a preset
     if not path.is_file():
         if is_path:
-            raise FileNotFoundError(f"topology preset file not found: {path}")
+            raise FileNotFoundError(f"topology file not found: {path}")
         if text not in BUILTIN_PRESETS:
-            raise ValueError(f"unknown topology preset {text!r}; available: {available_presets()}")
+            raise ValueError(f"unknown topology preset {text!r}; available: {available_presets()} "
+                             "(or a path to a JSON spec or an edge list file)")
         return spec_from_dict(dict(BUILTIN_PRESETS[text]), f"built-in preset {text!r}")
+    if path.suffix.lower() != ".json":
+        weighted = read_edge_list(path).weights is not None
+        return TopologySpec("edge_list", EDGE_WEIGHTS if weighted else "metropolis", edge_list=str(path))
     try:
         config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: invalid JSON ({error})") from None
     if isinstance(config, dict) and isinstance(config.get("edge_list"), str) and config["edge_list"]:
         config["edge_list"] = str(path.parent / config["edge_list"])  # absolute paths stay as they are

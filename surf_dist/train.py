@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint
+from .checkpoint import check_state_dict, check_training_state, load_checkpoint, load_model_file
 from .config import RunConfig
 from .constraints import descent_values, lagrangian_share, slack_terms
 from .coordinator import Coordinator
@@ -67,12 +67,13 @@ def warm_start(model: UnrolledDGD, run_dir: str | Path) -> None:
     """Start from the weights of the model trained in ``run_dir`` (fine-tuning a trained
     optimizer on other tasks; the compact network's weights do not depend on d or n)."""
     run_dir = resolve_run(run_dir)
-    saved = load_checkpoint(run_dir / "model.pt")
+    saved, saved_cfg = load_model_file(run_dir / "model.pt")
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in saved["model"].items()}
+    theirs = {k: tuple(getattr(v, "shape", ())) for k, v in saved["model"].items()}
     if ours != theirs:
         raise ValueError(f"init_from {run_dir}: its network does not fit this one (trained with model "
-                         f"settings {json.loads(saved['config'])['model']}; this run's are {model.config})")
+                         f"settings {saved_cfg.model}; this run's are {model.config})")
+    check_state_dict(saved["model"], ours, run_dir / "model.pt")
     model.load_state_dict(saved["model"])
 
 
@@ -154,7 +155,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         run_dir.mkdir(parents=True, exist_ok=True)
     state = build_state(cfg, worker, run_dir)
     if resume:
-        restore(state, load_checkpoint(run_dir / CHECKPOINT, cfg.to_dict(), may_differ=("train.steps",)))
+        restore(state, load_resumable(run_dir / CHECKPOINT, cfg, state.model))
     elif tc.init_from:
         warm_start(state.model, tc.init_from)
         state.best_model = copy.deepcopy(state.model.state_dict())
@@ -213,6 +214,17 @@ def to_cpu(tree):
     if isinstance(tree, (list, tuple)):
         return type(tree)(to_cpu(v) for v in tree)
     return tree
+
+
+def load_resumable(path: Path, cfg: RunConfig, model: UnrolledDGD) -> dict:
+    """A training checkpoint that ``cfg`` can continue: written with the same settings (but
+    ``train.steps``), every field intact and of ``model``'s shapes, at a step <= ``steps``."""
+    saved = load_checkpoint(path, cfg.to_dict(), may_differ=("train.steps",))
+    check_training_state(saved, path, model, cfg.model.num_layers)
+    if saved["step"] > cfg.train.steps:
+        raise ValueError(f"--resume: {path.parent} is at step {saved['step']}, past --steps {cfg.train.steps}; "
+                         f"pass --steps {saved['step']} or more to continue it (nothing was rewritten)")
+    return saved
 
 
 def restore(state: TrainState, saved: dict) -> None:
