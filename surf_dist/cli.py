@@ -1,6 +1,7 @@
 """``surf-dist``: the command line.
 
-  surf-dist demo --out DIR          meta-train SURF and plain unrolling, compare with baselines
+  surf-dist demo --out DIR          the shipped optimizer against every tuned baseline (minutes;
+                                    --train: meta-train SURF and plain unrolling first, an hour)
   surf-dist baselines --out DIR     tuned decentralized baselines and the centralized optimum
   surf-dist train --out RUN         meta-train one model (``--resume`` continues a run)
   surf-dist evaluate RUN... --out DIR
@@ -38,6 +39,7 @@ from .pretrained import resolve_run
 from .train import CHECKPOINT
 
 DEMO_BASELINE_ROUNDS = 200
+SECONDS_PER_STEP = 3.3      # one default-preset meta-step, one core (BENCHMARKS.md)
 
 
 def boolean(text: str) -> bool:
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="surf-dist", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    helps = {"demo": "the main job: meta-train SURF and plain unrolling, evaluate against baselines",
+    helps = {"demo": "the main job, in minutes: the shipped optimizer against every baseline (tuned on validation "
+                     "tasks by 'surf-dist bench') on fresh test tasks; --train meta-trains from scratch first",
              "baselines": "run the tuned baselines and the centralized optimum on test tasks",
              "train": "meta-train one unrolled model into a run folder",
              "evaluate": "evaluate trained run folders against the baselines",
@@ -122,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                        help="where each worker computes; cuda: one GPU per worker, collectives through nccl")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        if name == "demo":
+            p.add_argument("--train", action="store_true",
+                           help="meta-train SURF and plain unrolling from scratch first (about an hour on 2 "
+                                "cores) instead of running the shipped optimizer (minutes)")
         if name == "train":
             p.add_argument("--resume", action="store_true", help="continue the run in --out")
             p.add_argument("--unconstrained", action="store_true", help="standard unrolling (no duals)")
@@ -260,6 +267,13 @@ def execute(args, cfg, out: Path, names) -> int:
     if args.command == "bench":
         from .bench import run_bench
         return run_bench(args, cfg, out, progress)
+    if args.command == "demo" and not args.train:
+        from .bench.demo import run_demo
+        return run_demo(args, cfg, out, progress)
+    if args.command == "demo":
+        minutes = 2 * cfg.train.steps * SECONDS_PER_STEP / 60 / min(2, os.cpu_count() or 1)
+        print(f"meta-training SURF and plain unrolling, {cfg.train.steps} steps each: about {minutes:.0f} minutes "
+              f"here (measured {SECONDS_PER_STEP} s per step of the default preset on one core)", file=sys.stderr)
     run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, args.device, progress=progress, **kw)
     start = time.perf_counter()
     if args.command == "train":

@@ -225,3 +225,33 @@ def test_bench_on_gloo_equals_the_single_process():
     for metric in ("accuracy", "loss"):
         np.testing.assert_allclose(gloo["learned"]["pretrained"][metric], local["learned"]["pretrained"][metric],
                                    rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------ the demo replays the bench's choices
+
+@pytest.mark.timeout(300)
+def test_demo_replays_the_validation_choices_of_a_bench(tmp_path, capsys, monkeypatch):
+    """A bench on the demo's own test draw, its choices saved, then the demo: the demo tunes
+    nothing and reproduces the bench's baseline curves exactly."""
+    from surf_dist.bench import demo
+    bench_out, demo_out = tmp_path / "bench", tmp_path / "demo"
+    args = ["--quick", "--dtype", "float64", "--methods", "dgd,dgd_heavy_ball,chebyshev_gt", "--tune-tasks", "2",
+            "--rounds", "24", "--bootstrap", "20"]
+    assert main(["bench", "pretrained", "--out", str(bench_out), "--report-seed", str(demo.DEMO_REPORT_SEED),
+                 "--draws", "1", "--tasks-per-draw", str(demo.DEMO_TASKS), *args]) == 0
+    report = json.loads((bench_out / "bench.json").read_text())
+    monkeypatch.setattr(demo, "TUNED_FILE", tmp_path / "tuned.json")
+    demo.write_choices(report)
+    saved = json.loads((tmp_path / "tuned.json").read_text())
+    assert "curves" not in json.dumps(saved) and set(saved["baselines"]) == {"dgd", "dgd_heavy_ball", "chebyshev_gt"}
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--dtype", "float64", "--rounds", "24", "--out", str(demo_out)]) == 0
+    printed = capsys.readouterr()
+    assert "tuned" not in printed.err                          # nothing tuned: the choices were replayed
+    replay = json.loads((demo_out / "bench.json").read_text())
+    for name in saved["baselines"]:
+        for metric in ("accuracy", "local_accuracy", "loss"):
+            assert replay["methods"][name]["curves"][0][metric] == pytest.approx(
+                report["methods"][name]["curves"][0][metric], abs=1e-12)
+    assert {"summary.json", "bench.png", "accuracy_vs_communication.png"} <= {p.name for p in demo_out.iterdir()}
+    assert "ratio" in printed.out and "@20 rounds" in printed.out

@@ -52,17 +52,18 @@ def split_methods(names: list[str], bench: BenchConfig) -> tuple[list[str], list
     return bins
 
 
-def baselines_detached(cfg_dict: dict, bench_dict: dict, names: list[str]) -> dict:
+def baselines_detached(cfg_dict: dict, bench_dict: dict, names: list[str], choices: dict | None = None) -> dict:
     """Some baselines on the local backend, in a helper process."""
     from ..jobs import local_worker
     cfg, bench = from_dict(cfg_dict), BenchConfig(**bench_dict)
     worker = local_worker(cfg)
-    return {n: baseline_job(n, worker, bench, cfg.model.batch_size, _say) for n in names}
+    return {n: baseline_job(n, worker, bench, cfg.model.batch_size, _say, (choices or {}).get(n)) for n in names}
 
 
 def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str, str]],
-              meta_training: dict, progress: bool = True) -> dict:
-    """Every worker runs this; rank 0's result holds the raw per-task arrays."""
+              meta_training: dict, progress: bool = True, choices: dict | None = None) -> dict:
+    """Every worker runs this; rank 0's result holds the raw per-task arrays. ``choices``:
+    {baseline: its validation choices saved by an earlier bench}, replayed instead of tuning."""
     bc = BenchConfig(**bench)
     say = _say if worker.comm.rank == 0 else (lambda *_: None)
     names = methods_of(bc)
@@ -71,9 +72,9 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
     if isinstance(worker.comm, LocalCommunicator) and (os.cpu_count() or 1) > 1 and len(names) > 1:
         mine, theirs = split_methods(names, bc)
         side = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        future = side.submit(baselines_detached, cfg.to_dict(), bench, theirs)
+        future = side.submit(baselines_detached, cfg.to_dict(), bench, theirs, choices)
         say(f"baselines {', '.join(theirs)} in a helper process")
-    baselines = {n: baseline_job(n, worker, bc, cfg.model.batch_size, say) for n in mine}
+    baselines = {n: baseline_job(n, worker, bc, cfg.model.batch_size, say, (choices or {}).get(n)) for n in mine}
     test_tasks = [t for d in range(bc.draws) for t in worker.family.batch("test", report_task_indices(bc, d))]
     learned = {}
     for label, run_dir in runs:

@@ -7,7 +7,6 @@ Every worker of a backend runs ``bench_job``; a baseline's grid runs as replicas
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from pathlib import Path
 
@@ -240,22 +239,29 @@ def selections(tuned: dict, rounds: int) -> dict:
 
 def baseline_on_test(name: str, worker: Worker, test_tasks, tuned: dict, bench: BenchConfig,
                      batch_size: int) -> dict:
-    """Every chosen configuration on the test tasks at every round; the curves per start set
-    {start set: {metric: (T, rounds + 1), "bytes"/"grad_evals": (rounds + 1,), "chosen": [...]}}."""
+    """Every chosen configuration on the test tasks at every round (``run_choices``)."""
+    return run_choices(name, worker, test_tasks, tuned["configs"], selections(tuned, bench.rounds), bench,
+                       batch_size)
+
+
+def run_choices(name: str, worker: Worker, test_tasks, configs: list[dict], picks: dict, bench: BenchConfig,
+                batch_size: int) -> dict:
+    """The configurations ``picks`` chooses ({start set: {metric: index into ``configs`` at every
+    round}}) on the test tasks; the curves per start set {start set: {metric: (T, rounds + 1),
+    "bytes_METRIC"/"grad_evals_METRIC": (rounds + 1,), "chosen": {metric: segments}}}."""
     method = METHODS[name]
-    picks = selections(tuned, bench.rounds)
     needed = sorted({int(i) for sel in picks.values() for idx in sel.values() for i in idx})
     by_discrete: dict[tuple, list[int]] = {}
     for i in needed:
-        by_discrete.setdefault(tuple(tuned["configs"][i][k] for k in method.discrete), []).append(i)
+        by_discrete.setdefault(tuple(configs[i][k] for k in method.discrete), []).append(i)
     every = np.arange(bench.rounds + 1)
     pooled_rounds = {i: np.zeros(bench.rounds + 1, dtype=bool) for i in needed}
     for sel in picks.values():
         for r, i in enumerate(sel["accuracy"]):
             pooled_rounds[int(i)][r] = True
     runs = {}
-    for combo, members in by_discrete.items():
-        out = run_grid(name, worker, test_tasks, [tuned["configs"][i] for i in members], bench.rounds, every,
+    for members in by_discrete.values():
+        out = run_grid(name, worker, test_tasks, [configs[i] for i in members], bench.rounds, every,
                        bench.pool_cap, batch_size, np.stack([pooled_rounds[i] for i in members], axis=1))
         for j, i in enumerate(members):
             runs[i] = {"values": {k: out["values"][k][:, :, j] for k in METRICS},   # (rounds+1, T)
@@ -267,9 +273,34 @@ def baseline_on_test(name: str, worker: Worker, test_tasks, tuned: dict, bench: 
             entry[metric] = np.stack([runs[int(i)]["values"][metric][r] for r, i in enumerate(idx)], axis=1)
             entry[f"bytes_{metric}"] = np.array([runs[int(i)]["bytes"][r] for r, i in enumerate(idx)])
             entry[f"grad_evals_{metric}"] = np.array([runs[int(i)]["grad_evals"][r] for r, i in enumerate(idx)])
-        entry["chosen"] = {m: segments(idx, tuned["configs"]) for m, idx in sel.items()}
+        entry["chosen"] = {m: segments(idx, configs) for m, idx in sel.items()}
         curves[which] = entry
     return curves
+
+
+def from_segments(tuned: dict, rounds: int) -> tuple[list[dict], dict]:
+    """(configs, picks) of choices saved as segments ({start set: {metric: [segments]}}),
+    cut or held to ``rounds``: what ``run_choices`` replays."""
+    configs: list[dict] = []
+    keys: dict[tuple, int] = {}
+    picks = {}
+    for which, per_metric in tuned.items():
+        picks[which] = {}
+        for metric, segs in per_metric.items():
+            idx = np.empty(rounds + 1, dtype=int)
+            for seg in segs:
+                key = config_key(seg["config"])
+                if key not in keys:
+                    keys[key] = len(configs)
+                    configs.append(dict(seg["config"]))
+                lo, hi = seg["from_round"], min(seg["to_round"], rounds)
+                if lo <= rounds:
+                    idx[lo:hi + 1] = keys[key]
+            last = segs[-1]["to_round"]
+            if last < rounds:
+                idx[last + 1:] = keys[config_key(segs[-1]["config"])]
+            picks[which][metric] = idx
+    return configs, picks
 
 
 def segments(idx: np.ndarray, configs: list[dict]) -> list[dict]:
@@ -327,18 +358,22 @@ def methods_of(bench: BenchConfig) -> list[str]:
     return names
 
 
-def baseline_job(name: str, worker: Worker, bench: BenchConfig, batch_size: int, say) -> dict:
-    """Tune one baseline on validation tasks, then run its choices on every test draw."""
+def baseline_job(name: str, worker: Worker, bench: BenchConfig, batch_size: int, say,
+                 choices: dict | None = None) -> dict:
+    """Tune one baseline on validation tasks (or replay ``choices`` made so before, saved as
+    segments), then run its choices on every test draw."""
     fam = worker.family
-    val_tasks = fam.batch("val", val_task_indices(bench))
-    tuned = tune(name, worker, val_tasks, bench, batch_size, say)
     test_tasks = [t for d in range(bench.draws) for t in fam.batch("test", report_task_indices(bench, d))]
+    start = time.perf_counter()
+    if choices is not None:
+        configs, picks = from_segments(choices["tuned"], bench.rounds)
+        curves = run_choices(name, worker, test_tasks, configs, picks, bench, batch_size)
+        say(f"{name}: its validation choices on the test tasks ({time.perf_counter() - start:.0f} s)")
+        return {"curves": curves, "grids": choices["grids"], "extensions": 0, "at_edge": choices.get("at_edge", {}),
+                "configurations_tried": choices["configurations_tried"], "doc": METHODS[name].doc}
+    tuned = tune(name, worker, fam.batch("val", val_task_indices(bench)), bench, batch_size, say)
     start = time.perf_counter()
     curves = baseline_on_test(name, worker, test_tasks, tuned, bench, batch_size)
     say(f"{name}: test draws ({time.perf_counter() - start:.0f} s)")
     return {"curves": curves, "grids": tuned["grids"], "extensions": tuned["extensions"], "at_edge": tuned["at_edge"],
             "configurations_tried": len(tuned["configs"]), "doc": METHODS[name].doc}
-
-
-def nan_safe(x: float):
-    return None if not math.isfinite(x) else x
