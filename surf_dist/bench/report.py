@@ -89,8 +89,8 @@ def write_bench(out: Path, report: dict) -> list[Path]:
 
 
 def _interval(s: dict, scale: float = 1.0, unit: str = "") -> str:
-    f = lambda v: "inf" if v is None else f"{v * scale:.2f}"
-    return f"{f(s['mean'])}{unit} [{f(s['low'])}, {f(s['high'])}]"
+    f = lambda v: "n.r." if v is None else f"{v * scale:.2f}{unit}"     # n.r.: not reached in the rounds run
+    return f"{f(s['mean'])} [{f(s['low'])}, {f(s['high'])}]"
 
 
 def table(report: dict) -> str:
@@ -116,14 +116,20 @@ def table(report: dict) -> str:
     lines.append(f"{'centralized optimum':<22}{np.mean(cen['accuracy']):>8.3f}{np.mean(cen['local_accuracy']):>8.3f}"
                  f"{np.mean(cen['loss']):>8.3f}")
     for label, per_metric in report["comparisons"].items():
-        lines.append(f"\n{label}: ratio = best baseline's rounds to its final value / its rounds; "
-                     f"gap = its value - best baseline's at its rounds (95% bootstrap over test tasks)")
+        meta = report["methods"][label].get("meta_training") or {}
+        wall = meta.get("wall_seconds")
+        cost = (f"meta-training {meta.get('meta_steps')} steps, " + (f"{wall:,.0f} s" if wall else "wall time not recorded")
+                + f", {meta.get('device') or 'device not recorded'}") if meta else ""
+        lines.append(f"\n{label} ({cost}): ratio = best baseline's rounds to its final value / its rounds; "
+                     f"gap = its value - best baseline's at its rounds; [95% bootstrap over test tasks]; "
+                     f"n.r.: no baseline reaches it within {report['protocol']['rounds']} rounds")
         for m in METRICS:
             s = per_metric[m]
             strongest = ", ".join(str(x) for x in s["strongest"])
             gap_scale, unit = (100.0, " pts") if m != "loss" else (1.0, "")
-            lines.append(f"  {m:<15} ratio {_interval(s['ratio'], unit='x'):<28} gap {_interval(s['budget_gap'], gap_scale, unit):<30}"
-                         f" strongest per draw: {strongest}")
+            lines.append(f"  {m:<15} ratio {_interval(s['ratio'], unit='x'):<26} bytes ratio "
+                         f"{_interval(s['bytes_ratio'], unit='x') if 'bytes_ratio' in s else '-':<26} "
+                         f"gap {_interval(s['budget_gap'], gap_scale, unit):<28} strongest per draw: {strongest}")
     return "\n".join(lines)
 
 
