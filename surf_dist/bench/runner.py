@@ -112,7 +112,7 @@ class Search:
     coordinate-wise, per start: every step at momentum 0.9, then every momentum at the step
     chosen most often (pooled accuracy, budgets >= ``edge_min_round``), then every step at the
     momentum chosen most often; each hyperparameter sees its whole grid, at a third of the
-    9 x 9 product's cost. Any choice at a grid's edge extends that grid (``extend``)."""
+    9 x 9 product's cost. A choice at a grid's edge extends that grid (``extend``)."""
 
     def __init__(self, name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int):
         self.name, self.worker, self.tasks, self.bench, self.batch_size = name, worker, val_tasks, bench, batch_size
@@ -178,18 +178,20 @@ class Search:
             self.run(self.lines({}))
 
     def extend(self) -> int:
-        """Grow every grid whose edge value is chosen, try the new values through the chosen
-        configurations; repeat up to ``max_extensions`` times. Returns the extensions made."""
-        for extensions in range(self.bench.max_extensions + 1):
+        """Grow every grid whose edge value is chosen (at a budget >= edge_min_round, for any
+        metric) by one value beyond that edge, and try it in place of the edge value in each
+        configuration chosen there; repeat up to ``max_extensions`` times. Returns how many."""
+        for extensions in range(self.bench.max_extensions):
             chosen = [self.configs[i] for i in set(self.chosen())]
             grown = {k: g.extend({c[k] for c in chosen}) for k, g in self.grids.items()}
             grown = {k: v for k, v in grown.items() if v}
-            if not grown or extensions == self.bench.max_extensions:
+            if not grown:
                 return extensions
             new = []
-            for c in chosen:
-                for key, values in grown.items():
-                    new += [{**c, key: v} for v in values]
+            for key, values in grown.items():      # one step beyond the edge, from the choices on it
+                for v in values:
+                    edge = _neighbour(self.grids[key].values, v)
+                    new += [{**c, key: v} for c in chosen if c[key] == edge]
             self.run(new)
         return self.bench.max_extensions
 
@@ -207,6 +209,12 @@ class Search:
                 if edges and len(grid.values) > 1:
                     out.setdefault(metric, {})[key] = sorted(edges)
         return out
+
+
+def _neighbour(values: list, v) -> object:
+    """The grid value next to ``v`` (an end value just added): the former edge."""
+    i = values.index(v)
+    return values[i - 1] if i == len(values) - 1 else values[i + 1]
 
 
 def tune(name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int, say) -> dict:
