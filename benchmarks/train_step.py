@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py                                    # the default preset
     python benchmarks/train_step.py --hops 1 --layers 20 --local-steps 4 --repeats 5
+    python benchmarks/train_step.py --malloc system      # glibc's default: freed pages go back
 
 Times (after one warm-up step, median of --repeats) a primal step (forward of the unrolled
 network on the task batch, the Lagrangian's backward, the optimizer step) plus the dual
@@ -20,13 +21,15 @@ from pathlib import Path
 
 import torch
 
+from surf_dist._malloc import keep_freed_memory
+from surf_dist.comm.local import LocalCommunicator
 from surf_dist.config import preset, with_overrides
-from surf_dist.jobs import local_worker
+from surf_dist.runtime.common import make_worker
 from surf_dist.train import build_state, dual_update, primal_step
 
 
 def step_seconds(cfg, repeats: int) -> list[float]:
-    worker = local_worker(cfg)
+    worker = make_worker(cfg, LocalCommunicator())
     state = build_state(cfg, worker)
     per_step = cfg.train.tasks_per_step
     times = []
@@ -46,16 +49,21 @@ def main() -> int:
     parser.add_argument("--layers", type=int)
     parser.add_argument("--local-steps", type=int)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--malloc", choices=("keep", "system"), default="keep",
+                        help="keep: freed memory stays in the process, as every surf-dist command runs "
+                             "(surf_dist/_malloc.py); system: glibc's default")
     parser.add_argument("--out", help="also write the JSON line here")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.malloc == "keep":
+        keep_freed_memory()
     model = {k: v for k, v in (("num_hops", args.hops), ("num_layers", args.layers),
                                ("local_steps", args.local_steps)) if v is not None}
     cfg = with_overrides(preset(args.preset), {"model": model})
     times = step_seconds(cfg, args.repeats)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    result = {"preset": args.preset, "model": model, "step_s": statistics.median(times), "steps_s": times,
+    result = {"preset": args.preset, "model": model, "malloc": args.malloc, "step_s": statistics.median(times), "steps_s": times,
               "commit": commit, "torch": torch.__version__, "machine": platform.machine(),
               "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
     print(json.dumps(result), flush=True)

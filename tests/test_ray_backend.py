@@ -148,3 +148,16 @@ def test_more_workers_than_agents_is_a_clear_error_before_ray_starts(monkeypatch
     code = main(["baselines", "--quick", "--backend", "ray", "--workers", "9", "--out", str(tmp_path / "o")])
     assert code == 2
     assert "cannot place 8 agents on 9 workers" in capsys.readouterr().err
+
+
+def test_an_inherited_loopback_interface_is_overridden_on_other_nodes(monkeypatch, capsys):
+    from surf_dist.runtime import ray_runtime
+    monkeypatch.setattr(ray_runtime, "interface_of", lambda address: "eth7")
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "ens5")          # a user's own non-loopback choice: kept
+    ray_runtime.use_node_interface("10.1.2.3")
+    assert os.environ["GLOO_SOCKET_IFNAME"] == "eth7" and os.environ["NCCL_SOCKET_IFNAME"] == "ens5"
+    assert "GLOO_SOCKET_IFNAME=lo (loopback) was inherited" in capsys.readouterr().err
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME")
+    ray_runtime.use_node_interface("10.1.2.3")                # nothing inherited: the node's interface
+    assert os.environ["GLOO_SOCKET_IFNAME"] == "eth7" and capsys.readouterr().err == ""

@@ -138,6 +138,23 @@ def _coordinator_answer(ref, timeout_s: float, what: str):
         raise RuntimeError(f"the coordinator actor did not answer {what} within {timeout_s:g} s") from err
 
 
+def use_node_interface(address: str) -> None:
+    """Point gloo's and nccl's sockets at the interface of this node's cluster ``address``.
+    A user's own choice is kept, except a loopback interface (a common setting for runs on one
+    machine): ranks on other nodes cannot reach it, so it is overridden, saying so."""
+    iface = interface_of(address)
+    for key in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+        inherited = os.environ.get(key)
+        if inherited and not inherited.startswith("lo"):
+            continue
+        if inherited:
+            print(f"surf-dist: {key}={inherited} (loopback) was inherited, but this rank's node is at {address}: "
+                  f"using {iface or 'the default interface'} instead", file=sys.stderr, flush=True)
+            os.environ.pop(key)
+        if iface:
+            os.environ[key] = iface
+
+
 class CoordinatorProxy:
     """Rank 0's handle on one coordinator actor: ``proxy.name(*args)`` is
     ``ray.get(actor.name.remote(*args))``, with a timeout and errors naming the coordinator."""
@@ -241,10 +258,7 @@ class RankActor:
         if host == LOOPBACK:       # a local instance: keep gloo's / nccl's sockets on loopback
             os.environ.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
         else:                      # gloo would take the address its hostname resolves to
-            iface = interface_of(ray.util.get_node_ip_address())     # (often 127.0.1.1)
-            if iface:
-                os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
-                os.environ.setdefault("NCCL_SOCKET_IFNAME", iface)
+            use_node_interface(ray.util.get_node_ip_address())       # (often 127.0.1.1)
         os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port))
         gpus = ray.get_gpu_ids()
         backend = "nccl" if gpus else "gloo"
