@@ -214,9 +214,10 @@ def main(argv=None) -> int:
     if args.command == "config":
         print(json.dumps(preset(args.preset).to_dict(), indent=1))
         return 0
-    from .runtime.common import WorkerLostError   # a rank died: say which, then resume (exit 1)
+    from .runtime.common import JobError, WorkerLostError   # a rank died or failed: say which (exit 1)
     return run_guarded(f"surf-dist {args.command}", lambda: run_command(args),
-                       interrupted=lambda: interrupted_hint(args, argv), other_errors={WorkerLostError: 1})
+                       interrupted=lambda: interrupted_hint(args, argv),
+                       other_errors={WorkerLostError: 1, JobError: 1})
 
 
 def interrupted_hint(args, argv: list[str]) -> str:

@@ -22,7 +22,7 @@ from surf_dist.comm.local import LocalCommunicator
 from surf_dist.runtime import run_job
 from surf_dist.runtime import ray_runtime
 from surf_dist.runtime.common import make_worker
-from test_torch_backend import CFG, assert_tree_close, dying_job, group_job
+from test_torch_backend import CFG, assert_tree_close, dying_job, failing_job, group_job
 
 pytestmark = pytest.mark.equivalence
 
@@ -135,6 +135,15 @@ def test_dead_actor_restarts_the_group_then_fails_naming_its_rank_once_retries_a
     while ray.available_resources().get("CPU", 0) < WORKERS and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == WORKERS, "actors and placement group freed"
+
+
+@pytest.mark.timeout(120)
+def test_a_job_error_fails_at_once_without_restarting_the_group(ray_instance, capfd):
+    """Only a lost worker restarts the group; an error raised by the job fails with its message."""
+    from surf_dist.runtime.common import JobError
+    with pytest.raises(JobError, match=r"rank 1: AssertionError: rank 1's job is wrong"):
+        run_job(failing_job, CFG, "ray", WORKERS, max_retries=2)
+    assert "restarting the group" not in capfd.readouterr().err
 
 
 @pytest.mark.timeout(60)

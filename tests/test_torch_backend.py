@@ -132,6 +132,12 @@ def dying_job(cfg, worker, progress=False):
     worker.comm.all_reduce(torch.ones(1))     # rank 0 waits on the dead peer
 
 
+def failing_job(cfg, worker, progress=False):
+    worker.comm.all_reduce(torch.ones(1))
+    assert worker.comm.rank != 1, "rank 1's job is wrong"     # a job error, not a lost worker
+    worker.comm.all_reduce(torch.ones(1))
+
+
 def hanging_job(cfg, worker, progress=False):
     if worker.comm.rank == 1:
         time.sleep(60)                        # alive but never joins the next collective
@@ -218,6 +224,14 @@ def test_dead_rank_fails_fast_naming_it():
         run_job(dying_job, CFG, "torch", 2)          # collective timeout: 60 s
     assert time.monotonic() - start < 25, "the parent should not wait for the collective timeout"
     assert "rank 0: all-reduce" in str(info.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_job_error_is_not_a_lost_worker():
+    from surf_dist.runtime.common import JobError, WorkerLostError
+    with pytest.raises(JobError, match=r"rank 1: AssertionError: rank 1's job is wrong") as info:
+        run_job(failing_job, CFG, "torch", 2)
+    assert not isinstance(info.value, WorkerLostError)
 
 
 @pytest.mark.timeout(60)

@@ -12,6 +12,11 @@ from ..topology import place_agents
 DEVICES = ("cpu", "cuda")
 
 
+class JobError(RuntimeError):
+    """A rank's job raised an error (an assertion, CUDA out of memory, a dead coordinator...):
+    the run fails at once with that rank's message; running the group again would only repeat it."""
+
+
 class WorkerLostError(RuntimeError):
     """A worker of a distributed run died or failed; the message names every failed rank.
     ``lost``: the root cause is a worker that vanished (killed, crashed, out of memory), not an

@@ -50,7 +50,7 @@ from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..coordinator import Coordinator
 from ..topology import place_agents
 from ..train import CHECKPOINT
-from .common import DEVICES, WorkerLostError, make_worker
+from .common import DEVICES, JobError, WorkerLostError, make_worker
 from .torch_runtime import GRACE_S, LOOPBACK, RENDEZVOUS_S, USER_ERRORS
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -325,7 +325,7 @@ def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | N
             try:
                 return _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker,
                                 gpus_per_worker, placement_strategy, options)
-            except WorkerLostError as err:
+            except WorkerLostError as err:       # only a lost worker restarts the group
                 if attempt == max_retries:
                     if max_retries:
                         raise WorkerLostError(f"{err} (after {max_retries} group restart(s))") from err
@@ -423,8 +423,13 @@ def _failure(failures: dict) -> Exception:
     """One error naming every failed rank, the root causes first (lost-peer errors last)."""
     ordered = sorted(failures.items(), key=lambda item: (item[1][0] == "peer", item[0]))
     text = "; ".join(m if m.startswith(f"rank {r}:") else f"rank {r}: {m}" for r, (_, m, _) in ordered)
-    cls = ordered[0][1][2] or WorkerLostError
-    return cls(f"ray backend failed: {text}")
+    kind, _, user = ordered[0][1]
+    message = f"ray backend failed: {text}"
+    if user is not None:
+        return user(message)
+    if kind == "error":             # the job itself raised: restarting would repeat it
+        return JobError(message)
+    return WorkerLostError(message, lost=True)       # an actor died or a peer vanished
 
 
 def _first_line(err: Exception) -> str:

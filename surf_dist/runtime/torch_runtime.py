@@ -31,7 +31,7 @@ import torch.multiprocessing as mp
 
 from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..topology import place_agents
-from .common import WorkerLostError, check_device, make_worker
+from .common import JobError, WorkerLostError, check_device, make_worker
 
 LOOPBACK = "127.0.0.1"
 GRACE_S = 1.0          # after a first failure, how long to collect the other ranks' reports
@@ -179,8 +179,13 @@ def _failure(failures, codes) -> Exception:
             causes.append((rank, f"{how} without reporting an error (crashed, killed or out of memory)", None))
     ordered = causes + echoes
     text = "; ".join(f"rank {r}: {m}" if not m.startswith(f"rank {r}:") else m for r, m, _ in ordered)
-    cls = (ordered[0][2] if ordered else None) or WorkerLostError
-    return cls(f"torch backend failed: {text}" if text else "torch backend failed")
+    message = f"torch backend failed: {text}" if text else "torch backend failed"
+    if ordered and ordered[0][2] is not None:          # a user error: the job's own message
+        return ordered[0][2](message)
+    root = ordered[0][0] if ordered else None
+    if root is not None and root in failures and failures[root][0] == "error":
+        return JobError(message)                       # the job raised on that rank
+    return WorkerLostError(message, lost=True)         # a rank died without a word
 
 
 def _stop(procs) -> None:
