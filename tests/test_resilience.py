@@ -164,7 +164,7 @@ def uninterrupted(tmp_path_factory):
 def test_resumed_metrics_drop_rows_written_after_the_checkpoint(tmp_path):
     """A run that stopped after its checkpoint at step 3 left rows 3 and 4 and half a row 5;
     the resumed run (first step 3) keeps rows 0-2 and writes its own from step 3 on."""
-    from surf_dist.train import MetricsLogger
+    from surf_dist.metrics_log import MetricsLogger
     header = "step,outer_loss\r\n"
     (tmp_path / "metrics.csv").write_text(header + "".join(f"{s},0.{s}\r\n" for s in range(5)) + "5,0.")
     logger = MetricsLogger(tmp_path, 1, append=True, first_step=3)
