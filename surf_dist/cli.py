@@ -137,11 +137,6 @@ def resolve_config(args):
     return with_overrides(cfg, overrides) if overrides else cfg
 
 
-def settings_of_runs(args):
-    """The settings ``--runs[0]`` was trained with, the command line's explicit overrides on top."""
-    return with_overrides(jobs.run_config(Path(args.runs[0])), explicit_overrides(args))
-
-
 def prepare_out(path: Path, force: bool, resume: bool = False) -> None:
     if resume:
         if not (path / CHECKPOINT).is_file():
@@ -184,7 +179,8 @@ def run_command(args) -> int:
         args.runs = [str(resolve_run(r)) for r in args.runs]
     cfg = resolve_config(args)
     if args.command == "evaluate" and not args.config:
-        cfg = settings_of_runs(args)   # evaluate with the settings it was trained on, and the flags'
+        # evaluate with the settings it was trained on, and the flags'
+        cfg = jobs.settings_of_runs(args.runs, explicit_overrides(args))
     out = Path(args.out)
     if args.command == "bench":   # every check before --out is made
         from .bench import check_arguments
@@ -194,7 +190,7 @@ def run_command(args) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     if args.command == "experiment":
         from .experiments import run_experiment
-        return run_experiment(args, cfg, out, progress)
+        return run_experiment(args, cfg, out, progress, explicit_overrides(args))
     if args.command == "bench":
         from .bench import run_bench
         return run_bench(args, cfg, out, progress)

@@ -91,13 +91,12 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def experiment_config(args, cfg: RunConfig) -> RunConfig:
+def experiment_config(args, cfg: RunConfig, overrides: dict[str, dict]) -> RunConfig:
     """The experiment's settings: those of ``--runs[0]`` (unless --config) with the command
-    line's explicit overrides on top, else ``cfg`` (preset + overrides); plus the
+    line's explicit ``overrides`` on top, else ``cfg`` (preset + overrides); plus the
     experiment's defaults (async levels, transfer rounds)."""
-    from .cli import settings_of_runs
     if args.runs and not args.config:
-        cfg = settings_of_runs(args)
+        cfg = jobs.settings_of_runs(args.runs, overrides)
     extra: dict[str, dict] = {}
     if args.name == "async":
         levels = args.async_levels or DEFAULT_ASYNC_LEVELS
@@ -118,10 +117,13 @@ def options_of(args) -> dict:
             "test_agents": list(args.test_agents or DEFAULT_TEST_AGENTS), "baselines": args.baselines}
 
 
-def run_experiment(args, cfg: RunConfig, out: Path, progress: bool) -> int:
-    """Run experiment ``args.name`` on ``args.backend`` and write its files (coordinator only)."""
+def run_experiment(args, cfg: RunConfig, out: Path, progress: bool, overrides: dict[str, dict]) -> int:
+    """Run experiment ``args.name`` on ``args.backend`` and write its files (coordinator only).
+
+    ``overrides``: the settings the command line names explicitly (``cli.explicit_overrides``),
+    applied on top of a ``--runs`` folder's settings."""
     from .runtime import is_coordinator, run_job
-    cfg = experiment_config(args, cfg)
+    cfg = experiment_config(args, cfg, overrides)
     options = options_of(args)
     start = time.perf_counter()
     result = run_job(experiment_job, cfg, args.backend, args.workers, args.device, progress=progress,

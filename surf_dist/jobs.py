@@ -43,6 +43,12 @@ def run_config(run_dir: Path) -> RunConfig:
     return from_dict(json.loads(load_checkpoint(run_dir / "model.pt")["config"]))
 
 
+def settings_of_runs(runs: list[str], overrides: dict[str, dict]) -> RunConfig:
+    """The settings ``runs[0]`` was trained with, ``overrides`` (the command line's explicit
+    settings) on top."""
+    return with_overrides(run_config(Path(runs[0])), overrides)
+
+
 def load_model(run_dir: Path, worker: Worker) -> UnrolledDGD:
     saved = load_checkpoint(run_dir / "model.pt")
     model = new_model(from_dict(json.loads(saved["config"])), worker)
