@@ -110,6 +110,35 @@ def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True
     return summary
 
 
+def train_models(configs: dict[str, RunConfig], worker: Worker, out: Path, progress: bool, say) -> dict:
+    """Meta-train each config into ``out/run_NAME``: {name: (model, config)}; ``say`` prints a
+    progress line.
+
+    As in ``demo_job``: on the local backend with 2+ cores the first model trains here and the
+    others in helper processes at the same time; distributed backends train one by one."""
+    names = list(configs)
+    cores = os.cpu_count() or 1
+    side, futures = None, {}
+    say(f"training {', '.join(names)} ({configs[names[0]].train.steps} steps each)")
+    start = time.perf_counter()
+    if isinstance(worker.comm, LocalCommunicator) and cores > 1 and len(names) > 1:
+        side = ProcessPoolExecutor(min(len(names) - 1, cores - 1), mp_context=multiprocessing.get_context("spawn"))
+        futures = {n: side.submit(train_detached, configs[n].to_dict(), str(out / f"run_{n}"), str(worker.device))
+                   for n in names[1:]}
+    models = {}
+    for n in names:
+        if n in futures:
+            model = new_model(configs[n], worker)
+            model.load_state_dict(futures[n].result())
+        else:
+            model = train(configs[n], worker, out / f"run_{n}", progress=progress, tag=n).model
+        models[n] = (model, configs[n])
+        say(f"trained {n} ({time.perf_counter() - start:.0f} s)")
+    if side is not None:
+        side.shutdown()
+    return models
+
+
 def train_detached(cfg_dict: dict, run_dir: str, device: str = "cpu") -> dict:
     """Train on the local backend in a helper process; returns the kept model's state (CPU)."""
     cfg = from_dict(cfg_dict)
