@@ -195,9 +195,6 @@ def agents_of_topology(cfg, args):
     return with_overrides(cfg, {"task": {"num_agents": nodes}, "eval": {"async_levels": levels}})
 
 
-def settings_of_runs(args):
-    """The settings ``--runs[0]`` was trained with, the command line's explicit overrides on top."""
-    return with_overrides(jobs.run_config(Path(args.runs[0])), explicit_overrides(args))
 
 
 def main(argv=None) -> int:
@@ -264,7 +261,7 @@ def execute(args, cfg, out: Path, names) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     if args.command == "experiment":
         from .experiments import run_experiment
-        return run_experiment(args, cfg, out, progress)
+        return run_experiment(args, cfg, out, progress, explicit_overrides(args))
     if args.command == "bench":
         from .bench import run_bench
         return run_bench(args, cfg, out, progress)

@@ -15,6 +15,7 @@ import torch
 
 from .checkpoint import save_checkpoint
 from .constraints import dual_step
+from .metrics_log import MetricsLogger
 
 STREAMS = {"train": 7, "eval": 11}
 
@@ -42,7 +43,6 @@ class Coordinator:
         if self.run_dir is None:
             return
         if self.logger is None:
-            from .train import MetricsLogger
             self.logger = MetricsLogger(self.run_dir, len(self.duals), append=row["step"] > 0,
                                         first_step=row["step"])
         self.logger.write(row)

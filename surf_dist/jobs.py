@@ -41,6 +41,12 @@ def run_config(run_dir: Path) -> RunConfig:
     return load_model_file(Path(run_dir) / "model.pt")[1]
 
 
+def settings_of_runs(runs: list[str], overrides: dict[str, dict]) -> RunConfig:
+    """The settings ``runs[0]`` was trained with, ``overrides`` (the command line's explicit
+    settings) on top."""
+    return with_overrides(run_config(Path(runs[0])), overrides)
+
+
 def load_model(run_dir: Path, worker: Worker) -> UnrolledDGD:
     saved, cfg = load_model_file(Path(run_dir) / "model.pt")
     data = worker.family.dataset
@@ -125,6 +131,40 @@ def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True
     timings["total_s"] = time.perf_counter() - start
     summary["timings"] = timings
     return summary
+
+
+def train_models(configs: dict[str, RunConfig], worker: Worker, out: Path, progress: bool, say) -> dict:
+    """Meta-train each config into ``out/run_NAME``: {name: (model, config)}; ``say`` prints a
+    progress line.
+
+    As in ``demo_job``: on the local backend with 2+ cores the first model trains here and the
+    others in helper processes at the same time; distributed backends train one by one."""
+    names = list(configs)
+    cores = os.cpu_count() or 1
+    side, futures = None, {}
+    say(f"training {', '.join(names)} ({configs[names[0]].train.steps} steps each)")
+    start = time.perf_counter()
+    if isinstance(worker.comm, LocalCommunicator) and cores > 1 and len(names) > 1:
+        side = helper_pool(min(len(names) - 1, cores - 1))
+        futures = {n: side.submit(train_detached, configs[n].to_dict(), str(out / f"run_{n}"), str(worker.device))
+                   for n in names[1:]}
+    models = {}
+    try:
+        for n in names:
+            if n in futures:
+                model = new_model(configs[n], worker)
+                model.load_state_dict(futures[n].result())
+            else:
+                model = train(configs[n], worker, out / f"run_{n}", progress=progress, tag=n).model
+            models[n] = (model, configs[n])
+            say(f"trained {n} ({time.perf_counter() - start:.0f} s)")
+    except BaseException:
+        if side is not None:
+            stop_pool(side)
+        raise
+    if side is not None:
+        side.shutdown()
+    return models
 
 
 def train_detached(cfg_dict: dict, run_dir: str, device: str = "cpu") -> dict:
