@@ -356,6 +356,17 @@ CASES = [
          "holds no model.pt", setup=lambda tmp, run: (tmp / "empty").mkdir()),
     Case("evaluate-pretrained-unknown", "evaluate", "an unknown shipped model", ["evaluate", "pretrained:nope", *O],
          "no pretrained model 'nope'"),
+    # ------------------------------------------------------------------ bench
+    Case("bench-report-seed-zero", "bench", "the development tasks as the report", ["bench", Q, *O, "--report-seed", "0"],
+         "report_seed must be >= 1"),
+    Case("bench-method-unknown", "bench", "an unknown baseline", ["bench", Q, *O, "--methods", "dgd,newton"],
+         "unknown bench method(s) ['newton']"),
+    Case("bench-rounds-short", "bench", "fewer rounds than the learned optimizer takes",
+         ["bench", "pretrained", Q, *O, "--rounds", "10"], "pass --rounds 20 or more"),
+    Case("bench-run-missing", "bench", "a learned optimizer folder without model.pt", ["bench", "{tmp}/empty", Q, *O],
+         "holds no model.pt", setup=lambda tmp, run: (tmp / "empty").mkdir()),
+    Case("bench-draws-zero", "bench", "no test draw", ["bench", Q, *O, "--draws", "0"],
+         "bench draws must be a positive integer"),
     # ------------------------------------------------------------------ the command line itself
     Case("flag-unknown", "command line", "a misspelt flag", [*B, "--agnets", "8"], "unrecognized arguments: --agnets"),
     Case("flag-missing-out", "command line", "no --out", ["train", Q], "the following arguments are required: --out"),

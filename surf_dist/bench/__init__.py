@@ -96,10 +96,10 @@ def learned_runs(args_runs: list[str] | None) -> list[tuple[str, str]]:
     for run in given:
         label = run if run.startswith("pretrained") else f"run:{Path(run).as_posix().rstrip('/')}"
         if label in dict(out):
-            raise ValueError(f"bench: {run} is given twice")
+            raise ValueError(f"{run} is given twice")
         folder = resolve_run(run)
         if not (folder / "model.pt").is_file():
-            raise ValueError(f"bench: {folder} holds no model.pt (a folder of 'surf-dist train', or 'pretrained[:NAME]')")
+            raise ValueError(f"{folder} holds no model.pt (a folder of 'surf-dist train', or 'pretrained[:NAME]')")
         out.append((label, str(folder)))
     return out
 
@@ -136,7 +136,7 @@ def check_arguments(args) -> None:
     for label, folder in learned_runs(args.models):
         model = run_config(Path(folder)).model
         if model.num_layers * model.num_hops > bc.rounds:
-            raise ValueError(f"bench: {label} takes {model.num_layers * model.num_hops} rounds, more than "
+            raise ValueError(f"{label} takes {model.num_layers * model.num_hops} rounds, more than "
                              f"--rounds {bc.rounds}; pass --rounds {model.num_layers * model.num_hops} or more")
 
 
