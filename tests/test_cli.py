@@ -42,9 +42,24 @@ def test_baselines_quick_writes_a_complete_summary(tmp_path, capsys):
     assert "dgd" in text
 
 
-def test_demo_quick_writes_a_complete_summary(tmp_path, capsys):
+def test_demo_shipped_optimizer_tunes_the_fallback_baselines_where_no_choices_ship(tmp_path, capsys):
+    """The quick preset's tasks have no shipped baseline choices: the demo tunes the four
+    one-hyperparameter baselines on validation tasks and compares them with the shipped optimizer."""
+    from surf_dist.bench.demo import FALLBACK_METHODS
     out = tmp_path / "demo"
-    code, text, _ = run(["demo", "--quick", "--out", str(out), "--no-progress"], capsys)
+    code, text, err = run(["demo", "--quick", "--rounds", "24", "--out", str(out), "--no-progress"], capsys)
+    assert code == 0, err
+    report = json.loads((out / "bench.json").read_text())
+    assert report["baselines"] == list(FALLBACK_METHODS) and report["learned"] == ["pretrained"]
+    assert report["baselines_from"] == "tuned here on validation tasks" and "no shipped baseline choices" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"pretrained", *FALLBACK_METHODS}
+    assert (out / "pooled_accuracy_vs_communication.png").is_file() and "ratio" in text
+
+
+def test_demo_train_quick_writes_a_complete_summary(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, text, _ = run(["demo", "--train", "--quick", "--out", str(out), "--no-progress"], capsys)
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     methods = summary["methods"]

@@ -44,8 +44,8 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
                      "grad_evals_per_agent": entry["grad_evals_accuracy"].tolist()} for d in range(D)]
         c = res["curves"]
         methods[name] = {"kind": "baseline", "doc": res["doc"], "curves": curves_of(c["best"]),
-                         "by_start": {s: curves_of(c[s]) for s in ("zero", "task")},
-                         "tuned": {s: c[s]["chosen"] for s in ("best", "zero", "task")},
+                         "by_start": {s: curves_of(c[s]) for s in ("zero", "task") if s in c},
+                         "tuned": {s: c[s]["chosen"] for s in ("best", "zero", "task") if s in c},
                          "grids": res["grids"], "grid_extensions": res["extensions"], "at_edge": res["at_edge"],
                          "configurations_tried": res["configurations_tried"]}
     for label, res in raw["learned"].items():
