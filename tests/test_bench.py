@@ -79,6 +79,7 @@ def test_grids_extend_at_their_edges():
     assert momentum.extend({0.0}) == []                      # no momentum is a natural edge
     assert momentum.extend({0.99}) == [pytest.approx(0.995)]
     assert Grid("local_steps", [2, 4, 8]).extend({8}) == [16]
+    assert Grid("local_steps", [4]).extend({4}) == []           # a fixed setting: not tuned
 
 
 def test_report_tasks_are_disjoint_from_development_and_validation():

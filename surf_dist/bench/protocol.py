@@ -103,7 +103,10 @@ class Grid:
     lower_bound: float = 0.0           # momentum: 0 is a natural edge (no momentum)
 
     def extend(self, chosen: set, ) -> list:
-        """New values beyond any edge in ``chosen`` (empty when none)."""
+        """New values beyond any edge in ``chosen`` (empty when none). A one-value grid is a
+        fixed setting (DFedAvgM's compute-matched local steps), never extended."""
+        if len(self.values) == 1:
+            return []
         new = []
         lo, hi = min(self.values), max(self.values)
         if self.name == "momentum":

@@ -1,0 +1,74 @@
+"""Markdown tables of a ``surf-dist bench`` report, for docs/RESULTS.md and the README.
+
+    python benchmarks/bench_tables.py runs/bench_digits/bench.json
+
+Prints (1) per learned optimizer and metric: the rounds ratio, the bytes ratio and the
+fixed-budget gap with their intervals and the strongest baseline per draw; (2) every method
+at the learned optimizers' round count and at the last round, mean over draws; (3) each
+baseline's rounds to reach the first learned optimizer's final pooled accuracy, per draw.
+Every number is read from the report; nothing is recomputed.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+METRICS = ("accuracy", "local_accuracy", "loss")
+
+
+def fmt(v, scale=1.0, unit=""):
+    return "n.r." if v is None else f"{v * scale:.2f}{unit}"
+
+
+def interval(s, scale=1.0, unit=""):
+    return f"{fmt(s['mean'], scale, unit)} [{fmt(s['low'], scale, unit)}, {fmt(s['high'], scale, unit)}]"
+
+
+def main(path: str) -> None:
+    r = json.loads(open(path).read())
+    rounds = r["protocol"]["rounds"]
+    print(f"draws: {[d['test_task_indices'][0] for d in r['draws']]}... (report seed {r['draws'][0]['report_seed']}), "
+          f"wall {r.get('wall_seconds', 0):,.0f} s, command `{r.get('command')}`\n")
+    print("| learned optimizer | metric | rounds ratio | bytes ratio | fixed-budget gap | per draw (ratio; gap) | strongest baseline per draw |")
+    print("|---|---|---:|---:|---:|---|---|")
+    for label, per_metric in r["comparisons"].items():
+        for m in METRICS:
+            s = per_metric[m]
+            scale, unit = (100.0, " pts") if m != "loss" else (1.0, "")
+            per = "; ".join(f"{fmt(a, unit='x')} / {fmt(g, scale)}" for a, g in
+                            zip(s["ratio"]["per_draw"], s["budget_gap"]["per_draw"]))
+            print(f"| `{label}` | {m} | {interval(s['ratio'], unit='x')} | "
+                  f"{interval(s['bytes_ratio'], unit='x') if 'bytes_ratio' in s else '-'} | "
+                  f"{interval(s['budget_gap'], scale, unit)} | {per} | {', '.join(str(x) for x in s['strongest'])} |")
+    budget = min(r["methods"][n]["curves"][0]["rounds"][-1] for n in r["learned"])
+    print(f"\n| method | pooled @{budget} | local @{budget} | loss @{budget} | pooled @{rounds} | local @{rounds} | "
+          f"loss @{rounds} | grad evals / round |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, e in r["methods"].items():
+        c0 = e["curves"][0]
+        cells = []
+        for b in (budget, rounds):
+            if b in c0["rounds"]:
+                i = c0["rounds"].index(b)
+                cells += [f"{np.mean([c[m][i] for c in e['curves']]):.3f}" for m in METRICS]
+            else:
+                cells += ["-"] * 3
+        i = c0["rounds"].index(budget) if budget in c0["rounds"] else -1
+        evals = c0["grad_evals_per_agent"][i] / max(c0["rounds"][i], 1)
+        print(f"| {name} | " + " | ".join(cells) + f" | {evals:.1f} |")
+    cen = r["centralized"]
+    print(f"| centralized optimum | {np.mean(cen['accuracy']):.3f} | {np.mean(cen['local_accuracy']):.3f} | "
+          f"{np.mean(cen['loss']):.3f} | | | | |")
+    first = r["learned"][0]
+    s = r["comparisons"][first]["accuracy"]
+    print(f"\nrounds to reach `{first}`'s final pooled accuracy {['%.4f' % t for t in s['target']]} per draw:\n")
+    print("| baseline | " + " | ".join(f"draw {d}" for d in range(len(s["target"]))) + " |")
+    print("|---|" + "---:|" * len(s["target"]))
+    for name, need in sorted(s["rounds_to_target"].items(), key=lambda kv: np.mean([x or 1e9 for x in kv[1]])):
+        print(f"| {name} | " + " | ".join("n.r." if x is None else f"{x:.0f}" for x in need) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
