@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .config import from_dict
+from .guards import atomic_open
 
 FORMAT = "surf-dist-checkpoint-1"
 
@@ -19,16 +18,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     a temporary file in the same folder, flushed and fsynced, then renamed over the target."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def load_checkpoint(path: str | Path, expected_config: dict | None = None,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report import atomic_write_text
+from ..guards import atomic_write_text
 from .protocol import METRICS, BenchConfig, Comparison, report_task_indices, val_task_indices
 
 
