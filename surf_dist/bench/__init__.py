@@ -32,13 +32,15 @@ def _say(message: str) -> None:
 
 
 def cost_estimate(name: str, bench: BenchConfig) -> float:
-    """Relative cost of tuning a baseline: configurations x rounds of work per round."""
+    """Relative cost of a baseline (measured on the digits): configurations searched x
+    gradient evaluations per round (local steps, and their edge extensions, weigh most)."""
     m = METHODS[name]
-    grid = 2 * len(bench.step_grid) * (len(bench.momentum_grid) if "momentum" in m.continuous else 1)
-    discrete = 1.0
+    configs = 2 * len(bench.step_grid) * (3 if "momentum" in m.continuous else 1)   # coordinate lines
+    per_round = 1.0
     for key, values in m.discrete.items():
-        discrete *= sum(values) if key == "local_steps" else len(values)
-    return grid * discrete
+        per_round *= (sum(values) + 2 * max(values) if len(values) > 1 else max(values)) if key == "local_steps" \
+            else len(values)
+    return configs * per_round
 
 
 def split_methods(names: list[str], bench: BenchConfig) -> tuple[list[str], list[str]]:
