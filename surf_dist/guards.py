@@ -337,13 +337,23 @@ def _remove_empty(created: list[Path]) -> None:
 # --------------------------------------------------------------------------- helper processes
 
 def helper_pool(workers: int):
-    """A spawn-started ``ProcessPoolExecutor`` whose processes ignore Ctrl-C: the main process
-    alone reports it (one line), then ``stop_pool`` ends them."""
+    """A spawn-started ``ProcessPoolExecutor`` whose processes ignore Ctrl-C (the main process
+    alone reports it, in one line, then ``stop_pool`` ends them) and end with their parent if it
+    is killed (Linux), so no orphan keeps computing."""
     import multiprocessing
-    import signal
     from concurrent.futures import ProcessPoolExecutor
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+                               initializer=_helper_started)
+
+
+def _helper_started() -> None:
+    import ctypes
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:                                        # PR_SET_PDEATHSIG: SIGTERM when the parent dies
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_pool(pool) -> None:

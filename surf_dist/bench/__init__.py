@@ -10,16 +10,15 @@ process and a helper process; on torch / Ray every rank runs every method on its
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..comm.local import LocalCommunicator
 from ..config import RunConfig, from_dict
 from ..engine import Worker
+from ..guards import helper_pool, stop_pool
 from ..methods import METHODS
 from .protocol import BenchConfig, report_task_indices
 from .runner import baseline_job, centralized_on_test, learned_on_test, methods_of
@@ -73,20 +72,25 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
     mine = names
     if isinstance(worker.comm, LocalCommunicator) and (os.cpu_count() or 1) > 1 and len(names) > 1:
         mine, theirs = split_methods(names, bc)
-        side = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        side = helper_pool(1)
         future = side.submit(baselines_detached, cfg.to_dict(), bench, theirs, choices)
         say(f"baselines {', '.join(theirs)} in a helper process")
-    baselines = {n: baseline_job(n, worker, bc, cfg.model.batch_size, say, (choices or {}).get(n)) for n in mine}
-    test_tasks = [t for d in range(bc.draws) for t in worker.family.batch("test", report_task_indices(bc, d))]
-    learned = {}
-    for label, run_dir in runs:
-        learned[label] = {**learned_on_test(run_dir, worker, test_tasks), "meta_training": meta_training[label]}
-        say(f"{label}: {learned[label]['accuracy'][:, -1].mean():.3f} pooled accuracy at "
-            f"{learned[label]['rounds'][-1]} rounds")
-    centralized = centralized_on_test(worker, test_tasks, bc.pool_cap) if worker.comm.rank == 0 else None
-    if future is not None:
-        baselines.update(future.result())
-        side.shutdown()
+    try:
+        baselines = {n: baseline_job(n, worker, bc, cfg.model.batch_size, say, (choices or {}).get(n)) for n in mine}
+        test_tasks = [t for d in range(bc.draws) for t in worker.family.batch("test", report_task_indices(bc, d))]
+        learned = {}
+        for label, run_dir in runs:
+            learned[label] = {**learned_on_test(run_dir, worker, test_tasks), "meta_training": meta_training[label]}
+            say(f"{label}: {learned[label]['accuracy'][:, -1].mean():.3f} pooled accuracy at "
+                f"{learned[label]['rounds'][-1]} rounds")
+        centralized = centralized_on_test(worker, test_tasks, bc.pool_cap) if worker.comm.rank == 0 else None
+        if future is not None:
+            baselines.update(future.result())
+            side.shutdown()
+    except BaseException:
+        if side is not None:
+            stop_pool(side)
+        raise
     return {"baselines": {n: baselines[n] for n in names}, "learned": learned, "centralized": centralized}
 
 
