@@ -1,7 +1,13 @@
 """Keep freed memory in the process: glibc's allocator otherwise returns every large tensor's
 pages to the kernel (mmap / trim) and faults them in again, zero-filled, on the next
 allocation; for the simulator's many short-lived (N, d) tensors that costs more than the maths
-(measured: an out-of-place add on 47 MB arrays, 2.7 -> 6.5 GB/s; a tuning round of the bench 2x faster)."""
+(measured: an out-of-place add on 47 MB arrays, 2.7 -> 6.5 GB/s; a tuning round of the bench 2x faster).
+
+Not switched on by any command: with it, a long bench run's helper process grew to 17.8 GB
+resident on a 24 GB machine (4.2 GB after its first 10 minutes) and starved the tests running
+beside it; whether heap fragmentation or the working set of its late test runs is to blame was
+not isolated.
+``benchmarks/train_step.py --malloc keep`` measures it; opt in from your own scripts."""
 from __future__ import annotations
 
 import ctypes

@@ -232,11 +232,9 @@ def interrupted_hint(args, argv: list[str]) -> str:
 def run_command(args) -> int:
     import torch
 
-    from ._malloc import keep_freed_memory
     from .runtime import is_coordinator
 
     torch.set_num_threads(1)  # tiny per-agent kernels: one thread per worker is fastest here
-    keep_freed_memory()       # reuse freed tensors' pages instead of faulting in new ones
     names = None
     if getattr(args, "runs", None):
         names = jobs.model_names(args.runs) if args.command == "evaluate" else None

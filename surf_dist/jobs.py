@@ -181,10 +181,8 @@ def baselines_detached(cfg_dict: dict, device: str = "cpu") -> dict:
 
 
 def local_worker(cfg: RunConfig, device: str = "cpu") -> Worker:
-    from ._malloc import keep_freed_memory
     from .runtime.common import make_worker
     torch.set_num_threads(1)
-    keep_freed_memory()
     return make_worker(cfg, LocalCommunicator(), torch.device(device))
 
 
