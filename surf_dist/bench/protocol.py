@@ -100,9 +100,8 @@ class Grid:
     """The values of one hyperparameter, extended where a choice sits at an edge."""
     name: str
     values: list
-    lower_bound: float = 0.0           # momentum: 0 is a natural edge (no momentum)
 
-    def extend(self, chosen: set, ) -> list:
+    def extend(self, chosen: set) -> list:
         """New values beyond any edge in ``chosen`` (empty when none). A one-value grid is a
         fixed setting (DFedAvgM's compute-matched local steps), never extended."""
         if len(self.values) == 1:
