@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .._malloc import keep_freed_memory
 from ..comm.local import LocalCommunicator
 from ..config import RunConfig, from_dict
 from ..engine import Worker
@@ -56,6 +57,7 @@ def split_methods(names: list[str], bench: BenchConfig) -> tuple[list[str], list
 def baselines_detached(cfg_dict: dict, bench_dict: dict, names: list[str], choices: dict | None = None) -> dict:
     """Some baselines on the local backend, in a helper process."""
     from ..jobs import local_worker
+    keep_freed_memory()
     cfg, bench = from_dict(cfg_dict), BenchConfig(**bench_dict)
     worker = local_worker(cfg)
     return {n: baseline_job(n, worker, bench, cfg.model.batch_size, _say, (choices or {}).get(n)) for n in names}
@@ -66,6 +68,7 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
     """Every worker runs this; rank 0's result holds the raw per-task arrays. ``choices``:
     {baseline: its validation choices saved by an earlier bench}, replayed instead of tuning."""
     bc = BenchConfig(**bench)
+    keep_freed_memory()           # 2x faster passes; runner.run_grid hands the memory back after each
     say = _say if worker.comm.rank == 0 else (lambda *_: None)
     names = methods_of(bc)
     side = future = None

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .. import jobs
+from .._malloc import release_freed_memory
 from ..engine import Worker
 from ..methods import METHODS
 from ..methods_accel import spectral_lambda2
@@ -24,6 +25,7 @@ from .protocol import METRICS, STARTS, BenchConfig, Grid, choose, report_task_in
 from .replicas import ReplicaProblem, task_means
 
 CHUNK = 24                  # replicas per pass: larger blocks fall out of the caches (measured)
+TASK_BLOCK = 10             # tasks per pass: 3 draws of 10 at once held 11 GB per process (measured)
 TUNE_SCHEDULE = ((30, 1), (100, 5), (200, 10), (None, 25))   # (up to round, every) of the tuning budgets
 
 
@@ -47,11 +49,17 @@ def run_grid(name: str, worker: Worker, tasks, configs: list[dict], rounds: int,
     at ``at_rounds`` {metric: (len(at_rounds), T, R)}, and per round the bytes and gradient
     evaluations per agent. ``pooled_at`` (rounds + 1, R) bool: where the pooled accuracy is
     needed (default: at every round of ``at_rounds``); NaN elsewhere."""
-    parts = [_run_chunk(name, worker, tasks, configs[i:i + CHUNK], rounds, at_rounds, pool_cap, batch_size,
-                        None if pooled_at is None else pooled_at[:, i:i + CHUNK])
-             for i in range(0, len(configs), CHUNK)]
-    return {"values": {k: np.concatenate([p["values"][k] for p in parts], axis=2) for k in METRICS},
-            "bytes": parts[0]["bytes"], "grad_evals": parts[0]["grad_evals"]}
+    rows = []
+    for j in range(0, len(tasks), TASK_BLOCK):
+        parts = []
+        for i in range(0, len(configs), CHUNK):
+            parts.append(_run_chunk(name, worker, tasks[j:j + TASK_BLOCK], configs[i:i + CHUNK], rounds, at_rounds,
+                                    pool_cap, batch_size, None if pooled_at is None else pooled_at[:, i:i + CHUNK]))
+            release_freed_memory()      # the pass's arrays, kept by the allocator (bench_job), go back
+        rows.append({"values": {k: np.concatenate([p["values"][k] for p in parts], axis=2) for k in METRICS},
+                     "bytes": parts[0]["bytes"], "grad_evals": parts[0]["grad_evals"]})
+    return {"values": {k: np.concatenate([r["values"][k] for r in rows], axis=1) for k in METRICS},
+            "bytes": rows[0]["bytes"], "grad_evals": rows[0]["grad_evals"]}
 
 
 def _run_chunk(name, worker, tasks, configs, rounds, at_rounds, pool_cap, batch_size, pooled_at):
