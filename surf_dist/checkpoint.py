@@ -1,6 +1,7 @@
 """Checkpoints written atomically and loaded without unpickling code (``weights_only``)."""
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
@@ -11,6 +12,8 @@ from .config import from_dict
 from .guards import atomic_open
 
 FORMAT = "surf-dist-checkpoint-1"
+
+CHECKPOINT = "checkpoint.pt"   # in a run folder: the full training state, rewritten atomically
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -23,16 +26,21 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 
 def load_checkpoint(path: str | Path, expected_config: dict | None = None,
-                    may_differ: tuple[str, ...] = ()) -> dict:
+                    may_differ: tuple[str, ...] = (), files=None) -> dict:
     """Load a checkpoint; a missing, corrupt, foreign or mismatched file is a ValueError.
 
     ``may_differ`` names config fields ("section.field") allowed to change, e.g. a resumed run
-    that asks for more steps."""
+    that asks for more steps. ``files``: a ``shipped.Shipped`` (on a rank: the bytes the driver
+    read), or None to read the disk."""
     path = Path(path)
-    if not path.is_file():
+    if files is not None:
+        source = io.BytesIO(files.bytes_of(path))
+    elif not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
+    else:
+        source = path
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, garbage bytes, disallowed globals, ...
         raise ValueError(f"checkpoint {path} is corrupt or not a surf-dist checkpoint ({_why(err)}); "
                          "retrain, or use an intact copy") from None
@@ -110,10 +118,11 @@ def saved_config(state: dict, path):
         raise ValueError(f"checkpoint {path} holds a config this version cannot use: {err}") from None
 
 
-def load_model_file(path):
+def load_model_file(path, files=None):
     """(state, config) of a ``model.pt``, checked field by field (tensor shapes are checked
-    against a model with ``check_state_dict`` where one is built)."""
-    state = load_checkpoint(path)
+    against a model with ``check_state_dict`` where one is built); ``files`` as in
+    ``load_checkpoint``."""
+    state = load_checkpoint(path, files=files)
     check_fields(state, path, MODEL_FIELDS)
     return state, saved_config(state, path)
 

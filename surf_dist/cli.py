@@ -36,7 +36,7 @@ from .guards import (
 )
 from .preflight import check_command, check_runs_exist
 from .pretrained import resolve_run
-from .train import CHECKPOINT
+from .checkpoint import CHECKPOINT
 
 DEMO_BASELINE_ROUNDS = 200
 SECONDS_PER_STEP = 3.3      # one default-preset meta-step, one core (BENCHMARKS.md)

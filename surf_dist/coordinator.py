@@ -43,6 +43,7 @@ class Coordinator:
         if self.run_dir is None:
             return
         if self.logger is None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)     # on the driver's machine
             self.logger = MetricsLogger(self.run_dir, len(self.duals), append=row["step"] > 0,
                                         first_step=row["step"])
         self.logger.write(row)

@@ -29,6 +29,7 @@ class Worker:
     dtype: torch.dtype = torch.float64
     device: torch.device = torch.device("cpu")    # where the hosted shards and iterates live
     coordinator_factory: Callable[..., Coordinator] = Coordinator   # the Ray runtime swaps in an actor
+    files: dict | None = None     # ``shipped.Shipped``: the files the driver read for the job (None: read the disk)
 
     def new_coordinator(self, num_layers: int, dual_lr: float, seed: int, run_dir: str | None = None):
         """The coordinator of one training run or sweep (called on rank 0 only)."""

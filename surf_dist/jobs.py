@@ -37,8 +37,8 @@ def train_job(cfg: RunConfig, worker: Worker, run_dir: str, resume: bool = False
     return {"best_val_loss": state.best_val, "duals": state.duals.tolist(), "steps": state.step}
 
 
-def run_config(run_dir: Path) -> RunConfig:
-    return load_model_file(Path(run_dir) / "model.pt")[1]
+def run_config(run_dir: Path, files=None) -> RunConfig:
+    return load_model_file(Path(run_dir) / "model.pt", files)[1]
 
 
 def settings_of_runs(runs: list[str], overrides: dict[str, dict]) -> RunConfig:
@@ -48,7 +48,7 @@ def settings_of_runs(runs: list[str], overrides: dict[str, dict]) -> RunConfig:
 
 
 def load_model(run_dir: Path, worker: Worker) -> UnrolledDGD:
-    saved, cfg = load_model_file(Path(run_dir) / "model.pt")
+    saved, cfg = load_model_file(Path(run_dir) / "model.pt", worker.files)
     data = worker.family.dataset
     model = fitted_model(Path(run_dir), saved, cfg, data.name, data.num_features, data.num_classes)
     return model.to(device=worker.device, dtype=worker.dtype)

@@ -19,7 +19,7 @@ from .guards import check_output_folder
 from .pretrained import resolve_run
 from .sizes import check_size
 from .topology import load_topology_preset
-from .train import CHECKPOINT
+from .checkpoint import CHECKPOINT
 
 
 def check_command(args, cfg: RunConfig, out: Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import check_state_dict, check_training_state, load_checkpoint, load_model_file
+from .checkpoint import CHECKPOINT, check_state_dict, check_training_state, load_checkpoint, load_model_file
 from .config import RunConfig
 from .constraints import descent_values, lagrangian_share, slack_terms
 from .coordinator import Coordinator
@@ -28,7 +28,6 @@ from .pretrained import resolve_run
 from .problem import loss_per_agent, pooled_loss
 from .tasks import Shards
 
-CHECKPOINT = "checkpoint.pt"   # in the run folder: the full state, rewritten atomically
 
 
 @dataclass
@@ -61,11 +60,12 @@ def build_state(cfg: RunConfig, worker: Worker, run_dir: Path | None = None) -> 
     return TrainState(model, optimizer, duals, coordinator, best_model=copy.deepcopy(model.state_dict()))
 
 
-def warm_start(model: UnrolledDGD, run_dir: str | Path) -> None:
+def warm_start(model: UnrolledDGD, run_dir: str | Path, files=None) -> None:
     """Start from the weights of the model trained in ``run_dir`` (fine-tuning a trained
-    optimizer on other tasks; the compact network's weights do not depend on d or n)."""
+    optimizer on other tasks; the compact network's weights do not depend on d or n);
+    ``files``: the driver's copy (``shipped``), or None to read the disk."""
     run_dir = resolve_run(run_dir)
-    saved, saved_cfg = load_model_file(run_dir / "model.pt")
+    saved, saved_cfg = load_model_file(run_dir / "model.pt", files)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(getattr(v, "shape", ())) for k, v in saved["model"].items()}
     if ours != theirs:
@@ -149,13 +149,11 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     under ``run_dir``; the model with the best validation value of the objective is kept."""
     tc = cfg.train
     started = time.perf_counter()
-    if run_dir is not None and worker.comm.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    state = build_state(cfg, worker, run_dir)
+    state = build_state(cfg, worker, run_dir)      # its coordinator creates run_dir
     if resume:
-        restore(state, load_resumable(run_dir / CHECKPOINT, cfg, state.model))
+        restore(state, load_resumable(run_dir / CHECKPOINT, cfg, state.model, worker.files))
     elif tc.init_from:
-        warm_start(state.model, tc.init_from)
+        warm_start(state.model, tc.init_from, worker.files)
         state.best_model = copy.deepcopy(state.model.state_dict())
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
     bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,
@@ -214,10 +212,11 @@ def to_cpu(tree):
     return tree
 
 
-def load_resumable(path: Path, cfg: RunConfig, model: UnrolledDGD) -> dict:
+def load_resumable(path: Path, cfg: RunConfig, model: UnrolledDGD, files=None) -> dict:
     """A training checkpoint that ``cfg`` can continue: written with the same settings (but
-    ``train.steps``), every field intact and of ``model``'s shapes, at a step <= ``steps``."""
-    saved = load_checkpoint(path, cfg.to_dict(), may_differ=("train.steps",))
+    ``train.steps``), every field intact and of ``model``'s shapes, at a step <= ``steps``;
+    ``files`` as in ``checkpoint.load_checkpoint``."""
+    saved = load_checkpoint(path, cfg.to_dict(), may_differ=("train.steps",), files=files)
     check_training_state(saved, path, model, cfg.model.num_layers)
     if saved["step"] > cfg.train.steps:
         raise ValueError(f"--resume: {path.parent} is at step {saved['step']}, past --steps {cfg.train.steps}; "

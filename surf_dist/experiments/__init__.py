@@ -191,7 +191,7 @@ def load_runs(runs: list[str], worker, key) -> dict:
     """{name: (model, config)} of trained run folders, named by ``key(config)``."""
     models = {}
     for run in runs:
-        cfg = jobs.run_config(Path(run))
+        cfg = jobs.run_config(Path(run), worker.files)
         name = key(cfg)
         if name in models:
             raise ValueError(f"--runs: {run} and {models[name][2]} are both '{name}' models; pass one of each")

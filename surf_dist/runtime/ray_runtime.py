@@ -13,6 +13,12 @@ constructed state: ``proxy.dual_step(x)`` is ``ray.get(actor.dual_step.remote(x)
 whose proxy is gone is reset and reused rather than a new one started (~2 s: a process
 importing torch).
 
+Files: a cluster shares no filesystem, so the ranks read none. The driver reads every file the
+job needs (``shipped.for_job``: a model to evaluate or bench, one to warm-start from, the
+checkpoint to resume) and sends the bytes with the job through the object store; the
+coordinator, on the driver's node, creates the run folder and writes into it; a restart reads
+the checkpoint again, on the driver.
+
 Failures: the driver polls the ranks' futures (``ray.wait``); the first rank that raises or
 whose actor dies ends the attempt after a short grace period (to collect the other ranks'
 reports), with one message naming every failed rank, root causes first. A lost worker (a dead
@@ -49,7 +55,8 @@ from ray.util.scheduling_strategies import (
 from ..comm.torch_dist import PeerLostError, TorchCommunicator
 from ..coordinator import Coordinator
 from ..topology import place_agents
-from ..train import CHECKPOINT
+from ..checkpoint import CHECKPOINT
+from ..shipped import for_job
 from .common import DEVICES, JobError, WorkerLostError, make_worker
 from .torch_runtime import GRACE_S, LOOPBACK, RENDEZVOUS_S, USER_ERRORS
 
@@ -178,13 +185,16 @@ class CoordinatorFactory:
     new one starts. A demo thus starts one actor process instead of four (each start costs
     ~2 s of CPU here: a process importing torch). ``close`` kills every actor made."""
 
-    def __init__(self, node_id: str, timeout_s: float):
+    def __init__(self, node_id: str, timeout_s: float, folder: str):
         self.node_id, self.timeout_s = node_id, timeout_s
+        self.folder = folder         # the driver's working folder: a relative run_dir is relative to it
         self.actors: list = []
         self.idle: list = []         # actors no live proxy points to
         self.releases: list = []     # finalizers returning an actor to ``idle``
 
     def __call__(self, num_layers: int, dual_lr: float, seed: int, run_dir: str | None = None):
+        if run_dir is not None:
+            run_dir = os.path.join(self.folder, run_dir)     # unchanged when absolute
         if self.idle:
             actor = self.idle.pop()
             ready = actor.__ray_call__.remote(_construct, num_layers, dual_lr, seed, run_dir)
@@ -254,7 +264,7 @@ class RankActor:
     def run(self, payload, host: str, port: int, timeout_s: float, factory) -> bytes | None:
         """Run the job on this rank; rank 0 returns its pickled result (writable arrays, unlike
         Ray's zero-copy ones)."""
-        job, cfg, options = payload
+        job, cfg, options, files = payload
         if host == LOOPBACK:       # a local instance: keep gloo's / nccl's sockets on loopback
             os.environ.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
         else:                      # gloo would take the address its hostname resolves to
@@ -270,6 +280,7 @@ class RankActor:
             with process_group(backend, host, port, self.rank, self.world, timeout_s):
                 comm = TorchCommunicator(timeout_s)
                 worker = make_worker(cfg, comm, device)
+                worker.files = files          # this node may not see the driver's files
                 if factory is not None:
                     worker.coordinator_factory = factory
                 if "progress" in options:
@@ -366,8 +377,8 @@ def _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker, gpus_per_w
             ips = ray.get([a.node_ip.remote() for a in actors], timeout=wait_s)
             print(f"ray backend: {placement_strategy} placement, rank nodes "
                   + " ".join(f"{r}={ip}" for r, ip in enumerate(ips)), file=sys.stderr, flush=True)
-        factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s)
-        payload = ray.put((job, cfg, options))
+        factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s, os.getcwd())
+        payload = ray.put((job, cfg, options, for_job(cfg, options)))     # files read here, now
         futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None)
                    for r, a in enumerate(actors)]
         return pickle.loads(_supervise(futures))
