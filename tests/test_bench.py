@@ -80,6 +80,26 @@ def test_grids_extend_at_their_edges():
     assert momentum.extend({0.99}) == [pytest.approx(0.995)]
     assert Grid("local_steps", [2, 4, 8]).extend({8}) == [16]
     assert Grid("local_steps", [4]).extend({4}) == []           # a fixed setting: not tuned
+    capped = Grid("local_steps", [4, 8], cap=16)
+    assert capped.extend({8}) == [16] and capped.extend({16}) == []   # no run beyond the cap
+
+
+def test_a_configuration_chosen_early_runs_only_that_far_with_the_same_values():
+    """``run_choices`` runs each configuration only to the last round it is chosen at (a run
+    of 12 rounds for the first, 40 for the second): its values there equal a full run's."""
+    from surf_dist.bench.runner import run_choices, run_grid
+    from surf_dist.jobs import local_worker
+    worker = local_worker(QUICK64)
+    bench = BenchConfig(rounds=40, pool_cap=16)
+    tasks = worker.family.batch("test", report_task_indices(bench, 0))[:2]
+    configs = [{"start": "zero", "step": 2.0}, {"start": "task", "step": 0.5}]
+    idx = np.array([0] * 13 + [1] * 28)
+    picks = {"best": {m: idx for m in ("accuracy", "local_accuracy", "loss")}}
+    curves = run_choices("dgd", worker, tasks, configs, picks, bench, 4)["best"]
+    full = run_grid("dgd", worker, tasks, configs, 40, np.arange(41), 16, 4)["values"]
+    for metric in ("accuracy", "local_accuracy", "loss"):
+        expected = np.where(idx[:, None] == 0, full[metric][:, :, 0], full[metric][:, :, 1]).T
+        np.testing.assert_allclose(curves[metric], expected, rtol=1e-12, atol=0)
 
 
 def test_report_tasks_are_disjoint_from_development_and_validation():

@@ -43,6 +43,7 @@ class BenchConfig:
     step_grid: tuple[float, ...] = tuple(2.0 ** k for k in range(-4, 5))                # 1/16 .. 16
     momentum_grid: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
     max_extensions: int = 3            # per hyperparameter and direction
+    max_local_steps: int = 16          # local steps grow at the edge up to 4x SURF's 4 gradient steps per round
     edge_min_round: int = 5            # choices before this round do not extend a grid
     pool_cap: int = 256                # pooled held-out samples scored per task (all when fewer)
     bootstrap: int = 2000
@@ -55,6 +56,8 @@ class BenchConfig:
         for name in ("draws", "tasks_per_draw", "tune_tasks", "rounds", "pool_cap", "bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bench {name} must be a positive integer, got {getattr(self, name)}")
+        if self.max_local_steps < 1:
+            raise ValueError(f"max_local_steps must be >= 1, got {self.max_local_steps}")
         if self.draws * self.tasks_per_draw > REPORT_STRIDE:
             raise ValueError(f"draws x tasks_per_draw must stay below {REPORT_STRIDE}")
         if len(self.step_grid) < 2 or min(self.step_grid) <= 0:
@@ -97,9 +100,11 @@ def choose(values_rc: np.ndarray, loss_rc: np.ndarray, metric: str, allowed: np.
 
 @dataclass
 class Grid:
-    """The values of one hyperparameter, extended where a choice sits at an edge."""
+    """The values of one hyperparameter, extended where a choice sits at an edge. ``cap``: the
+    largest value an extension may add (local steps: each doubling doubles a run's cost)."""
     name: str
     values: list
+    cap: float = math.inf
 
     def extend(self, chosen: set) -> list:
         """New values beyond any edge in ``chosen`` (empty when none). A one-value grid is a
@@ -112,7 +117,7 @@ class Grid:
             if hi in chosen:
                 new.append(1 - (1 - hi) / 2)
         elif self.name in ("local_steps", "gossip_rounds"):
-            if hi in chosen:
+            if hi in chosen and hi * 2 <= self.cap:
                 new.append(hi * 2)
         else:
             if hi in chosen:

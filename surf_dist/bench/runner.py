@@ -7,6 +7,7 @@ Every worker of a backend runs ``bench_job``; a baseline's grid runs as replicas
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def grids_of(name: str, bench: BenchConfig) -> dict[str, Grid]:
     for key in method.continuous:
         grids[key] = Grid(key, list(bench.momentum_grid if key == "momentum" else bench.step_grid))
     for key, values in method.discrete.items():
-        grids[key] = Grid(key, list(values))
+        grids[key] = Grid(key, list(values), bench.max_local_steps if key == "local_steps" else math.inf)
     return grids
 
 
@@ -270,18 +271,27 @@ def run_choices(name: str, worker: Worker, test_tasks, configs: list[dict], pick
     by_discrete: dict[tuple, list[int]] = {}
     for i in needed:
         by_discrete.setdefault(tuple(configs[i][k] for k in method.discrete), []).append(i)
-    every = np.arange(bench.rounds + 1)
     pooled_rounds = {i: np.zeros(bench.rounds + 1, dtype=bool) for i in needed}
+    horizon = dict.fromkeys(needed, 0)          # the last round at which a configuration is chosen
     for sel in picks.values():
         for r, i in enumerate(sel["accuracy"]):
             pooled_rounds[int(i)][r] = True
+        for idx in sel.values():
+            for r, i in enumerate(idx):
+                horizon[int(i)] = max(horizon[int(i)], r)
+    bounds = [b for b in (*(until for until, _ in TUNE_SCHEDULE if until), bench.rounds) if b <= bench.rounds]
     runs = {}
-    for members in by_discrete.values():
-        out = run_grid(name, worker, test_tasks, [configs[i] for i in members], bench.rounds, every,
-                       bench.pool_cap, batch_size, np.stack([pooled_rounds[i] for i in members], axis=1))
-        for j, i in enumerate(members):
-            runs[i] = {"values": {k: out["values"][k][:, :, j] for k in METRICS},   # (rounds+1, T)
-                       "bytes": out["bytes"], "grad_evals": out["grad_evals"]}
+    for group in by_discrete.values():      # each configuration runs only as far as it is chosen
+        for bound in bounds:
+            members = [i for i in group if horizon[i] <= bound and i not in runs]
+            if not members:
+                continue
+            out = run_grid(name, worker, test_tasks, [configs[i] for i in members], bound, np.arange(bound + 1),
+                           bench.pool_cap, batch_size, np.stack([pooled_rounds[i][:bound + 1] for i in members], 1))
+            for j, i in enumerate(members):
+                runs[i] = {"values": {k: _padded(out["values"][k][:, :, j], bench.rounds) for k in METRICS},
+                           "bytes": _padded(out["bytes"], bench.rounds),       # (rounds+1, T), (rounds+1,)
+                           "grad_evals": _padded(out["grad_evals"], bench.rounds)}
     curves = {}
     for which, sel in picks.items():
         entry = {}
@@ -292,6 +302,13 @@ def run_choices(name: str, worker: Worker, test_tasks, configs: list[dict], pick
         entry["chosen"] = {m: segments(idx, configs) for m, idx in sel.items()}
         curves[which] = entry
     return curves
+
+
+def _padded(values: np.ndarray, rounds: int) -> np.ndarray:
+    """Per-round values (r + 1, ...) to rounds + 1 rows, NaN after round r (never chosen there)."""
+    out = np.full((rounds + 1, *values.shape[1:]), np.nan)
+    out[:len(values)] = values
+    return out
 
 
 def from_segments(tuned: dict, rounds: int) -> tuple[list[dict], dict]:
