@@ -23,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from test_resilience import CLI, STEPS, TRAIN, assert_same, cli_env, load, ray_tmp, timeless  # noqa: E402,F401
 
-pytestmark = pytest.mark.resilience
+pytestmark = [pytest.mark.resilience, pytest.mark.cluster]
 
 
 @pytest.fixture

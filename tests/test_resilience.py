@@ -274,6 +274,7 @@ def ray_cluster(ray_tmp):
         testbed.remove()
 
 
+@pytest.mark.cluster
 @pytest.mark.timeout(480)
 def test_two_node_ray_cluster_one_rank_per_node_matches_local(ray_cluster, tmp_path):
     import testbed
@@ -354,6 +355,7 @@ def ray_daemons(pids) -> list[int]:
     return found
 
 
+@pytest.mark.cluster
 @pytest.mark.timeout(480)
 def test_ray_up_submit_a_training_ray_down_with_the_local_cluster_file(tmp_path, ray_tmp):
     """The launcher end to end: ``ray up`` with launch/cluster-local.yaml (its provider,
