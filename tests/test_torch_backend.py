@@ -4,8 +4,9 @@ One spawned group per world size (2 and 4 ranks) runs every check at once (``gro
 the same job runs in this process on the local backend: per-layer outputs and meta-gradients of
 the unrolled network (synchronous, and with stale asynchronous agents), 3 constrained
 primal-dual steps, baseline curves, the unrolled curve and the async sweep, all in float64 to
-1e-9. Oracles: the physical bytes of one shift equal a hand count of the rows that cross ranks;
-a shift with no cut edge moves nothing. Failures: a rank that dies, a rank that hangs, too many
+1e-9. Oracles: the physical bytes of one shift equal a hand count of the rows that cross ranks
+(a ring, a star, and a directed graph with unequal weights, where S and S^T differ); a shift
+with no cut edge moves nothing. Failures: a rank that dies, a rank that hangs, too many
 workers.
 """
 import os
@@ -99,7 +100,8 @@ def cut_bytes_checks(cfg, worker) -> dict:
     nodes = np.array_split(np.arange(8), comm.world_size)[comm.rank]
     graphs = {"ring": shift_operator(ring(8), "metropolis"), "star": shift_operator(star(8), "metropolis"),
               "no_cut": sp.block_diag([shift_operator(star(len(b)), "metropolis")     # a star per rank
-                                       for b in np.array_split(np.arange(8), comm.world_size)], format="csr")}
+                                       for b in np.array_split(np.arange(8), comm.world_size)], format="csr"),
+              "directed": directed_graph()}
     Z = torch.as_tensor(np.random.default_rng(0).normal(size=(8, D)))
     out = {}
     for name, S in graphs.items():
@@ -118,6 +120,23 @@ def cut_bytes_checks(cfg, worker) -> dict:
                      "S": S.toarray(), "Z": Z.numpy()}
     out["comm_seconds"] = comm.ledger.comm_seconds
     return out
+
+
+def directed_graph() -> sp.csr_matrix:
+    """8 nodes, edges one way only with unequal weights (a directed ring plus three chords):
+    S and S^T differ, so a halo exchange that swapped them would fail."""
+    S = np.diag(np.linspace(0.2, 0.5, 8))
+    for i in range(8):
+        S[(i + 1) % 8, i] = 0.3 + 0.05 * i           # row = receiver, column = sender
+    S[5, 0], S[2, 6], S[7, 3] = 0.7, -0.4, 1.1
+    return sp.csr_matrix(S)
+
+
+def crossing_rows(S: np.ndarray, world: int) -> int:
+    """Rows a shift moves between ranks (contiguous blocks): one per (sender, receiving rank)
+    pair with an edge from the sender into that rank."""
+    owner = np.concatenate([[r] * len(b) for r, b in enumerate(np.array_split(np.arange(8), world))])
+    return len({(j, owner[i]) for i, j in zip(*np.nonzero(S)) if owner[i] != owner[j]})
 
 
 def group_job(cfg, worker, progress=False) -> dict:
@@ -203,7 +222,11 @@ def test_physical_bytes_are_the_rows_that_cross_ranks(distributed):
     cut_edges = {2: 2, 4: 4}[world]
     # star, hub 0 on rank 0: the hub's row goes once to every other rank; every leaf row once
     star_rows = {2: 1 + 4, 4: 3 + 6}[world]
-    expected = {"ring": 2 * cut_edges * row, "star": star_rows * row, "no_cut": 0}
+    directed = result["bytes"]["directed"]["S"]
+    assert not np.allclose(directed, directed.T)
+    expected = {"ring": 2 * cut_edges * row, "star": star_rows * row, "no_cut": 0,
+                "directed": crossing_rows(directed, world) * row}
+    assert expected["directed"] > 0
     for name, nbytes in expected.items():
         check = result["bytes"][name]
         assert check["forward_bytes"] == nbytes, name
