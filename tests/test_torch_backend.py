@@ -283,3 +283,36 @@ def test_torchrun_launcher_dry_run():
     printed = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
     assert printed.split() == ["torchrun", "--standalone", "--nproc-per-node", "3", "-m", "surf_dist.cli",
                                "baselines", "--quick", "--out", "/tmp/o", "--backend", "torch", "--workers", "3"]
+
+
+@pytest.mark.timeout(180)
+def test_a_real_torchrun_launch_trains_like_the_single_process(tmp_path):
+    """launch/torchrun.sh starts 2 ranks with torchrun on loopback; the model and checkpoint
+    they write equal a local run's (float64, to 1e-9)."""
+    import sys
+    root = Path(__file__).parents[1]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.fail(f"torchrun is not installed beside {sys.executable} (it comes with torch)")
+    train = "train --quick --dtype float64 --steps 3 --no-progress --out "
+    env = {**os.environ, "NPROC": "2", "TORCHRUN": str(torchrun), "ARGS": train + str(tmp_path / "tr"),
+           "PYTHONPATH": str(root), "MASTER_ADDR": "127.0.0.1"}
+    done = subprocess.run(["bash", str(root / "launch" / "torchrun.sh")], env=env, capture_output=True, text=True,
+                          timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(train.split() + [str(tmp_path / "local")]) == 0
+    assert torch.load(tmp_path / "tr" / "model.pt", weights_only=True)["device"] == "cpu, 2 worker(s)"
+    for name in ("model.pt", "checkpoint.pt"):
+        ours, ref = (torch.load(tmp_path / run / name, weights_only=True) for run in ("tr", "local"))
+        for saved in (ours, ref):
+            saved.pop("train_seconds", None), saved.pop("device", None)
+        assert_tree_close(_numbers(ours), _numbers(ref))
+
+
+def _numbers(tree):
+    """A checkpoint's tensors and numbers as nested dicts of arrays (strings dropped)."""
+    if isinstance(tree, dict):
+        return {k: _numbers(v) for k, v in tree.items() if not isinstance(v, str)}
+    if isinstance(tree, (list, tuple)):
+        return {str(i): _numbers(v) for i, v in enumerate(tree)}
+    return tree.detach().numpy() if isinstance(tree, torch.Tensor) else tree
