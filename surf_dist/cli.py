@@ -256,7 +256,7 @@ def execute(args, cfg, out: Path, names) -> int:
     from .report import table, write_results
     from .runtime import run_job
 
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress     # a bar on a terminal, else a line every few seconds
     if args.command == "experiment":
         from .experiments import run_experiment
         return run_experiment(args, cfg, out, progress, explicit_overrides(args))

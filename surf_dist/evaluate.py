@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .baselines import BASELINES, run_dfedavgm, run_dgd, run_gradient_tracking
 from .config import RunConfig
 from .engine import Worker
 from .model import UnrolledDGD
 from .problem import pooled_accuracy, pooled_loss, solve_centralized
+from .progress import bar as progress_bar
 from .tasks import materialize
 from .train import unroll
 
@@ -47,7 +47,7 @@ def evaluate_baselines(cfg: RunConfig, worker: Worker, test_tasks, progress=True
     val_tasks = worker.family.batch("val", range(cfg.train.val_tasks, cfg.train.val_tasks + ec.tune_tasks))
     points = [p for p in ec.eval_points if p <= ec.baseline_rounds]
     results = {}
-    for name in tqdm(names, desc="baselines", disable=not progress, leave=False):
+    for name in progress_bar(names, "baselines", progress):
         _, tuning, _ = run_baseline(name, cfg, worker, val_tasks, ec.step_grid, points, pooled=False)
         chosen = []
         for acc, loss in zip(tuning["local_accuracy"], tuning["loss"]):

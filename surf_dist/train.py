@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT, check_state_dict, check_training_state, load_checkpoint, load_model_file
 from .config import RunConfig
@@ -26,6 +25,7 @@ from .engine import Worker
 from .model import UnrolledDGD
 from .pretrained import resolve_run
 from .problem import loss_per_agent, pooled_loss
+from .progress import bar as progress_bar
 from .tasks import Shards
 
 
@@ -156,8 +156,8 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         warm_start(state.model, tc.init_from, worker.files)
         state.best_model = copy.deepcopy(state.model.state_dict())
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
-    bar = tqdm(range(state.step, tc.steps), desc=f"train {tag}".strip(), disable=not progress,
-               initial=state.step, total=tc.steps, leave=False)
+    bar = progress_bar(range(state.step, tc.steps), f"train {tag}".strip(), progress,
+                       initial=state.step, total=tc.steps)
     for step in bar:
         for group in state.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)

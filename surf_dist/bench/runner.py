@@ -123,8 +123,10 @@ class Search:
     momentum chosen most often; each hyperparameter sees its whole grid, at a third of the
     9 x 9 product's cost. A choice at a grid's edge extends that grid (``extend``)."""
 
-    def __init__(self, name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int):
+    def __init__(self, name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int,
+                 say=lambda _: None):
         self.name, self.worker, self.tasks, self.bench, self.batch_size = name, worker, val_tasks, bench, batch_size
+        self.say = say
         self.method = METHODS[name]
         self.grids = grids_of(name, bench)
         self.at = tuning_rounds(bench.rounds)
@@ -155,7 +157,10 @@ class Search:
         groups: dict[tuple, list[dict]] = {}
         for c in todo:
             groups.setdefault(tuple(c[k] for k in self.method.discrete), []).append(c)
-        for members in groups.values():
+        for setting, members in groups.items():
+            fixed = ", ".join(f"{k} {v}" for k, v in zip(self.method.discrete, setting))
+            self.say(f"{self.name}: tuning {len(members)} configurations{' at ' + fixed if fixed else ''}, "
+                     f"{self.bench.rounds} rounds ({len(self.configs)} done)")
             out = run_grid(self.name, self.worker, self.tasks, members, self.bench.rounds, self.at,
                            self.bench.pool_cap, self.batch_size)
             for k in METRICS:
@@ -230,7 +235,7 @@ def tune(name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: i
     """Validation means of the searched configurations at the tuning rounds (``Search``).
     Returns {"configs", "values": {metric: (B, configs)}, "at", "grids", "extensions", "at_edge"}."""
     start = time.perf_counter()
-    s = Search(name, worker, val_tasks, bench, batch_size)
+    s = Search(name, worker, val_tasks, bench, batch_size, say)
     s.search()
     extensions = s.extend()
     say(f"{name}: tuned {len(s.configs)} configurations on {len(val_tasks)} validation tasks "
