@@ -1,7 +1,9 @@
 """Datasets for the simulator: loading, standardisation and pool splitting.
 
-Every dataset is returned as a :class:`Dataset` holding a dense float64 feature
-matrix ``(num_samples, num_features)`` and int64 labels ``(num_samples,)``.
+Every dataset is returned as a :class:`Dataset` holding float64 features
+``(num_samples, num_features)`` and int64 labels ``(num_samples,)``: a dense matrix, or for the
+pixel sets a ``PixelRows`` that reads and standardises the rows asked for from the files'
+memory-mapped bytes (``pixel_rows.py``), so that a worker holds only its agents' rows.
 
 Sources
 -------
@@ -34,13 +36,15 @@ are set to 0.
 
 from __future__ import annotations
 
-import gzip
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .data_files import (CIFAR10_NUM_CLASSES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, _read_file_bytes,
+                         map_cifar10_batch, map_idx, parse_idx)
+from .pixel_rows import PixelRows
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "wine", "breast_cancer", "iris", "synthetic512", "synthetic64")
 
@@ -54,13 +58,8 @@ MNIST_FILES = (
 CIFAR10_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
 CIFAR10_SUBFOLDER = "cifar-10-batches-bin"
 
-IDX_IMAGES_MAGIC = 0x00000803
-IDX_LABELS_MAGIC = 0x00000801
 MNIST_IMAGE_SIDE = 28
 MNIST_NUM_CLASSES = 10
-CIFAR10_NUM_CLASSES = 10
-CIFAR10_PIXELS = 3 * 32 * 32
-CIFAR10_RECORD_BYTES = 1 + CIFAR10_PIXELS
 SUBSAMPLE_SEED = 0
 
 
@@ -76,7 +75,7 @@ class Dataset:
     """
 
     name: str
-    features: np.ndarray
+    features: np.ndarray | PixelRows      # PixelRows: pixel sets, rows standardised when read
     labels: np.ndarray
     num_classes: int
 
@@ -89,85 +88,6 @@ class Dataset:
     def num_samples(self) -> int:
         """Number of rows (samples)."""
         return int(self.features.shape[0])
-
-
-# --------------------------------------------------------------------------- writers
-
-
-def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """Write a uint8 array in idx format (gzipped if ``path`` ends in ``.gz``).
-
-    ``array`` is ``(n,)`` labels (magic 0x801) or ``(n, rows, cols)`` images
-    (magic 0x803). Returns the path written.
-    """
-    array = np.asarray(array)
-    if array.dtype != np.uint8:
-        raise ValueError(f"write_idx needs a uint8 array, got dtype {array.dtype}")
-    if array.ndim not in (1, 3):
-        raise ValueError(f"write_idx needs a 1-D (labels) or 3-D (images) array, got shape {array.shape}")
-    magic = IDX_LABELS_MAGIC if array.ndim == 1 else IDX_IMAGES_MAGIC
-    header = np.array([magic, *array.shape], dtype=">u4").tobytes()
-    payload = header + np.ascontiguousarray(array).tobytes()
-    path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "wb") as handle:
-        handle.write(payload)
-    return path
-
-
-def write_cifar10_batch(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray) -> Path:
-    """Write a CIFAR-10 binary batch: ``(n, 3072)`` uint8 images, ``(n,)`` labels in [0, 10).
-
-    Returns the path written.
-    """
-    images = np.asarray(images)
-    labels = np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != CIFAR10_PIXELS:
-        raise ValueError(f"images must be uint8 of shape (n, {CIFAR10_PIXELS}), got {images.dtype} {images.shape}")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= CIFAR10_NUM_CLASSES):
-        raise ValueError(f"CIFAR-10 labels must lie in [0, {CIFAR10_NUM_CLASSES}), got {labels.min()}..{labels.max()}")
-    records = np.concatenate([labels.astype(np.uint8)[:, None], images], axis=1)
-    path = Path(path)
-    path.write_bytes(records.tobytes())
-    return path
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def _read_file_bytes(path: Path) -> bytes:
-    """Return the (decompressed if ``.gz``) content of ``path``."""
-    if not path.name.endswith(".gz"):
-        return path.read_bytes()
-    try:
-        with gzip.open(path, "rb") as handle:
-            return handle.read()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a valid gzip file ({error})") from error
-
-
-def parse_idx(raw: bytes, expected_magic: int, source: str) -> np.ndarray:
-    """Parse idx bytes into a uint8 array of the shape given by the header.
-
-    ``source`` names the file in error messages.
-    """
-    if len(raw) < 4:
-        raise ValueError(f"{source}: file is truncated ({len(raw)} bytes, no idx header)")
-    magic = int.from_bytes(raw[:4], "big")
-    if magic != expected_magic:
-        raise ValueError(f"{source}: bad magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
-    ndim = expected_magic & 0xFF
-    header_bytes = 4 + 4 * ndim
-    if len(raw) < header_bytes:
-        raise ValueError(f"{source}: file is truncated ({len(raw)} bytes, header needs {header_bytes})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected_size = header_bytes + math.prod(dims)   # Python ints: no overflow on a crafted header
-    if len(raw) != expected_size:
-        problem = "truncated" if len(raw) < expected_size else "too long"
-        raise ValueError(f"{source}: file is {problem}: {len(raw)} bytes, header dims {dims} need {expected_size}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes).reshape(dims)
 
 
 def _find_idx_file(folder: Path, base_name: str, dataset: str) -> Path:
@@ -186,7 +106,7 @@ def _load_idx_pair(folder: Path, images_name: str, labels_name: str, dataset: st
     """Load one images/labels idx pair -> ``(n, 784)`` uint8 images, ``(n,)`` uint8 labels."""
     images_path = _find_idx_file(folder, images_name, dataset)
     labels_path = _find_idx_file(folder, labels_name, dataset)
-    images = parse_idx(_read_file_bytes(images_path), IDX_IMAGES_MAGIC, str(images_path))
+    images = map_idx(images_path, IDX_IMAGES_MAGIC)
     labels = parse_idx(_read_file_bytes(labels_path), IDX_LABELS_MAGIC, str(labels_path))
     if images.shape[1:] != (MNIST_IMAGE_SIDE, MNIST_IMAGE_SIDE):
         raise ValueError(
@@ -216,29 +136,13 @@ def _require_folder(root: str | os.PathLike | None, dataset: str, expected_files
     return folder
 
 
-def _load_mnist_like(dataset: str, root: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
-    """Load mnist / fashion_mnist -> ``(n, 784)`` uint8 pixels, ``(n,)`` labels (train then test)."""
+def _load_mnist_like(dataset: str, root: str | os.PathLike | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Load mnist / fashion_mnist -> [train, test] ``(n_i, 784)`` uint8 pixels (memory-mapped
+    where plain), ``(n,)`` labels (train then test)."""
     folder = _require_folder(root, dataset, MNIST_FILES)
     train_x, train_y = _load_idx_pair(folder, MNIST_FILES[0], MNIST_FILES[1], dataset)
     test_x, test_y = _load_idx_pair(folder, MNIST_FILES[2], MNIST_FILES[3], dataset)
-    return np.concatenate([train_x, test_x]), np.concatenate([train_y, test_y])
-
-
-def parse_cifar10_batch(raw: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Parse a CIFAR-10 binary batch -> ``(n, 3072)`` uint8 pixels, ``(n,)`` uint8 labels."""
-    if len(raw) % CIFAR10_RECORD_BYTES != 0:
-        raise ValueError(
-            f"{source}: size {len(raw)} bytes is not a multiple of the {CIFAR10_RECORD_BYTES}-byte "
-            "CIFAR-10 record (truncated or not a CIFAR-10 binary batch)"
-        )
-    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, CIFAR10_RECORD_BYTES)
-    labels, pixels = records[:, 0], records[:, 1:]
-    if labels.size and labels.max() >= CIFAR10_NUM_CLASSES:
-        bad_record = int(np.argmax(labels >= CIFAR10_NUM_CLASSES))
-        raise ValueError(
-            f"{source}: record {bad_record} has label {labels[bad_record]}, out of range [0, {CIFAR10_NUM_CLASSES})"
-        )
-    return pixels, labels
+    return [train_x, test_x], np.concatenate([train_y, test_y])
 
 
 def _locate_cifar10_folder(root: str | os.PathLike | None) -> Path:
@@ -256,11 +160,12 @@ def _locate_cifar10_folder(root: str | os.PathLike | None) -> Path:
     )
 
 
-def _load_cifar10(root: str | os.PathLike | None) -> tuple[np.ndarray, np.ndarray]:
-    """Load CIFAR-10 -> ``(n, 3072)`` uint8 pixels, ``(n,)`` labels (batches 1-5 then test)."""
+def _load_cifar10(root: str | os.PathLike | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Load CIFAR-10 -> per batch ``(n_i, 3072)`` uint8 pixels (memory-mapped), ``(n,)`` labels
+    (batches 1-5 then test)."""
     folder = _locate_cifar10_folder(root)
-    batches = [parse_cifar10_batch((folder / name).read_bytes(), str(folder / name)) for name in CIFAR10_FILES]
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    batches = [map_cifar10_batch(folder / name) for name in CIFAR10_FILES]
+    return [b[0] for b in batches], np.concatenate([b[1] for b in batches])
 
 
 def _load_sklearn(name: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -354,12 +259,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: 
         num_classes, is_pixels = MNIST_NUM_CLASSES, True
     if raw_labels.size == 0:
         raise ValueError(f"dataset '{canonical}' has no samples (files under {root} are empty)")
-    if max_samples is not None:
-        keep = stratified_subsample(raw_labels, max_samples)
-        raw_features, raw_labels = raw_features[keep], raw_labels[keep]
-    features = raw_features.astype(np.float64) / 255.0 if is_pixels else raw_features.astype(np.float64)
-    labels = raw_labels.astype(np.int64)
+    keep = None if max_samples is None else stratified_subsample(raw_labels, max_samples)
+    labels = (raw_labels if keep is None else raw_labels[keep]).astype(np.int64)
     assert labels.min() >= 0 and labels.max() < num_classes
+    if is_pixels:      # read on demand: a worker holds the rows its agents use (pixel_rows.py)
+        return Dataset(name=canonical, features=PixelRows(raw_features, keep), labels=labels, num_classes=num_classes)
+    features = raw_features if keep is None else raw_features[keep]
     return Dataset(name=canonical, features=standardise(features), labels=labels, num_classes=num_classes)
 
 

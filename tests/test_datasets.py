@@ -17,9 +17,8 @@ from surf_dist.datasets import (
     Dataset,
     load_dataset,
     split_pools,
-    write_cifar10_batch,
-    write_idx,
 )
+from surf_dist.data_files import write_cifar10_batch, write_idx
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -61,8 +60,9 @@ def _write_cifar_folder(folder: Path, records_per_file: int = 5) -> tuple[np.nda
 
 
 def _assert_standardised(features: np.ndarray) -> None:
-    """Columns have mean ~0 and std ~1 (or are all 0 when constant)."""
+    """Columns have mean ~0 and std ~1 (or are all 0 when constant); pixel sets read every row."""
     assert features.dtype == np.float64
+    features = np.asarray(features)
     std = features.std(axis=0)
     np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-9)
     non_constant = std > 1e-12
@@ -143,6 +143,23 @@ def test_mnist_round_trip(tmp_path: Path, gz: bool) -> None:
     for column in (0, 1, 400, 783):  # pixel content and sample order survive standardisation
         _assert_same_order(dataset.features[:, column], flat[:, column])
     _assert_standardised(dataset.features)
+
+
+@pytest.mark.parametrize("max_samples", [None, 25])
+def test_pixel_rows_are_read_on_demand_and_equal_the_whole_matrix_standardised(tmp_path, max_samples):
+    """Plain idx files are memory-mapped (nothing of them in the process's own memory); the
+    rows asked for, in any order and shape, equal those of the whole matrix standardised."""
+    from surf_dist.datasets import standardise, stratified_subsample
+    images, labels = _write_mnist_folder(tmp_path, gz=False, num_train=40, num_test=10)
+    dataset = load_dataset("mnist", root=tmp_path, max_samples=max_samples)
+    assert dataset.features.resident_bytes() == 0
+    flat = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    if max_samples:
+        flat = flat[stratified_subsample(labels, max_samples)]
+    whole = standardise(flat)
+    idx = np.array([[3, 0, 3], [len(whole) - 1, 7, 1]])
+    np.testing.assert_allclose(dataset.features[idx], whole[idx], rtol=0, atol=1e-12)
+    assert dataset.features[idx].shape == (2, 3, 784)
 
 
 def test_fashion_mnist_and_max_samples(tmp_path: Path) -> None:
