@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                                    # the default preset
     python benchmarks/train_step.py --hops 1 --layers 20 --local-steps 4 --repeats 5
     python benchmarks/train_step.py --malloc system      # glibc's default: freed pages go back
+    python benchmarks/train_step.py --threads 2          # as surf-dist train runs on 2 cores
 
 Times (after one warm-up step, median of --repeats) a primal step (forward of the unrolled
 network on the task batch, the Lagrangian's backward, the optimizer step) plus the dual
@@ -52,9 +53,11 @@ def main() -> int:
     parser.add_argument("--malloc", choices=("keep", "system"), default="keep",
                         help="keep: freed memory stays in the process, as every surf-dist command runs "
                              "(surf_dist/_malloc.py); system: glibc's default")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (surf-dist train on the local "
+                        "backend uses every core)")
     parser.add_argument("--out", help="also write the JSON line here")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.malloc == "keep":
         keep_freed_memory()
     model = {k: v for k, v in (("num_hops", args.hops), ("num_layers", args.layers),
@@ -63,7 +66,7 @@ def main() -> int:
     times = step_seconds(cfg, args.repeats)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    result = {"preset": args.preset, "model": model, "malloc": args.malloc, "step_s": statistics.median(times), "steps_s": times,
+    result = {"preset": args.preset, "model": model, "malloc": args.malloc, "threads": args.threads, "step_s": statistics.median(times), "steps_s": times,
               "commit": commit, "torch": torch.__version__, "machine": platform.machine(),
               "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
     print(json.dumps(result), flush=True)

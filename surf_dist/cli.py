@@ -253,6 +253,8 @@ def run_command(args) -> int:
 
 
 def execute(args, cfg, out: Path, names) -> int:
+    import torch
+
     from .report import table, write_results
     from .runtime import run_job
 
@@ -273,6 +275,10 @@ def execute(args, cfg, out: Path, names) -> int:
     run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, args.device, progress=progress, **kw)
     start = time.perf_counter()
     if args.command == "train":
+        if args.backend == "local":      # one process: every core, freed memory kept (BENCHMARKS.md)
+            from ._malloc import keep_freed_memory
+            torch.set_num_threads(os.cpu_count() or 1)
+            keep_freed_memory()
         result = run(jobs.train_job, run_dir=str(out), resume=args.resume)
         if result is None:   # a non-coordinator rank
             return 0

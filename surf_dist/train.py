@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._malloc import release_freed_memory
 from .checkpoint import CHECKPOINT, check_state_dict, check_training_state, load_checkpoint, load_model_file
 from .config import RunConfig
 from .constraints import descent_values, lagrangian_share, slack_terms
@@ -173,6 +174,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         if validating:
             val = validate(state.model, worker, val_tasks, tc.objective)
             row.update(val_loss=val["objective"], val_local_accuracy=val["local_accuracy"])
+            release_freed_memory()      # the validation's arrays (kept in the process where asked)
             if val["objective"] < state.best_val:
                 state.best_val = val["objective"]
                 state.best_model = copy.deepcopy(state.model.state_dict())
