@@ -4,8 +4,9 @@ The layout of ``launch/cluster-cloud.yaml``: a head node with no CPU (the driver
 coordinator actor) in namespace ``surfh1``, and a worker node with 2 CPUs in ``surfh2`` that
 hosts every rank. The worker node runs in a mount namespace of its own with an empty tmpfs over
 the folder the commands run in (tests/testbed.py), so a rank that opened a run folder, a model
-or a checkpoint of the driver's would find nothing. Training, ``--init-from``, ``evaluate RUN``
-and a killed rank actor's restart with resume all run there and give the local backend's numbers.
+or a checkpoint of the driver's would find nothing. Training, ``--init-from``, ``evaluate RUN``,
+the demo and a killed rank actor's restart with resume all run there and give the local
+backend's numbers.
 """
 from __future__ import annotations
 
@@ -123,6 +124,16 @@ def test_training_warm_start_evaluate_and_a_restart_need_no_shared_filesystem(cl
     assert locally(cloud, *evaluate, "--out", "ev_local").returncode == 0
     ours, ref = (json.loads((work / f / "summary.json").read_text())["methods"] for f in ("ev", "ev_local"))
     assert set(ours) == set(ref) and "a" in ours
+    for name in ref:
+        assert ours[name]["accuracy"] == pytest.approx(ref[name]["accuracy"], abs=1e-9, nan_ok=True), name
+
+    # the demo: the shipped optimizer against baselines tuned on validation tasks
+    demo = ["demo", "--quick", "--dtype", "float64", "--rounds", "24", "--no-progress"]
+    done = on_cluster(cloud, *demo, "--out", "demo")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert locally(cloud, *demo, "--out", "demo_local").returncode == 0
+    ours, ref = (json.loads((work / f / "summary.json").read_text())["methods"] for f in ("demo", "demo_local"))
+    assert set(ours) == set(ref) and "pretrained" in ours
     for name in ref:
         assert ours[name]["accuracy"] == pytest.approx(ref[name]["accuracy"], abs=1e-9, nan_ok=True), name
 

@@ -387,3 +387,12 @@ def test_split_pools_rejects_bad_fractions(fractions: tuple[float, ...]) -> None
 def test_split_pools_rejects_non_1d_labels() -> None:
     with pytest.raises(ValueError, match="1-D"):
         split_pools(np.zeros((4, 2), np.int64))
+
+
+def test_every_dataset_has_its_shape_known_before_loading() -> None:
+    """The size checks read ``SHAPES`` before anything loads (``--preset large`` once failed here)."""
+    from surf_dist.datasets import SHAPES
+    assert set(SHAPES) == set(DATASETS)
+    for name in ("digits", "synthetic64"):
+        data = load_dataset(name)
+        assert SHAPES[name] == (data.num_features, data.num_classes, data.num_samples)
