@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,21 @@ def worker_sees(cloud, path: Path) -> bool:
     return subprocess.run(["nsenter", "-t", str(pid), "-m", "test", "-e", str(path)], timeout=30).returncode == 0
 
 
+def assert_summaries_equal(cloud, command: list[str], learned: str) -> None:
+    """``command`` on the cluster and locally: the same methods (``learned`` among them), the
+    same pooled accuracy curves."""
+    done = on_cluster(cloud, *command, "--out", "cluster_out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert locally(cloud, *command, "--out", "local_out").returncode == 0
+    ours, ref = (json.loads((cloud["work"] / f / "summary.json").read_text())["methods"]
+                 for f in ("cluster_out", "local_out"))
+    assert set(ours) == set(ref) and learned in ours
+    for name in ref:
+        assert ours[name]["accuracy"] == pytest.approx(ref[name]["accuracy"], abs=1e-9, nan_ok=True), name
+    for folder in ("cluster_out", "local_out"):
+        shutil.rmtree(cloud["work"] / folder)
+
+
 def assert_models_equal(a: Path, b: Path) -> None:
     for name in ("checkpoint.pt", "model.pt"):
         assert_same(timeless(load(a / name)), timeless(load(b / name)), name, tol=1e-9)
@@ -117,25 +133,10 @@ def test_training_warm_start_evaluate_and_a_restart_need_no_shared_filesystem(cl
     assert locally(cloud, *TRAIN, *steps, "--init-from", "a", "--out", "b_local").returncode == 0
     assert_models_equal(work / "b", work / "b_local")
 
-    # evaluate RUN
-    evaluate = ["evaluate", "a", "--quick", "--dtype", "float64", "--no-progress"]
-    done = on_cluster(cloud, *evaluate, "--out", "ev")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert locally(cloud, *evaluate, "--out", "ev_local").returncode == 0
-    ours, ref = (json.loads((work / f / "summary.json").read_text())["methods"] for f in ("ev", "ev_local"))
-    assert set(ours) == set(ref) and "a" in ours
-    for name in ref:
-        assert ours[name]["accuracy"] == pytest.approx(ref[name]["accuracy"], abs=1e-9, nan_ok=True), name
-
-    # the demo: the shipped optimizer against baselines tuned on validation tasks
-    demo = ["demo", "--quick", "--dtype", "float64", "--rounds", "24", "--no-progress"]
-    done = on_cluster(cloud, *demo, "--out", "demo")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert locally(cloud, *demo, "--out", "demo_local").returncode == 0
-    ours, ref = (json.loads((work / f / "summary.json").read_text())["methods"] for f in ("demo", "demo_local"))
-    assert set(ours) == set(ref) and "pretrained" in ours
-    for name in ref:
-        assert ours[name]["accuracy"] == pytest.approx(ref[name]["accuracy"], abs=1e-9, nan_ok=True), name
+    # evaluate RUN, and the demo (the shipped optimizer against baselines tuned on validation tasks)
+    assert_summaries_equal(cloud, ["evaluate", "a", "--quick", "--dtype", "float64", "--no-progress"], "a")
+    assert_summaries_equal(cloud, ["demo", "--quick", "--dtype", "float64", "--rounds", "24", "--no-progress"],
+                           "pretrained")
 
     # a rank actor killed after the first checkpoint: the group restarts and resumes from the
     # checkpoint the driver reads and sends
