@@ -140,7 +140,6 @@ def test_training_warm_start_evaluate_and_a_restart_need_no_shared_filesystem(cl
 
     # a rank actor killed after the first checkpoint: the group restarts and resumes from the
     # checkpoint the driver reads and sends
-    import testbed
     launch = ["ip", "netns", "exec", cloud["head"], *CLI, *TRAIN, "--out", "r", "--backend", "ray", "--workers", "2"]
     proc = subprocess.Popen(launch, env=cloud["env"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
