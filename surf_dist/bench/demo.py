@@ -41,12 +41,13 @@ def shipped_choices(cfg: RunConfig) -> dict | None:
     return {n: {**b, "tuned": {"best": b["tuned"]["best"]}} for n, b in saved["baselines"].items()}
 
 
-def write_choices(report: dict, path: Path | None = None) -> Path:
-    """Save a bench report's validation choices (no test number) for ``surf-dist demo``."""
+def write_choices(report: dict, path: Path | None = None, names: list[str] | None = None) -> Path:
+    """Save a bench report's validation choices (no test number) for ``surf-dist demo``, of the
+    baselines ``names`` (default: all)."""
     path = TUNED_FILE if path is None else path
     cfg = report["config"]
     baselines = {n: {k: report["methods"][n][k] for k in ("tuned", "grids", "at_edge", "configurations_tried")}
-                 for n in report["baselines"]}
+                 for n in (names or report["baselines"])}
     path.write_text(json.dumps({"made_by": report["command"], "rounds": report["protocol"]["rounds"],
                                 "validation_task_indices": report["validation_task_indices"],
                                 "task": cfg["task"], "batch_size": cfg["model"]["batch_size"],
