@@ -95,7 +95,8 @@ def choose(values_rc: np.ndarray, loss_rc: np.ndarray, metric: str, allowed: np.
     tied = primary <= best + 1e-9                 # equal up to the order of sums (any backend)
     secondary = np.where(tied, secondary, np.inf)
     least = secondary.min(axis=1, keepdims=True)
-    return (secondary <= least + 1e-9 * np.maximum(1.0, np.abs(least))).argmax(axis=1)   # then the first
+    with np.errstate(over="ignore"):         # every configuration diverged: least is the largest float
+        return (secondary <= least + 1e-9 * np.maximum(1.0, np.abs(least))).argmax(axis=1)   # then the first
 
 
 @dataclass
