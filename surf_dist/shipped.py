@@ -2,9 +2,10 @@
 
 A cluster shares no filesystem: a rank on another node cannot open the driver's run folders.
 So the ranks never read a model, a checkpoint to resume or a run to warm-start from: the driver
-reads every such file before the job starts (``for_job``) and the bytes travel with the job,
-through Ray's object store or, on torch.distributed, as the job's arguments; what the ranks
-compute comes back to the driver, whose coordinator writes it.
+reads every such file before the job starts (``for_job``) and the bytes travel with the job
+through Ray's object store; what the ranks compute comes back to the driver, whose coordinator
+writes it. (The torch backend's spawned ranks share the driver's machine and read the files
+themselves; torchrun across machines does not ship them yet.)
 
 ``Shipped`` maps a path, exactly as the job names it (normalised, not resolved against any
 working folder, which differs between the driver and a Ray actor), to the file's bytes.
