@@ -13,29 +13,29 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
 
+@functools.cache
+def _glibc(name: str):
+    """glibc's function ``name``, looked up once (``find_library`` runs ``ldconfig``), or None."""
+    path = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(path), name) if path else None
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Serve every allocation from the heap and never trim it (glibc only; a no-op elsewhere)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
-        return False
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 def release_freed_memory() -> bool:
     """Hand the heap's free pages back to the kernel (``malloc_trim(0)``, glibc only): call it
     between two pieces of work so that memory kept by ``keep_freed_memory`` does not pile up."""
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return False
-    return bool(trim(0)) if trim is not None else False
+    trim = _glibc("malloc_trim")
+    return trim is not None and bool(trim(0))
