@@ -3,8 +3,7 @@
 ``run_ray`` places ``workers`` rank actors with a placement group (one bundle per rank, Ray
 picks the nodes), lets rank 0 choose the rendezvous address (its node's IP and a free port;
 127.0.0.1 and the ``lo`` interface on a local instance) and hands it to the others. Every rank
-then builds ``make_worker(cfg, TorchCommunicator(timeout_s))`` and runs ``job(cfg, worker,
-**options)``; rank 0's result is returned. Progress bars show on rank 0 only.
+then runs the body both runtimes share (``rank.run_rank``); rank 0's result is returned.
 
 The coordinator is the real ``Coordinator`` class as a Ray actor of its own (no CPU, on the
 driver's node, so the files it writes land where the command runs). Rank 0's
@@ -39,26 +38,24 @@ import sys
 import time
 import weakref
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import ray
 import ray._private.ray_constants as ray_constants
 import torch
-import torch.distributed as dist
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
 
-from ..comm.torch_dist import PeerLostError, TorchCommunicator
-from ..coordinator import Coordinator
-from ..topology import place_agents
 from ..checkpoint import CHECKPOINT
+from ..coordinator import Coordinator
 from ..shipped import for_job
-from .common import DEVICES, JobError, WorkerLostError, make_worker
-from .torch_runtime import GRACE_S, LOOPBACK, RENDEZVOUS_S, USER_ERRORS
+from ..topology import place_agents
+from .common import DEVICES, WorkerLostError
+from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
+                   process_group, rank_device, run_rank)
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 POLL_S = 0.05
@@ -221,17 +218,6 @@ class CoordinatorFactory:
 # ------------------------------------------------------------------ one rank
 
 
-@contextmanager
-def process_group(backend: str, host: str, port: int, rank: int, world: int, timeout_s: float):
-    """The default group of the actors, destroyed on the way out whatever happens."""
-    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=rank,
-                            world_size=world, timeout=timedelta(seconds=max(timeout_s, RENDEZVOUS_S)))
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 def interface_of(address: str) -> str | None:
     """The network interface holding ``address`` on this machine, or None."""
     import psutil  # a dependency of Ray
@@ -266,26 +252,16 @@ class RankActor:
         Ray's zero-copy ones)."""
         job, cfg, options, files = payload
         if host == LOOPBACK:       # a local instance: keep gloo's / nccl's sockets on loopback
-            os.environ.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
+            loopback_sockets()
         else:                      # gloo would take the address its hostname resolves to
             use_node_interface(ray.util.get_node_ip_address())       # (often 127.0.1.1)
         os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port))
-        gpus = ray.get_gpu_ids()
-        backend = "nccl" if gpus else "gloo"
-        device = torch.device("cpu")
-        if gpus:           # Ray sets CUDA_VISIBLE_DEVICES: this actor's GPU is device 0
-            torch.cuda.set_device(0)
-            device = torch.device("cuda", 0)
+        gpus = ray.get_gpu_ids()   # Ray sets CUDA_VISIBLE_DEVICES: this actor's GPU is device 0
         try:
-            with process_group(backend, host, port, self.rank, self.world, timeout_s):
-                comm = TorchCommunicator(timeout_s)
-                worker = make_worker(cfg, comm, device)
-                worker.files = files          # this node may not see the driver's files
-                if factory is not None:
-                    worker.coordinator_factory = factory
-                if "progress" in options:
-                    options = {**options, "progress": options["progress"] and self.rank == 0}
-                result = job(cfg, worker, **options)
+            with process_group("nccl" if gpus else "gloo", timeout_s, init_method=f"tcp://{host}:{port}",
+                               rank=self.rank, world_size=self.world):
+                result = run_rank(job, cfg, options, timeout_s, rank_device(bool(gpus)),
+                                  files=files, coordinator_factory=factory)
         finally:
             if factory is not None:
                 factory.close()
@@ -405,42 +381,24 @@ def _supervise(futures, limit_s: float | None = None, what: str = "job"):
                 failures[rank_of[ref]] = _describe(err)
                 failed_at = failed_at or time.monotonic()
         if failed_at is not None and (not pending or time.monotonic() - failed_at > GRACE_S):
-            raise _failure(failures)
+            raise group_failure("ray", failures)
         if not pending:
             return result
         if limit_s is not None and time.monotonic() - start > limit_s:
             raise RuntimeError(f"ray backend: the {what} did not finish within {limit_s:g} s")
 
 
-def _describe(err: Exception) -> tuple[str, str, type | None]:
-    """(kind, message, user error class or None) of one rank's failure; kind "peer" marks a
-    lost-peer error, an echo of another rank's failure."""
+def _describe(err: Exception):
+    """(kind, message, user error class or None) of one rank's failure (``rank.job_failure``;
+    kind "died" for an actor that died)."""
     if isinstance(err, ray.exceptions.RayTaskError):
-        cause = err.cause
-        if isinstance(cause, PeerLostError):     # its message already names the rank and round
-            return "peer", str(cause), None
         frames = re.findall(r'File "([^"]+)", line (\d+)', str(err))
-        where = f" (at {os.path.basename(frames[-1][0])}:{frames[-1][1]})" if frames else ""
-        user = next((c for c in USER_ERRORS if isinstance(cause, c)), None)
-        return "error", f"{type(cause).__name__}: {cause}{where}", user
+        return job_failure(err.cause, f"(at {os.path.basename(frames[-1][0])}:{frames[-1][1]})" if frames else "")
     if isinstance(err, ray.exceptions.RayActorError):
         reason = re.search(r"The actor is dead because ([^.]*)", str(err))
         return "died", ("its actor died before finishing (crashed, killed or out of memory)"
                         + (f": {reason.group(1)}" if reason else "")), None
     return "error", f"{type(err).__name__}: {_first_line(err)}", None
-
-
-def _failure(failures: dict) -> Exception:
-    """One error naming every failed rank, the root causes first (lost-peer errors last)."""
-    ordered = sorted(failures.items(), key=lambda item: (item[1][0] == "peer", item[0]))
-    text = "; ".join(m if m.startswith(f"rank {r}:") else f"rank {r}: {m}" for r, (_, m, _) in ordered)
-    kind, _, user = ordered[0][1]
-    message = f"ray backend failed: {text}"
-    if user is not None:
-        return user(message)
-    if kind == "error":             # the job itself raised: restarting would repeat it
-        return JobError(message)
-    return WorkerLostError(message, lost=True)       # an actor died or a peer vanished
 
 
 def _first_line(err: Exception) -> str:
