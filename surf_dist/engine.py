@@ -15,7 +15,7 @@ import torch
 
 from .comm.base import Communicator
 from .coordinator import Coordinator
-from .problem import correct_per_agent, loss_per_agent, pooled_accuracy
+from .problem import correct_per_agent, loss_per_agent, pooled_correct
 from .tasks import Shards, Task, TaskFamily, block_shift, materialize, minibatch_indices
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -67,7 +67,7 @@ class Worker:
         ``pooled``) and ``local_accuracy`` (the agent's own held-out samples), each averaged
         over the nodes of every group: (G,)."""
         W_nd = W_nd.detach()
-        pooled_acc = (shards.on_pools(pooled_accuracy, W_nd) if pooled
+        pooled_acc = (shards.on_pools(pooled_correct, W_nd, self.comm) if pooled
                       else torch.full((W_nd.shape[0],), float("nan"), dtype=W_nd.dtype, device=W_nd.device))
         values = {"loss": loss_per_agent(W_nd, shards.X_held, shards.Y_held), "accuracy": pooled_acc,
                   "local_accuracy": correct_per_agent(W_nd, shards.X_held, shards.Y_held)}

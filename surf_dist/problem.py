@@ -53,18 +53,30 @@ def correct_per_agent(W_nd: torch.Tensor, X_nmp: torch.Tensor, Y_nm: torch.Tenso
     return (logits(W_nd, X_nmp).argmax(-1) == Y_nm).to(W_nd.dtype).mean(dim=1)
 
 
+def pooled_loss_sum(W_nd: torch.Tensor, X_sp: torch.Tensor, Y_s: torch.Tensor) -> torch.Tensor:
+    """Each agent's cross-entropy summed over one shared sample set: X (s, p), Y (s,) -> (N,)."""
+    N, d = W_nd.shape
+    Z = X_sp @ W_nd.reshape(N, X_sp.shape[1], d // X_sp.shape[1])           # (N, s, C)
+    ce = F.cross_entropy(Z.reshape(-1, Z.shape[-1]), Y_s.repeat(N), reduction="none")
+    return ce.reshape(N, -1).sum(dim=1)
+
+
+def pooled_correct(W_nd: torch.Tensor, X_sp: torch.Tensor, Y_s: torch.Tensor) -> torch.Tensor:
+    """How many of one shared sample set each agent's model classifies right: -> (N,)."""
+    N, d = W_nd.shape
+    p = X_sp.shape[1]
+    Z = torch.einsum("sp,npc->nsc", X_sp, W_nd.reshape(N, p, d // p))
+    return (Z.argmax(-1) == Y_s).to(W_nd.dtype).sum(dim=1)
+
+
 def pooled_loss(W_nd: torch.Tensor, X_sp: torch.Tensor, Y_s: torch.Tensor) -> torch.Tensor:
-    """Each agent's cross-entropy on one shared sample set: X (s, p), Y (s,) -> (N,)."""
-    N = W_nd.shape[0]
-    return loss_per_agent(W_nd, X_sp.expand(N, *X_sp.shape), Y_s.expand(N, *Y_s.shape))
+    """Each agent's mean cross-entropy on one shared sample set: X (s, p), Y (s,) -> (N,)."""
+    return pooled_loss_sum(W_nd, X_sp, Y_s) / X_sp.shape[0]
 
 
 def pooled_accuracy(W_nd: torch.Tensor, X_sp: torch.Tensor, Y_s: torch.Tensor) -> torch.Tensor:
     """Each agent's model on one shared sample set: X (s, p), Y (s,) -> (N,)."""
-    N, d = W_nd.shape
-    p = X_sp.shape[1]
-    Z = torch.einsum("sp,npc->nsc", X_sp, W_nd.reshape(N, p, d // p))
-    return (Z.argmax(-1) == Y_s).to(W_nd.dtype).mean(dim=1)
+    return pooled_correct(W_nd, X_sp, Y_s) / X_sp.shape[0]
 
 
 def solve_centralized(X_sp: torch.Tensor, Y_s: torch.Tensor, num_classes: int,

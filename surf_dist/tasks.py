@@ -6,9 +6,11 @@ samples per agent, b: mini-batch, L: layers, p: features + bias column, C: class
 Everything random comes from one seed: task ``k`` of split ``s`` draws from
 ``SeedSequence([seed, s, k])``, so a task is the same on every backend and worker count.
 A task is indices (cheap, global); ``materialize`` gathers the features of only the agents a
-worker hosts, so a worker's memory holds its own shards and nothing else, plus the task's
-pooled held-out set (the distinct held-out samples of all its agents), which is evaluation
-data for the ``accuracy`` metric and never reaches the optimizer.
+worker hosts, so a worker's memory holds its own shards and nothing else. A task's pooled
+held-out set (the distinct held-out samples of all its agents: evaluation data for the
+``accuracy`` metric, never seen by the optimizer) is split the same way: each sample is held
+by the worker hosting the first agent that holds it (``pool_share``), and ``Shards.on_pools``
+scores every model of the task on every share, moving models, not samples.
 
 Sampling (documented contract):
 - The dataset is split once into train / validation / test pools (60/20/20, stratified).
@@ -142,27 +144,54 @@ class Shards:
     Y_seen: torch.Tensor          # (N, m)
     X_held: torch.Tensor          # (N, h, p)
     Y_held: torch.Tensor          # (N, h)
-    X_pool: list[torch.Tensor]    # per task: (s, p) the task's pooled held-out samples (unique)
+    X_pool: list[torch.Tensor]    # per task: (s_w, p) this worker's share of the task's pooled held-out samples
     Y_pool: list[torch.Tensor]
     task_of_node: torch.Tensor    # (N,) index of the node's task in the batch
     init_weights: torch.Tensor    # (N, d)
+    pool_at: list[torch.Tensor] | None = None   # per task: (s_w,) the share's positions in the whole pool
+    pool_size: list[int] | None = None          # per task: s, the whole pool (None: the shares are whole)
+    agents: np.ndarray | None = None            # the hosted agents (indices within a task)
+    num_agents: int = 0                         # agents per task
 
     def to(self, device: torch.device) -> "Shards":
         """The same shards on ``device`` (no copy where they already are)."""
         move = lambda t: t.to(device)
         return Shards(*(list(map(move, v)) if isinstance(v, list) else move(v)
                         for v in (self.X_seen, self.Y_seen, self.X_held, self.Y_held, self.X_pool,
-                                  self.Y_pool, self.task_of_node, self.init_weights)))
+                                  self.Y_pool, self.task_of_node, self.init_weights)),
+                      self.pool_at, self.pool_size, self.agents, self.num_agents)
 
-    def on_pools(self, fn, W_nd: torch.Tensor) -> torch.Tensor:
-        """``fn(W of a task's nodes, the task's pool X (s, p), Y (s,))`` for every task, gathered
-        per node: (N,). Differentiable in ``W_nd``."""
-        out = W_nd.new_zeros(W_nd.shape[0])
-        for t, (X, Y) in enumerate(zip(self.X_pool, self.Y_pool)):
+    def pool(self, t: int, cap: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Task ``t``'s share (X, Y) among its pool's first ``cap`` samples, and how many samples
+        those are in all (every share together)."""
+        X, Y = self.X_pool[t], self.Y_pool[t]
+        size = X.shape[0] if self.pool_size is None else self.pool_size[t]
+        if cap is None or cap >= size:
+            return X, Y, size
+        if self.pool_at is None:
+            return X[:cap], Y[:cap], cap
+        keep = self.pool_at[t] < cap
+        return X[keep], Y[keep], cap
+
+    def on_pools(self, fn, W_nd: torch.Tensor, comm=None, cap: int | None = None) -> torch.Tensor:
+        """The mean over each task's pooled held-out samples (its first ``cap``), per node:
+        (N, ...). ``fn(W (k, ...), X (s, p), Y (s,))`` gives per model the *sum* over the given
+        samples (k, ...). Where the pool is split between workers (``comm`` with more than one),
+        each worker scores every model of the task on its share: the models are summed across
+        workers (each adds its own rows into zeros) and so are the scores, both differentiably
+        (``comm.sum_across``). Differentiable in ``W_nd``."""
+        out = []
+        split = comm is not None and comm.world_size > 1
+        for t in range(len(self.X_pool)):
             rows = torch.nonzero(self.task_of_node == t).squeeze(1)
-            if len(rows):
-                out = out.index_put((rows,), fn(W_nd[rows], X, Y))
-        return out
+            X, Y, size = self.pool(t, cap)
+            if not split:
+                out.append(fn(W_nd[rows], X, Y) / size)
+                continue
+            agents = torch.as_tensor(self.agents, device=W_nd.device)
+            everyone = comm.sum_across(W_nd.new_zeros(self.num_agents, *W_nd.shape[1:]).index_put((agents,), W_nd[rows]))
+            out.append(comm.sum_across(fn(everyone, X, Y))[agents] / size)
+        return torch.cat(out)
 
     def minibatch(self, positions_nb: torch.Tensor):
         """Gather rows of the seen shards: positions (N, b) -> X (N, b, p), Y (N, b)."""
@@ -173,30 +202,46 @@ class Shards:
 def materialize(dataset: Dataset, tasks: list[Task], agents: np.ndarray, noise_std: float = 0.0,
                 dtype=torch.float64) -> Shards:
     """Gather the shards of ``agents`` (indices within a task) for every task of the batch."""
-    Xs, Ys, Xh, Yh, Xp, Yp, W0 = [], [], [], [], [], [], []
+    Xs, Ys, Xh, Yh, Xp, Yp, W0, At, Sizes = [], [], [], [], [], [], [], [], []
     for task in tasks:
         seen_x, seen_y = _features(dataset, task, task.seen_idx[agents], noise_std, 0, agents)
         held_x, held_y = _features(dataset, task, task.held_idx[agents], noise_std, 1, agents)
-        pool = np.unique(task.held_idx)[None]
-        pool_x, pool_y = _features(dataset, task, pool, noise_std, 2, np.zeros(1, dtype=np.int64))
+        pool_ids, at, size = pool_share(task.held_idx, agents)
+        noise = None
+        if noise_std > 0:     # the whole pool's stream, so that every share draws what the whole pool draws
+            rng = np.random.default_rng(np.random.SeedSequence([task.seed, 2, 2, 0]))
+            noise = rng.normal(0.0, noise_std, (size, dataset.features.shape[-1]))[at][None]
+        pool_x, pool_y = _features(dataset, task, pool_ids[None], noise_std, 2, agents, noise)
         Xs.append(seen_x); Ys.append(seen_y); Xh.append(held_x); Yh.append(held_y)
-        Xp.append(pool_x[0]); Yp.append(pool_y[0])
+        Xp.append(pool_x[0]); Yp.append(pool_y[0]); At.append(torch.as_tensor(at)); Sizes.append(size)
         W0.append(task.init_weights[agents])
     as_t = lambda a: torch.as_tensor(np.concatenate(a), dtype=dtype)
     as_i = lambda a: torch.as_tensor(np.concatenate(a), dtype=torch.int64)
     task_of_node = torch.arange(len(tasks)).repeat_interleave(len(agents))
     return Shards(as_t(Xs), as_i(Ys), as_t(Xh), as_i(Yh),
                   [torch.as_tensor(x, dtype=dtype) for x in Xp], [torch.as_tensor(y) for y in Yp],
-                  task_of_node, as_t(W0))
+                  task_of_node, as_t(W0), At, Sizes, np.asarray(agents), len(tasks[0].held_idx) if tasks else 0)
 
 
-def _features(dataset, task, idx, noise_std, part, agents):
+def pool_share(held_idx: np.ndarray, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The part of a task's pooled held-out set (its distinct held-out samples, by dataset
+    index) that ``agents`` hold: the samples whose first holder (the lowest agent index holding
+    it) is one of them, so the shares of disjoint agent sets partition the pool. (dataset
+    indices, their positions in the pool, the pool's size)."""
+    ids, first = np.unique(held_idx, return_index=True)       # first place in (agent, slot) order
+    at = np.flatnonzero(np.isin(first // held_idx.shape[1], agents))
+    return ids[at], at, len(ids)
+
+
+def _features(dataset, task, idx, noise_std, part, agents, noise=None):
     """Features with bias column, and labels, for the (k, s) index array of ``agents``.
 
     Augmentation noise is drawn per agent (its own stream), so a worker that hosts a subset
     of the agents draws exactly what the single process draws for them."""
     X = dataset.features[idx]                      # (k, s, p_raw)
-    if noise_std > 0:
+    if noise is not None:                          # drawn by the caller
+        X = X + noise
+    elif noise_std > 0:
         X = X + np.stack([np.random.default_rng(np.random.SeedSequence([task.seed, 2, part, int(a)]))
                           .normal(0.0, noise_std, X.shape[1:]) for a in agents])
     X = add_bias(torch.as_tensor(X)).numpy()

@@ -25,7 +25,7 @@ from .coordinator import Coordinator
 from .engine import Worker
 from .model import UnrolledDGD
 from .pretrained import resolve_run
-from .problem import loss_per_agent, pooled_loss
+from .problem import loss_per_agent, pooled_loss_sum
 from .progress import bar as progress_bar
 from .tasks import Shards
 
@@ -94,7 +94,7 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
         masks = worker.comm.broadcast(torch.as_tensor(drawn)).numpy()
     shards, Ws = unroll(state.model, worker, tasks, masks)
     g = descent_values(Ws, shards.X_seen, shards.Y_seen, cfg.train.descent)
-    outer = outer_loss(Ws[-1], shards, cfg.train.objective)
+    outer = outer_loss(Ws[-1], shards, cfg.train.objective, worker.comm)
     slack = slack_terms(g, cfg.train.eps)
     num_nodes = len(tasks) * worker.num_agents
     duals = state.duals.to(device=outer.device, dtype=outer.dtype)
@@ -108,16 +108,17 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
     return {"outer_loss": float(sums[0]) / num_nodes, "slacks": (sums[1:] / num_nodes)}
 
 
-def outer_loss(W_nd: torch.Tensor, shards: Shards, objective: str) -> torch.Tensor:
+def outer_loss(W_nd: torch.Tensor, shards: Shards, objective: str, comm=None) -> torch.Tensor:
     """Per node, the last layer's loss that meta-training minimises (N,).
 
     ``local``: on the agent's own held-out samples, which follow its label skew (what
     ``local_accuracy`` scores). ``pooled``: on the pooled held-out samples of its task, one
     model good for every agent's data (what the pooled ``accuracy`` scores); each worker holds
-    its tasks' pools, so this needs no communication."""
+    a share of each pool, and ``comm`` sums the models and the losses across workers
+    (``Shards.on_pools``)."""
     if objective == "local":
         return loss_per_agent(W_nd, shards.X_held, shards.Y_held)
-    return shards.on_pools(pooled_loss, W_nd)
+    return shards.on_pools(pooled_loss_sum, W_nd, comm)
 
 
 def learning_rate(cfg: RunConfig, step: int) -> float:
@@ -140,7 +141,7 @@ def validate(model: UnrolledDGD, worker: Worker, tasks, objective: str = "local"
         shards, Ws = unroll(model, worker, tasks)
         groups = torch.zeros(Ws[-1].shape[0], dtype=torch.int64)
         values = worker.metrics(Ws[-1], shards, groups, 1)
-        values["objective"] = worker.comm.group_mean(outer_loss(Ws[-1], shards, objective), groups, 1)
+        values["objective"] = worker.comm.group_mean(outer_loss(Ws[-1], shards, objective, worker.comm), groups, 1)
         return {k: float(v[0]) for k, v in values.items()}
 
 

@@ -191,8 +191,16 @@ def test_materialize_subset_equals_rows_of_full(digits_family, noise_std):
     for name in ("X_seen", "Y_seen", "X_held", "Y_held", "init_weights"):
         assert torch.equal(getattr(part, name), getattr(full, name)[rows]), name
     assert torch.equal(part.task_of_node, torch.tensor([0, 0, 0, 1, 1, 1]))
-    for a, b in zip(part.X_pool + part.Y_pool, full.X_pool + full.Y_pool):
-        assert torch.equal(a, b)
+    rest = materialize(digits_family.dataset, tasks, np.setdiff1d(np.arange(n), subset), noise_std)
+    for t in range(2):      # the two shares partition the pool: rows of the whole, each exactly once
+        assert full.pool_size[t] == part.pool_size[t] == full.X_pool[t].shape[0]
+        assert torch.equal(full.pool_at[t], torch.arange(full.pool_size[t]))
+        at = torch.cat([part.pool_at[t], rest.pool_at[t]])
+        assert torch.equal(at.sort().values, torch.arange(full.pool_size[t]))
+        assert 0 < len(part.pool_at[t]) < full.pool_size[t]
+        for sh in (part, rest):
+            assert torch.equal(sh.X_pool[t], full.X_pool[t][sh.pool_at[t]])
+            assert torch.equal(sh.Y_pool[t], full.Y_pool[t][sh.pool_at[t]])
     positions = torch.as_tensor(minibatch_indices(tasks[0], [0], 3)[0])
     X_full, Y_full = full.minibatch(torch.cat([positions, positions]))
     X_part, Y_part = part.minibatch(torch.cat([positions[subset], positions[subset]]))
@@ -208,11 +216,15 @@ def test_materialize_values_come_from_the_dataset(digits_family):
     assert torch.equal(shards.X_seen[0, :, -1], torch.ones(task.seen_idx.shape[1], dtype=torch.float64))
     assert torch.equal(shards.Y_held[0], torch.as_tensor(ds.labels[task.held_idx[3]]))
     assert torch.equal(shards.init_weights[0], torch.as_tensor(task.init_weights[3]))
-    # the task's pooled held-out set: the distinct held-out samples of all its agents
+    # the task's pooled held-out set: the distinct held-out samples of all its agents; agent 3
+    # holds the share of them that no lower-numbered agent holds
     distinct = np.unique(task.held_idx)
-    assert shards.X_pool[0].shape == (distinct.size, ds.num_features + 1)
-    assert torch.equal(shards.X_pool[0][:, :-1], torch.as_tensor(ds.features[distinct]))
-    assert torch.equal(shards.Y_pool[0], torch.as_tensor(ds.labels[distinct]))
+    first_holder = np.array([np.flatnonzero((task.held_idx == i).any(1))[0] for i in distinct])
+    share = distinct[first_holder == 3]
+    assert shards.pool_size == [distinct.size] and 0 < share.size < np.unique(task.held_idx[3]).size + 1
+    assert torch.equal(shards.pool_at[0], torch.as_tensor(np.flatnonzero(first_holder == 3)))
+    assert torch.equal(shards.X_pool[0][:, :-1], torch.as_tensor(ds.features[share]))
+    assert torch.equal(shards.Y_pool[0], torch.as_tensor(ds.labels[share]))
 
 
 def test_feature_noise_is_per_task_and_reproducible(digits_family):

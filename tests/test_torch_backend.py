@@ -322,17 +322,19 @@ def data_held_job(cfg, worker, progress=False) -> dict:
     """Per rank: the seen and held-out rows of its shards for 2 tasks, and the dataset's bytes
     in the rank's own memory (a memory-mapped pixel set: none)."""
     shards = worker.load(worker.family.batch("train", range(2)))
-    mine = torch.zeros(3, worker.comm.world_size, dtype=torch.float64)
+    mine = torch.zeros(4, worker.comm.world_size, dtype=torch.float64)
     mine[:, worker.comm.rank] = torch.tensor([shards.X_seen.shape[0] * shards.X_seen.shape[1],
                                               shards.X_held.shape[0] * shards.X_held.shape[1],
-                                              worker.family.dataset.features.resident_bytes()], dtype=torch.float64)
-    return {"per_rank": worker.comm.all_reduce(mine).numpy()}
+                                              worker.family.dataset.features.resident_bytes(),
+                                              sum(x.shape[0] for x in shards.X_pool)], dtype=torch.float64)
+    return {"per_rank": worker.comm.all_reduce(mine).numpy(), "pooled": sum(shards.pool_size)}
 
 
 @pytest.mark.timeout(120)
 def test_with_four_ranks_each_holds_a_quarter_of_the_samples_and_no_dataset(tmp_path):
     """MNIST-format files: each of 4 gloo ranks holds the rows of its own 2 agents of 8 (a
-    quarter of the batch's seen and held-out samples) and none of the dataset itself."""
+    quarter of the batch's seen and held-out samples), a share of the pooled held-out samples
+    and none of the dataset itself."""
     from surf_dist.data_files import write_idx
     from surf_dist.datasets import MNIST_FILES
     rng = np.random.default_rng(0)
@@ -340,8 +342,12 @@ def test_with_four_ranks_each_holds_a_quarter_of_the_samples_and_no_dataset(tmp_
         write_idx(tmp_path / name, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) if "images" in name
                   else (np.arange(n) % 10).astype(np.uint8))
     cfg = with_overrides(CFG, {"task": {"dataset": "mnist", "data_root": str(tmp_path)}})
-    per_rank = run_job(data_held_job, cfg, "torch", 4)["per_rank"]
+    out = run_job(data_held_job, cfg, "torch", 4)
+    per_rank = out["per_rank"]
     seen, held = 2 * 8 * cfg.task.samples_seen, 2 * 8 * cfg.task.samples_held     # 2 tasks x 8 agents
     np.testing.assert_array_equal(per_rank[0], [seen / 4] * 4)
     np.testing.assert_array_equal(per_rank[1], [held / 4] * 4)
     np.testing.assert_array_equal(per_rank[2], [0] * 4)
+    # the pooled held-out sets are split too: every distinct sample on exactly one rank
+    print("pooled held-out rows per rank", per_rank[3], "of", out["pooled"])
+    assert per_rank[3].sum() == out["pooled"] and per_rank[3].max() <= out["pooled"] / 2

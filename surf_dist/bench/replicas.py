@@ -22,10 +22,11 @@ from ..tasks import Shards
 class ReplicaProblem:
     """Gradients and metrics of R replicas of each hosted node's softmax classifier."""
 
-    def __init__(self, shards: Shards, num_classes: int, replicas: int, batches=None, pool_cap: int | None = None):
+    def __init__(self, shards: Shards, num_classes: int, replicas: int, batches=None, pool_cap: int | None = None,
+                 comm: Communicator | None = None):
         self.shards, self.C, self.R, self.batches = shards, num_classes, replicas, batches
         self.p = shards.X_seen.shape[-1]
-        self.pools = [(X[:pool_cap], Y[:pool_cap]) for X, Y in zip(shards.X_pool, shards.Y_pool)]
+        self.pool_cap, self.comm = pool_cap, comm
 
     @property
     def width(self) -> int:
@@ -77,13 +78,14 @@ class ReplicaProblem:
         pooled = torch.full_like(loss, float("nan"))
         keep = list(range(self.R)) if pooled_replicas is None else list(pooled_replicas)
         if keep:
-            W_npkc = W_nD.reshape(N, self.p, self.R, self.C)[:, :, keep]          # (N, p, k, C)
-            for t, (X, Yp) in enumerate(self.pools):
-                rows = torch.nonzero(sh.task_of_node == t).squeeze(1)
-                if len(rows):
-                    Zp = torch.matmul(X, W_npkc[rows].reshape(len(rows), self.p, -1))   # (n, s, k C)
-                    hit = Zp.reshape(len(rows), X.shape[0], len(keep), self.C).argmax(-1) == Yp[None, :, None]
-                    pooled[rows[:, None], torch.as_tensor(keep)[None]] = hit.to(W_nD.dtype).mean(1)
+            W_kept = W_nD.reshape(N, self.p, self.R, self.C)[:, :, keep].reshape(N, -1)   # (N, p k C)
+            k, C = len(keep), self.C
+
+            def correct(W, X, Yp):           # (n, p k C) on (s, p) samples -> (n, k) counts
+                Zp = torch.matmul(X, W.reshape(W.shape[0], self.p, -1)).reshape(W.shape[0], X.shape[0], k, C)
+                return (Zp.argmax(-1) == Yp[None, :, None]).to(W.dtype).sum(1)
+
+            pooled[:, keep] = sh.on_pools(correct, W_kept, self.comm, self.pool_cap)
         return {"loss": loss, "accuracy": pooled, "local_accuracy": local}
 
 

@@ -52,6 +52,12 @@ class Communicator(ABC):
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         """Sum of ``x`` over workers (a new tensor; not differentiable)."""
 
+    def sum_across(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of ``x`` over workers, differentiable: the gradient each worker gets is the sum of
+        every worker's gradient of the result (another sum across; every worker must run the
+        same backward)."""
+        return x if self.world_size == 1 else _SumAcross.apply(x, self)
+
     def broadcast(self, x: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Rank ``src``'s ``x`` on every worker (the coordinator's decisions: duals, dropouts)."""
         return x
@@ -86,3 +92,17 @@ class Communicator(ABC):
         nodes = self.all_reduce(torch.tensor([float(len(self.ledger.messages))]))
         per_round = self.all_reduce(torch.tensor([b for _, b in self.ledger.history], dtype=torch.float64))
         return (per_round.cumsum(0) / nodes).tolist()
+
+
+class _SumAcross(torch.autograd.Function):
+    """y = sum over workers of x; the adjoint of a sum across is a sum across."""
+
+    @staticmethod
+    def forward(ctx, x, comm):
+        ctx.comm = comm
+        return comm.all_reduce(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        return ctx.comm.all_reduce(grad_y.contiguous()), None
