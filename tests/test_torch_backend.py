@@ -76,13 +76,15 @@ def training_checks(cfg, worker) -> dict:
                                              "async_train": 1}})
     state = train(run_cfg, worker, run_dir=None, progress=False)
     params = torch.cat([p.detach().reshape(-1) for p in state.model.parameters()]).numpy()
-    # the pooled objective: every node's loss on its task's pool, which each rank holds itself
+    # the pooled objective: every node's loss on its task's whole pool, of which each rank holds
+    # a share (models and losses summed across ranks; its meta-gradient through those sums)
     pooled = train(with_overrides(run_cfg, {"train": {"objective": "pooled", "steps": 2, "val_every": 2}}),
                    worker, run_dir=None, progress=False)
     return {"duals": state.duals.numpy(), "params": params, "best_val": state.best_val,
             "outer_loss": np.array([row["outer_loss"] for row in state.history]),
             "pooled_outer_loss": np.array([row["outer_loss"] for row in pooled.history]),
-            "pooled_best_val": pooled.best_val}
+            "pooled_best_val": pooled.best_val,
+            "pooled_params": torch.cat([p.detach().reshape(-1) for p in pooled.model.parameters()]).numpy()}
 
 
 def baseline_checks(cfg, worker) -> dict:
