@@ -30,6 +30,7 @@ class Worker:
     device: torch.device = torch.device("cpu")    # where the hosted shards and iterates live
     coordinator_factory: Callable[..., Coordinator] = Coordinator   # the Ray runtime swaps in an actor
     files: dict | None = None     # ``shipped.Shipped``: the files the driver read for the job (None: read the disk)
+    owner: np.ndarray | None = None   # the worker of every agent (the placement; None: ask the others)
 
     def new_coordinator(self, num_layers: int, dual_lr: float, seed: int, run_dir: str | None = None):
         """The coordinator of one training run or sweep (called on rank 0 only)."""
@@ -41,8 +42,10 @@ class Worker:
         return self.family.config.num_agents
 
     def load(self, tasks: list[Task]) -> Shards:
-        nodes = (np.arange(len(tasks))[:, None] * self.num_agents + self.agents[None]).ravel()
-        self.comm.bind(block_shift(tasks), nodes)
+        nodes_of = lambda agents: (np.arange(len(tasks))[:, None] * self.num_agents + agents[None]).ravel()
+        lists = None if self.owner is None else [nodes_of(np.flatnonzero(self.owner == q))
+                                                 for q in range(self.comm.world_size)]
+        self.comm.bind(block_shift(tasks), nodes_of(self.agents), lists)
         shards = materialize(self.family.dataset, tasks, self.agents, self.family.config.feature_noise, self.dtype)
         return shards.to(self.device)
 

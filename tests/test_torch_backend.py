@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
 
 from surf_dist.cli import main
 from surf_dist.comm.local import LocalCommunicator
@@ -28,6 +29,7 @@ from surf_dist.model import UnrolledDGD
 from surf_dist.problem import loss_per_agent
 from surf_dist.runtime import run_job
 from surf_dist.runtime.common import make_worker
+from surf_dist.tasks import block_shift
 from surf_dist.topology import ring, shift_operator, star
 from surf_dist.train import train, unroll
 
@@ -330,6 +332,27 @@ def data_held_job(cfg, worker, progress=False) -> dict:
                                               worker.family.dataset.features.resident_bytes(),
                                               sum(x.shape[0] for x in shards.X_pool)], dtype=torch.float64)
     return {"per_rank": worker.comm.all_reduce(mine).numpy(), "pooled": sum(shards.pool_size)}
+
+
+def object_collectives_job(cfg, worker, progress: bool = False) -> dict:
+    """How many ``all_gather_object`` calls three loads make (the node lists follow from the
+    placement), and one bind without the lists (which must ask the other ranks)."""
+    original, calls = dist.all_gather_object, []
+    dist.all_gather_object = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    try:
+        for k in range(3):
+            worker.load(worker.family.batch("train", range(k + 1)))
+        loads = len(calls)
+        tasks = worker.family.batch("train", range(2))
+        worker.comm.bind(block_shift(tasks), (np.arange(2)[:, None] * worker.num_agents + worker.agents).ravel())
+    finally:
+        dist.all_gather_object = original
+    return {"loads": loads, "bare_bind": len(calls) - loads}
+
+
+@pytest.mark.timeout(120)
+def test_loading_a_batch_needs_no_object_collective():
+    assert run_job(object_collectives_job, CFG, "torch", 2) == {"loads": 0, "bare_bind": 1}
 
 
 @pytest.mark.timeout(120)

@@ -22,8 +22,10 @@ class Communicator(ABC):
         self.ledger = Ledger()
         self._out_degree: np.ndarray | None = None
 
-    def bind(self, shift: sp.csr_matrix, nodes: np.ndarray) -> None:
+    def bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None = None) -> None:
         """Use graph ``shift`` (N, N, global) for the next shifts; this worker hosts ``nodes``.
+        ``node_lists``: every worker's nodes, where the caller knows them (a worker derives them
+        from the placement), so that no worker has to ask the others.
 
         Resets the ledger: its counts are per bound graph (one evaluation or training batch).
         """
@@ -33,7 +35,7 @@ class Communicator(ABC):
         # out-degree of node i = number of j != i with S[j, i] != 0 (column counts)
         self._out_degree = np.diff(adjacency.indptr)[nodes]
         self.ledger.reset(len(nodes))
-        self._bind(shift, np.asarray(nodes))
+        self._bind(shift, np.asarray(nodes), node_lists)
 
     def shift(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None) -> torch.Tensor:
         """(S Z) for the hosted rows; differentiable. ``senders`` (N_local,) bool marks the
@@ -43,7 +45,7 @@ class Communicator(ABC):
         return self._shift(Z_nd)
 
     @abstractmethod
-    def _bind(self, shift: sp.csr_matrix, nodes: np.ndarray) -> None: ...
+    def _bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None) -> None: ...
 
     @abstractmethod
     def _shift(self, Z_nd: torch.Tensor) -> torch.Tensor: ...

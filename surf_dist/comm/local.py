@@ -18,7 +18,7 @@ def to_torch_sparse(matrix: sp.spmatrix, dtype=torch.float64) -> torch.Tensor:
 class LocalCommunicator(Communicator):
     """All nodes hosted here; ``shift`` is ``S @ Z`` (autograd sends grad ``S^T @ dY``)."""
 
-    def _bind(self, shift, nodes):
+    def _bind(self, shift, nodes, node_lists=None):
         if len(nodes) != shift.shape[0]:
             raise ValueError("the local backend hosts every node of the graph")
         self._matrix = {}

@@ -4,8 +4,9 @@ sparse product plus a halo exchange of exactly the neighbour rows hosted elsewhe
 Legend: N: nodes of the bound graph (all ranks), N_loc: nodes hosted here, H: halo rows
 (neighbours of hosted nodes that live on other ranks), d: columns of the shifted tensor.
 
-The plan of a bound graph: every rank knows the global shift S and (after one
-``all_gather_object``) every rank's node list, so each rank derives both sides of every
+The plan of a bound graph: every rank knows the global shift S and every rank's node list
+(from the placement, which every worker computes alike; an ``all_gather_object`` only where the
+caller gives no lists), so each rank derives both sides of every
 exchange on its own, in the same order (global node id, ascending), with no further agreement:
 - for every other rank q, ``recv_from[q]`` = the nodes of q that are columns of S[my nodes];
 - for every other rank q, ``send_to[q]``  = my nodes that are columns of S[q's nodes];
@@ -98,9 +99,10 @@ class HaloExchange(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, Z_nd, comm, plan):
+    def forward(ctx, Z_nd, comm, plan, send_index):
         ctx.comm, ctx.plan, ctx.num_rows, ctx.round = comm, plan, Z_nd.shape[0], comm.round
-        send = Z_nd[plan.send_index.to(Z_nd.device)].contiguous()
+        ctx.send_index = send_index       # on Z's device
+        send = Z_nd[send_index].contiguous()
         return comm.exchange(send, plan.recv_sizes, plan.send_sizes, "halo exchange")
 
     @staticmethod
@@ -110,8 +112,8 @@ class HaloExchange(torch.autograd.Function):
         received = ctx.comm.exchange(grad_halo_hd.contiguous(), plan.send_sizes, plan.recv_sizes,
                                      "gradient exchange", ctx.round)
         grad_nd = grad_halo_hd.new_zeros(ctx.num_rows, grad_halo_hd.shape[1])
-        grad_nd.index_add_(0, plan.send_index.to(grad_nd.device), received)
-        return grad_nd, None, None
+        grad_nd.index_add_(0, ctx.send_index, received)
+        return grad_nd, None, None, None
 
 
 class TorchCommunicator(Communicator):
@@ -138,10 +140,13 @@ class TorchCommunicator(Communicator):
         self._plan: HaloPlan | None = None
         self._blocks: dict = {}
 
-    def _bind(self, shift, nodes):
-        node_lists = [None] * self.world_size
-        self._collective("node-list gather of the plan", dist.all_gather_object,
-                         node_lists, np.asarray(nodes, dtype=np.int64), group=self.group)
+    def _bind(self, shift, nodes, node_lists=None):
+        if node_lists is None:
+            node_lists = [None] * self.world_size
+            self._collective("node-list gather of the plan", dist.all_gather_object,
+                             node_lists, np.asarray(nodes, dtype=np.int64), group=self.group)
+        elif len(node_lists) != self.world_size or not np.array_equal(node_lists[self.rank], nodes):
+            raise ValueError(f"rank {self.rank}: node_lists disagree with the nodes this rank hosts")
         self._plan = build_plan(shift, node_lists, self.rank)
         self._blocks = {}
         self.round = 0
@@ -151,11 +156,12 @@ class TorchCommunicator(Communicator):
         assert plan is not None, "bind a graph before shifting"
         self.round += 1
         key = (Z_nd.dtype, Z_nd.device)
-        if key not in self._blocks:
+        if key not in self._blocks:     # the block and the send index live where the rows do
             self._blocks[key] = to_torch_sparse(plan.block, Z_nd.dtype).to(Z_nd.device)
+            self._blocks[Z_nd.device] = plan.send_index.to(Z_nd.device)
         if not plan.any_cut:    # nothing crosses ranks, on any rank: no collective at all
             return torch.sparse.mm(self._blocks[key], Z_nd)
-        halo_hd = HaloExchange.apply(Z_nd, self, plan)
+        halo_hd = HaloExchange.apply(Z_nd, self, plan, self._blocks[Z_nd.device])
         return torch.sparse.mm(self._blocks[key], torch.cat([Z_nd, halo_hd]))
 
     def exchange(self, send_rd: torch.Tensor, recv_sizes: list[int], send_sizes: list[int],

@@ -43,7 +43,7 @@ def make_worker(cfg, comm: Communicator, device: torch.device | str = "cpu") -> 
     family = TaskFamily(cfg.task, seed=cfg.train.seed)
     owner = placement(family, comm.world_size)
     return Worker(family, comm, np.flatnonzero(owner == comm.rank), TORCH_DTYPES[cfg.train.dtype],
-                  torch.device(device))
+                  torch.device(device), owner=owner)
 
 
 def check_device(device: str, gpus_needed: int = 1) -> None:
