@@ -1,5 +1,6 @@
-"""The CUDA device: the same numbers as the CPU (float64), through one process and through an
-nccl group of one rank; a clear error for more workers than GPUs. Skipped without a GPU (CI)."""
+"""The CUDA device: the same numbers as the CPU (float64), through one process, an nccl group
+(a rank per GPU) and ranks that share a GPU (gloo, staged through host memory). Skipped
+without a GPU (CI); the nccl halo exchange between GPUs needs two."""
 import pytest
 import torch
 
@@ -7,7 +8,7 @@ from surf_dist.comm.local import LocalCommunicator
 from surf_dist.config import preset, with_overrides
 from surf_dist.evaluate import evaluate_unrolled
 from surf_dist.runtime import run_job
-from surf_dist.runtime.common import check_device, make_worker
+from surf_dist.runtime.common import make_worker, transport
 from surf_dist.train import build_state, dual_update, primal_step
 
 CUDA = torch.cuda.is_available()
@@ -39,6 +40,7 @@ def on_cpu():
     return steps_job(CFG, make_worker(CFG, LocalCommunicator()))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
 @pytest.mark.timeout(300)
 def test_one_process_on_the_gpu_matches_the_cpu(on_cpu):
@@ -47,16 +49,35 @@ def test_one_process_on_the_gpu_matches_the_cpu(on_cpu):
     assert_close(steps_job(CFG, worker), on_cpu)
 
 
+GPUS = torch.cuda.device_count() if CUDA else 0
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
 @pytest.mark.timeout(300)
 def test_an_nccl_group_matches_the_cpu(on_cpu):
-    assert_close(run_job(steps_job, CFG, "torch", torch.cuda.device_count(), "cuda"), on_cpu)
+    assert_close(run_job(steps_job, CFG, "torch", GPUS, "cuda"), on_cpu)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(GPUS < 2, reason="needs 2+ CUDA GPUs (the nccl halo exchange between GPUs)")
+@pytest.mark.timeout(300)
+def test_nccl_ranks_on_two_gpus_exchange_halos_and_match_the_cpu(on_cpu):
+    assert_close(run_job(steps_job, CFG, "torch", 2, "cuda"), on_cpu)
+
+
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
-def test_more_workers_than_gpus_is_a_clear_error():
-    with pytest.raises(ValueError, match="nccl can't run two ranks on one GPU"):
-        check_device("cuda", torch.cuda.device_count() + 1)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("per_gpu", [2, 4])
+def test_ranks_sharing_a_gpu_stage_through_gloo_and_match_the_cpu(on_cpu, per_gpu):
+    assert_close(run_job(steps_job, CFG, "torch", per_gpu * GPUS, "cuda"), on_cpu)
+
+
+def test_the_transport_is_nccl_only_with_a_gpu_per_rank():
+    assert transport("cuda", 1, 1) == transport("cuda", 8, 8) == "nccl"
+    assert transport("cuda", 2, 1) == transport("cuda", 4, 1) == "gloo"     # ranks share a GPU
+    assert transport("cpu", 2, 8) == "gloo"
 
 
 @pytest.mark.skipif(CUDA, reason="a CUDA GPU is visible")

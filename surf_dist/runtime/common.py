@@ -46,19 +46,23 @@ def make_worker(cfg, comm: Communicator, device: torch.device | str = "cpu") -> 
                   torch.device(device), owner=owner)
 
 
-def check_device(device: str, gpus_needed: int = 1) -> None:
-    """A clear error, before anything starts, for a device this machine can't give.
-    ``gpus_needed``: the workers that will run on this machine, one GPU each (nccl can't run
-    two ranks on one GPU)."""
+def check_device(device: str) -> None:
+    """A clear error, before anything starts, for a device this machine can't give."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    if device == "cpu":
-        return
-    if not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device cuda: no CUDA GPU is visible (torch {torch.__version__}, "
                          f"CUDA build: {torch.version.cuda or 'none'})")
-    count = torch.cuda.device_count()
-    if gpus_needed > count:
-        raise ValueError(f"--device cuda runs one worker per GPU (nccl can't run two ranks on one GPU): "
-                         f"{gpus_needed} workers here but {count} GPU(s); pass --workers {count} or "
-                         "fewer - each worker hosts a block of agents")
+
+
+def transport(device: str, workers: int, gpus: int) -> str:
+    """The collectives' backend of ``workers`` ranks on a machine with ``gpus`` GPUs: nccl when
+    each rank has a GPU of its own; gloo on the CPU, and for ranks that share GPUs (nccl can't
+    run two ranks on one GPU): their rows are staged through host memory at each exchange, so
+    fewer GPUs than workers still runs, and one GPU can check the multi-rank GPU path."""
+    return "nccl" if device == "cuda" and workers <= gpus else "gloo"
+
+
+def shared_gpus_note(workers: int, gpus: int) -> str:
+    return (f"{workers} workers on {gpus} GPU(s): ranks share GPUs; collectives go through gloo, "
+            "staged through host memory (one worker per GPU uses nccl)")

@@ -247,7 +247,7 @@ class RankActor:
             sock.bind((host, 0))
             return host, sock.getsockname()[1]
 
-    def run(self, payload, host: str, port: int, timeout_s: float, factory) -> bytes | None:
+    def run(self, payload, host: str, port: int, timeout_s: float, factory, backend: str) -> bytes | None:
         """Run the job on this rank; rank 0 returns its pickled result (writable arrays, unlike
         Ray's zero-copy ones)."""
         job, cfg, options, files = payload
@@ -258,7 +258,7 @@ class RankActor:
         os.environ.update(MASTER_ADDR=host, MASTER_PORT=str(port))
         gpus = ray.get_gpu_ids()   # Ray sets CUDA_VISIBLE_DEVICES: this actor's GPU is device 0
         try:
-            with process_group("nccl" if gpus else "gloo", timeout_s, init_method=f"tcp://{host}:{port}",
+            with process_group(backend, timeout_s, init_method=f"tcp://{host}:{port}",
                                rank=self.rank, world_size=self.world):
                 result = run_rank(job, cfg, options, timeout_s, rank_device(bool(gpus)),
                                   files=files, coordinator_factory=factory)
@@ -279,17 +279,18 @@ def run_ray(job, cfg, workers: int, timeout_s: float = 60.0, *, address: str | N
 
     ``address``: a Ray cluster to join (default ``RAY_ADDRESS``; none: a local instance, or the
     Ray this process already runs). ``placement_strategy``: one of ``STRATEGIES`` (default
-    ``SURF_DIST_RAY_PLACEMENT``, else PACK). With ``gpus_per_worker`` > 0 the ranks' collectives
-    use nccl; ``device`` "cuda" asks for one whole GPU per worker (at least ``gpus_per_worker``).
+    ``SURF_DIST_RAY_PLACEMENT``, else PACK). With ``gpus_per_worker`` > 0 the ranks compute on
+    a GPU: a whole one each (what ``device`` "cuda" asks for) and the collectives use nccl, or
+    a fraction (ranks share GPUs) and the collectives use gloo, staged through host memory.
     ``max_retries``: group restarts after a lost worker (module doc). On a cluster the ranks'
     node addresses are printed to stderr."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    if 0 < gpus_per_worker < 1:
-        raise ValueError(f"a worker with a GPU uses nccl, which can't run two ranks on one GPU: "
-                         f"gpus_per_worker={gpus_per_worker} would share a GPU between workers")
-    if device == "cuda":
-        gpus_per_worker = max(gpus_per_worker, 1.0)
+    if device == "cuda" and gpus_per_worker == 0:
+        gpus_per_worker = 1.0
+    if gpus_per_worker > 1:
+        raise ValueError(f"a worker uses one GPU at most: gpus_per_worker={gpus_per_worker}; "
+                         "pass 1, or a fraction to share GPUs between workers")
     place_agents(cfg.task.num_agents, workers)     # a clear ValueError before Ray starts
     if max_retries is None:
         max_retries = int(os.environ.get("SURF_DIST_RAY_RETRIES", "2"))
@@ -355,7 +356,8 @@ def _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker, gpus_per_w
                   + " ".join(f"{r}={ip}" for r, ip in enumerate(ips)), file=sys.stderr, flush=True)
         factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s, os.getcwd())
         payload = ray.put((job, cfg, options, for_job(cfg, options)))     # files read here, now
-        futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None)
+        backend = "nccl" if gpus_per_worker == 1 else "gloo"      # a GPU each, or shared / none
+        futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None, backend)
                    for r, a in enumerate(actors)]
         return pickle.loads(_supervise(futures))
     finally:

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..topology import place_agents
-from .common import check_device
+from .common import check_device, shared_gpus_note, transport
 from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
                    process_group, rank_device, run_rank)
 
@@ -38,8 +38,8 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def _backend(device: str) -> str:
-    return "nccl" if device == "cuda" else "gloo"
+def _gpus(device: str) -> int:
+    return torch.cuda.device_count() if device == "cuda" else 0
 
 
 def run_torch(job, cfg, workers: int, timeout_s: float = 60.0, device: str = "cpu", **options):
@@ -50,12 +50,16 @@ def run_torch(job, cfg, workers: int, timeout_s: float = 60.0, device: str = "cp
         if workers != world:
             raise ValueError(f"torchrun started {world} ranks (WORLD_SIZE={world}) but --workers is "
                              f"{workers}: pass --workers {world}")
-        check_device(device, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+        check_device(device)
         torch.set_num_threads(1)
-        here = rank_device(device == "cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        with process_group(_backend(device), timeout_s):
+        local, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), _gpus(device)
+        backend = transport(device, local, gpus)     # the same on every node of like nodes
+        here = rank_device(device == "cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(gpus, 1))
+        with process_group(backend, timeout_s):
             return run_rank(job, cfg, options, timeout_s, here)
-    check_device(device, workers)
+    check_device(device)
+    if device == "cuda" and workers > _gpus(device):
+        print(f"torch backend: {shared_gpus_note(workers, _gpus(device))}", file=sys.stderr, flush=True)
     return _spawn(job, cfg, workers, timeout_s, options, device)
 
 
@@ -71,8 +75,9 @@ def _spawned_rank(rank, world, port, timeout_s, job, cfg, options, device, repor
     try:
         store = dist.TCPStore(LOOPBACK, port, world, is_master=False,
                               timeout=timedelta(seconds=max(timeout_s, RENDEZVOUS_S)))
-        here = rank_device(device == "cuda", rank)
-        with process_group(_backend(device), timeout_s, store=store, rank=rank, world_size=world):
+        gpus = _gpus(device)
+        here = rank_device(device == "cuda", rank % max(gpus, 1))
+        with process_group(transport(device, world, gpus), timeout_s, store=store, rank=rank, world_size=world):
             result = run_rank(job, cfg, options, timeout_s, here)
         if rank == 0:     # pickled here: tensors travel as bytes, not as shared memory of a dying process
             reports.put((rank, "ok", pickle.dumps(result), None))
