@@ -136,6 +136,7 @@ class TorchCommunicator(Communicator):
         self.rank, self.world_size = dist.get_rank(self.group), dist.get_world_size(self.group)
         nccl = dist.get_backend(self.group) == dist.Backend.NCCL
         self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        self._nccl = nccl
         self.round = 0
         self._plan: HaloPlan | None = None
         self._blocks: dict = {}
@@ -187,9 +188,16 @@ class TorchCommunicator(Communicator):
         return y.to(x.device)
 
     def _collective(self, label: str, op, *args, **kwargs):
+        """Run collective ``op``; a failure or a timeout is a ``PeerLostError`` naming this rank,
+        ``label`` and the round. nccl collectives are asynchronous: each is waited for with the
+        timeout, so it fails here with that message (not in nccl's watchdog) and
+        ``comm_seconds`` holds the time to completion, not the time to launch."""
         start = time.perf_counter()
         try:
-            op(*args, **kwargs)
+            if self._nccl and op is not dist.all_gather_object:
+                op(*args, async_op=True, **kwargs).wait(timedelta(seconds=self.timeout_s))
+            else:
+                op(*args, **kwargs)
         except RuntimeError as err:
             elapsed = time.perf_counter() - start
             how = (f"timed out after {self.timeout_s:g} s" if elapsed >= 0.9 * self.timeout_s
