@@ -177,21 +177,25 @@ class Shards:
         """The mean over each task's pooled held-out samples (its first ``cap``), per node:
         (N, ...). ``fn(W (k, ...), X (s, p), Y (s,))`` gives per model the *sum* over the given
         samples (k, ...). Where the pool is split between workers (``comm`` with more than one),
-        each worker scores every model of the task on its share: the models are summed across
+        each worker scores every model of the batch on its shares: the models are summed across
         workers (each adds its own rows into zeros) and so are the scores, both differentiably
-        (``comm.sum_across``). Differentiable in ``W_nd``."""
-        out = []
-        split = comm is not None and comm.world_size > 1
-        for t in range(len(self.X_pool)):
-            rows = torch.nonzero(self.task_of_node == t).squeeze(1)
-            X, Y, size = self.pool(t, cap)
-            if not split:
-                out.append(fn(W_nd[rows], X, Y) / size)
-                continue
-            agents = torch.as_tensor(self.agents, device=W_nd.device)
-            everyone = comm.sum_across(W_nd.new_zeros(self.num_agents, *W_nd.shape[1:]).index_put((agents,), W_nd[rows]))
-            out.append(comm.sum_across(fn(everyone, X, Y))[agents] / size)
-        return torch.cat(out)
+        (``comm.sum_across``), two collectives for the whole batch. Differentiable in ``W_nd``."""
+        pools = [self.pool(t, cap) for t in range(len(self.X_pool))]
+        if comm is None or comm.world_size == 1:
+            out = None
+            for t, (X, Y, size) in enumerate(pools):
+                rows = torch.nonzero(self.task_of_node == t).squeeze(1)
+                value = fn(W_nd[rows], X, Y) / size
+                out = value.new_zeros(W_nd.shape[0], *value.shape[1:]) if out is None else out
+                out = out.index_put((rows,), value)
+            return out
+        T, k = len(pools), len(self.agents)          # every task's hosted rows, task by task
+        where = (torch.arange(T, device=W_nd.device)[:, None], torch.as_tensor(self.agents, device=W_nd.device)[None])
+        zeros = W_nd.new_zeros(T, self.num_agents, *W_nd.shape[1:])
+        everyone = comm.sum_across(zeros.index_put(where, W_nd.reshape(T, k, *W_nd.shape[1:])))
+        scores = comm.sum_across(torch.stack([fn(everyone[t], X, Y) for t, (X, Y, _) in enumerate(pools)]))
+        sizes = torch.tensor([size for _, _, size in pools], dtype=W_nd.dtype, device=W_nd.device)
+        return (scores[where] / sizes.reshape(T, *[1] * (scores.dim() - 1))).reshape(T * k, *scores.shape[2:])
 
     def minibatch(self, positions_nb: torch.Tensor):
         """Gather rows of the seen shards: positions (N, b) -> X (N, b, p), Y (N, b)."""
