@@ -1,5 +1,6 @@
 """The torch.distributed runtime: gloo ranks spawned on this machine, or launched by torchrun.
-With ``device="cuda"`` every rank takes the GPU of its local rank and the group uses nccl.
+With ``device="cuda"`` every rank takes the GPU of its local rank and the group uses nccl; with
+more ranks than GPUs they share them and the group uses gloo (``common.transport``).
 
 Every rank runs the body both runtimes share (``rank.run_rank``): rank 0 (the coordinator)
 returns the result, the other ranks return None; failures become one error the same way
