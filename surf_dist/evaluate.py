@@ -119,6 +119,6 @@ def async_sweep(model: UnrolledDGD, worker: Worker, tasks, levels, draws: int, s
         for _ in range(draws if level else 1):      # nothing random to draw at level 0
             drawn = (coordinator.draw_masks("eval", L, len(tasks), n, level) if coordinator
                      else np.zeros((L, len(tasks), n), dtype=bool))
-            masks = worker.comm.broadcast(torch.from_numpy(np.array(drawn))).numpy()   # a copy: Ray's arrays are read-only
+            masks = worker.comm.broadcast(torch.as_tensor(drawn)).numpy()
             results[level].append(evaluate_unrolled(model, worker, tasks, masks, stale)["local_accuracy"][-1])
     return results

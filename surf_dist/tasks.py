@@ -182,13 +182,9 @@ class Shards:
         (``comm.sum_across``), two collectives for the whole batch. Differentiable in ``W_nd``."""
         pools = [self.pool(t, cap) for t in range(len(self.X_pool))]
         if comm is None or comm.world_size == 1:
-            out = None
-            for t, (X, Y, size) in enumerate(pools):
-                rows = torch.nonzero(self.task_of_node == t).squeeze(1)
-                value = fn(W_nd[rows], X, Y) / size
-                out = value.new_zeros(W_nd.shape[0], *value.shape[1:]) if out is None else out
-                out = out.index_put((rows,), value)
-            return out
+            rows = [torch.nonzero(self.task_of_node == t).squeeze(1) for t in range(len(pools))]
+            values = torch.cat([fn(W_nd[r], X, Y) / size for r, (X, Y, size) in zip(rows, pools)])
+            return values[torch.argsort(torch.cat(rows))]          # back in node order
         T, k = len(pools), len(self.agents)          # every task's hosted rows, task by task
         where = (torch.arange(T, device=W_nd.device)[:, None], torch.as_tensor(self.agents, device=W_nd.device)[None])
         zeros = W_nd.new_zeros(T, self.num_agents, *W_nd.shape[1:])

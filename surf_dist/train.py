@@ -91,7 +91,7 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
         shape = (cfg.model.num_layers, len(tasks), worker.num_agents)
         drawn = (state.coordinator.draw_masks("train", *shape, cfg.train.async_train)
                  if state.coordinator else np.zeros(shape, dtype=bool))
-        masks = worker.comm.broadcast(torch.from_numpy(np.array(drawn))).numpy()   # a copy: Ray's arrays are read-only
+        masks = worker.comm.broadcast(torch.as_tensor(drawn)).numpy()
     shards, Ws = unroll(state.model, worker, tasks, masks)
     g = descent_values(Ws, shards.X_seen, shards.Y_seen, cfg.train.descent)
     outer = outer_loss(Ws[-1], shards, cfg.train.objective, worker.comm)

@@ -140,6 +140,7 @@ class TorchCommunicator(Communicator):
         self.round = 0
         self._plan: HaloPlan | None = None
         self._blocks: dict = {}
+        self._send_index: dict = {}
 
     def _bind(self, shift, nodes, node_lists=None):
         if node_lists is None:
@@ -149,7 +150,7 @@ class TorchCommunicator(Communicator):
         elif len(node_lists) != self.world_size or not np.array_equal(node_lists[self.rank], nodes):
             raise ValueError(f"rank {self.rank}: node_lists disagree with the nodes this rank hosts")
         self._plan = build_plan(shift, node_lists, self.rank)
-        self._blocks = {}
+        self._blocks, self._send_index = {}, {}
         self.round = 0
 
     def _shift(self, Z_nd):
@@ -159,10 +160,10 @@ class TorchCommunicator(Communicator):
         key = (Z_nd.dtype, Z_nd.device)
         if key not in self._blocks:     # the block and the send index live where the rows do
             self._blocks[key] = to_torch_sparse(plan.block, Z_nd.dtype).to(Z_nd.device)
-            self._blocks[Z_nd.device] = plan.send_index.to(Z_nd.device)
+            self._send_index[Z_nd.device] = plan.send_index.to(Z_nd.device)
         if not plan.any_cut:    # nothing crosses ranks, on any rank: no collective at all
             return torch.sparse.mm(self._blocks[key], Z_nd)
-        halo_hd = HaloExchange.apply(Z_nd, self, plan, self._blocks[Z_nd.device])
+        halo_hd = HaloExchange.apply(Z_nd, self, plan, self._send_index[Z_nd.device])
         return torch.sparse.mm(self._blocks[key], torch.cat([Z_nd, halo_hd]))
 
     def exchange(self, send_rd: torch.Tensor, recv_sizes: list[int], send_sizes: list[int],

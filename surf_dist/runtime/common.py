@@ -61,8 +61,3 @@ def transport(device: str, workers: int, gpus: int) -> str:
     run two ranks on one GPU): their rows are staged through host memory at each exchange, so
     fewer GPUs than workers still runs, and one GPU can check the multi-rank GPU path."""
     return "nccl" if device == "cuda" and workers <= gpus else "gloo"
-
-
-def shared_gpus_note(workers: int, gpus: int) -> str:
-    return (f"{workers} workers on {gpus} GPU(s): ranks share GPUs; collectives go through gloo, "
-            "staged through host memory (one worker per GPU uses nccl)")

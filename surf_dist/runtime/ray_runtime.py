@@ -40,6 +40,7 @@ import weakref
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import ray
 import ray._private.ray_constants as ray_constants
 import torch
@@ -133,9 +134,11 @@ def _construct(coordinator: Coordinator, *args) -> None:
 
 
 def _coordinator_answer(ref, timeout_s: float, what: str):
-    """``ray.get`` of a coordinator call, with errors that say it was the coordinator."""
+    """``ray.get`` of a coordinator call, with errors that say it was the coordinator. An array
+    comes back writable, as from a local ``Coordinator`` (Ray's zero-copy arrays are read-only)."""
     try:
-        return ray.get(ref, timeout=timeout_s)
+        value = ray.get(ref, timeout=timeout_s)
+        return value.copy() if isinstance(value, np.ndarray) and not value.flags.writeable else value
     except ray.exceptions.RayActorError as err:
         raise RuntimeError(f"the coordinator actor died during {what}: {_first_line(err)}") from err
     except ray.exceptions.GetTimeoutError as err:

@@ -30,7 +30,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..topology import place_agents
-from .common import check_device, shared_gpus_note, transport
+from .common import check_device, transport
 from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
                    process_group, rank_device, run_rank)
 
@@ -60,7 +60,8 @@ def run_torch(job, cfg, workers: int, timeout_s: float = 60.0, device: str = "cp
             return run_rank(job, cfg, options, timeout_s, here)
     check_device(device)
     if device == "cuda" and workers > _gpus(device):
-        print(f"torch backend: {shared_gpus_note(workers, _gpus(device))}", file=sys.stderr, flush=True)
+        print(f"torch backend: {workers} workers on {_gpus(device)} GPU(s) share them; collectives go through "
+              "gloo, staged through host memory (one worker per GPU uses nccl)", file=sys.stderr, flush=True)
     return _spawn(job, cfg, workers, timeout_s, options, device)
 
 
