@@ -24,6 +24,7 @@ from pathlib import Path
 from . import jobs
 from .config import LOCAL_NETS, PRESETS, ConfigError, load_config, preset, with_overrides
 from .guards import (
+    EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     OneLineParser,
     UsageError,
@@ -306,5 +307,17 @@ def execute(args, cfg, out: Path, names) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``surf-dist`` executable. After Ctrl-C the process leaves at once, once its line is
+    out: a library's native thread still writing at interpreter teardown (seen with torch's
+    pybind11 on a closed stream) would otherwise abort it with SIGABRT instead of exit 130."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
