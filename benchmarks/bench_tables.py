@@ -61,6 +61,19 @@ def main(path: str) -> None:
     cen = r["centralized"]
     print(f"| centralized optimum | {np.mean(cen['accuracy']):.3f} | {np.mean(cen['local_accuracy']):.3f} | "
           f"{np.mean(cen['loss']):.3f} | | | | |")
+    limit = r.get("limit")
+    if limit:
+        means = np.mean(limit["accuracy"], axis=0)
+        budgets = [b for b in limit["rounds"] if b in (1, 2, 3, 5, 10, 15, 20) or b == limit["rounds"][-1]]
+        print(f"\ninformation limit (R-hop ball optimum, {len(limit['agents_per_task'])} agents a test task) and each "
+              "learned optimizer's pooled accuracy minus it after R rounds, points [95% interval]:\n")
+        print("| | " + " | ".join(f"R = {b}" for b in budgets) + " |")
+        print("|---|" + "---:|" * len(budgets))
+        print("| limit | " + " | ".join(f"{means[limit['rounds'].index(b)]:.3f}" for b in budgets) + " |")
+        for label in r["learned"]:
+            dist = r["comparisons"][label].get("limit", {})
+            print(f"| `{label}` | " + " | ".join(interval(dist[str(b)]["distance"], 100.0) if str(b) in dist else "-"
+                                                for b in budgets) + " |")
     first = r["learned"][0]
     s = r["comparisons"][first]["accuracy"]
     print(f"\nrounds to reach `{first}`'s final pooled accuracy {['%.4f' % t for t in s['target']]} per draw:\n")

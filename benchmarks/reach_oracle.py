@@ -22,40 +22,19 @@ import sys
 import time
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
+from surf_dist.bench.limit import limit_of_task, reach, sampled_agents
 from surf_dist.config import preset, with_overrides
 from surf_dist.jobs import local_worker
-from surf_dist.problem import pooled_accuracy, solve_centralized
-from surf_dist.tasks import materialize
-
-
-def reach(shift: sp.csr_matrix, rounds: int) -> np.ndarray:
-    """(n, n) bool: j is within ``rounds`` hops of i on the shift operator's graph."""
-    step = ((abs(shift) + sp.identity(shift.shape[0])) > 0).astype(np.int64).tocsr()
-    ball = sp.identity(shift.shape[0], dtype=np.int64, format="csr")
-    for _ in range(rounds):
-        ball = ((ball @ step) > 0).astype(np.int64)
-    return ball.toarray() > 0
 
 
 def oracle(worker, task, rounds: int) -> dict:
-    family = worker.family
-    everyone = np.arange(family.config.num_agents)
-    shards = materialize(family.dataset, [task], everyone, family.config.feature_noise, torch.float64)
-    X_seen, Y_seen = shards.X_seen, shards.Y_seen              # (n, m, p), (n, m): one task
+    """The limit at ``rounds`` over every agent of ``task`` (``surf-dist bench`` samples agents)."""
+    n = worker.family.config.num_agents
     balls = reach(task.shift, rounds)
-    solved: dict[bytes, float] = {}                            # agents with the same ball share its optimum
-    accuracies = []
-    for ball in balls:
-        key = np.packbits(ball).tobytes()
-        if key not in solved:
-            w = solve_centralized(X_seen[ball].reshape(-1, X_seen.shape[-1]), Y_seen[ball].reshape(-1),
-                                  family.num_classes)
-            solved[key] = float(pooled_accuracy(w[None], shards.X_pool[0], shards.Y_pool[0])[0])
-        accuracies.append(solved[key])
-    return {"accuracy": float(np.mean(accuracies)), "ball_mean": float(balls.sum(1).mean()),
+    accuracy = limit_of_task(worker.family, task, [rounds], sampled_agents(n, n), pool_cap=10 ** 9)[0]
+    return {"accuracy": float(accuracy), "ball_mean": float(balls.sum(1).mean()),
             "ball_min": int(balls.sum(1).min()), "whole_graph": float((balls.sum(1) == len(balls)).mean())}
 
 

@@ -66,6 +66,8 @@ OVERRIDES = {  # flag -> (section, field, type, help)
                  "true: the compact net also tracks the network-average gradient (sent with W)"),
     "momentum": ("model", "momentum", boolean,
                  "true: a learned heavy-ball term beta_l (W_l - W_(l-1)) in every layer (local, no messages)"),
+    "start": ("model", "start", str, "the unrolled network's first iterate: task (the task's W_0) or zero "
+              "(W_0 = 0, a start the baselines may also choose)"),
     "local_steps": ("model", "local_steps", int, "compact net: local sub-steps per layer (no communication)"),
     "steps": ("train", "steps", int, "meta-training steps"),
     "lr": ("train", "lr", float, "Adam learning rate of the meta-parameters"),
@@ -75,6 +77,8 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "objective": ("train", "objective", str, "what the last layer is trained for: local (each agent's own "
                   "held-out data; scored by local_accuracy) or pooled (its task's pooled held-out data; "
                   "scored by accuracy)"),
+    "anytime": ("train", "anytime", boolean, "true: train every layer's iterate for the objective (its mean "
+                "over layers), so that every round budget, not only the last layer, is trained for"),
     "async_train": ("train", "async_train", int, "agents dropped at random per task and layer while meta-training "
                     "(0: off); trains for robustness to asynchronous agents"),
     "init_from": ("train", "init_from", str, "a trained run folder whose model starts meta-training "
@@ -246,7 +250,7 @@ def run_command(args) -> int:
     resume = getattr(args, "resume", False)
     if args.command == "bench":              # the bench's own settings and models
         from .bench import check_arguments
-        check_arguments(args)
+        check_arguments(args, cfg)
     check_command(args, cfg, out)            # everything that can be checked: --out is not made yet
     writing = claimed_output(out, args.force, resume) if is_coordinator() else contextlib.nullcontext(out)
     with writing:

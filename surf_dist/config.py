@@ -15,6 +15,7 @@ from pathlib import Path
 LOCAL_NETS = ("compact", "paper")
 DESCENT_FUNCTIONS = ("loss", "grad_norm")
 OBJECTIVES = ("local", "pooled")
+STARTS = ("task", "zero")
 DTYPES = ("float32", "float64")
 ASYNC_MODES = ("zeros", "stale")
 
@@ -71,12 +72,14 @@ class ModelConfig:
     momentum: bool = False                 # W_(l+1) += beta_l (W_l - W_(l-1)): heavy ball across layers
     momentum_init: float = 0.5             # initial beta_l
     zero_init: bool = False                # compact net: the learned term starts at zero (untrained = DGD)
+    start: str = "task"                    # the first iterate: the task's W_0, or zero (as a baseline may choose)
 
     def __post_init__(self):
         _check_types(self)
         _finite(self)
         _positive(self, "num_layers", "num_hops", "batch_size", "hidden", "local_steps")
         _choice(self, "local_net", LOCAL_NETS)
+        _choice(self, "start", STARTS)
         if self.init_step <= 0:
             raise ConfigError("init_step", f"init_step must be > 0, got {self.init_step}")
 
@@ -92,6 +95,7 @@ class TrainConfig:
     eps: float = 0.05                      # descent constraint: g(W_l) <= (1 - eps) g(W_{l-1})
     descent: str = "loss"
     objective: str = "local"               # last-layer loss on the agent's own held-out data, or on its task's pool
+    anytime: bool = False                  # the objective averaged over every layer's iterate, not the last one's
     constrained: bool = True
     val_every: int = 25
     val_tasks: int = 8

@@ -136,7 +136,8 @@ class UnrolledDGD(nn.Module):
     def forward(self, W0_nd: torch.Tensor, shards: Shards, positions_lnb: torch.Tensor,
                 comm: Communicator, active_ln: torch.Tensor | None = None,
                 stale: bool = False) -> list[torch.Tensor]:
-        """Run the L layers from W_0; returns [W_0, W_1, ..., W_L].
+        """Run the L layers from W_0 (zeros with ``config.start == "zero"``); returns
+        [W_0, W_1, ..., W_L].
 
         ``active_ln`` (L, N) bool: False marks an asynchronous agent at that layer: it neither
         updates nor sends (its neighbours receive zeros, or with ``stale`` the last message it
@@ -150,6 +151,8 @@ class UnrolledDGD(nn.Module):
         y_l = (S y)_{l-1} + g_l - g_{l-1} (y_0 = g_0; g_l: its gradient at W_l on B_l), sent with
         W in the first hop's message: the same rounds, twice the bytes on that hop.
         """
+        if self.config.start == "zero":      # the network's own start, whatever the task's W_0
+            W0_nd = torch.zeros_like(W0_nd)
         K, d = self.config.num_hops, W0_nd.shape[1]
         tracking = self.config.tracking
         Ws = [W0_nd]

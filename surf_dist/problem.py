@@ -80,13 +80,15 @@ def pooled_accuracy(W_nd: torch.Tensor, X_sp: torch.Tensor, Y_s: torch.Tensor) -
 
 
 def solve_centralized(X_sp: torch.Tensor, Y_s: torch.Tensor, num_classes: int,
-                      l2: float = 1e-4, max_iter: int = 500) -> torch.Tensor:
-    """The centralized reference: argmin_w CE(pooled seen data) + l2/2 ||w||^2, by L-BFGS.
+                      l2: float = 1e-4, max_iter: int = 500, w0: torch.Tensor | None = None) -> torch.Tensor:
+    """The centralized reference: argmin_w CE(pooled seen data) + l2/2 ||w||^2, by L-BFGS
+    from ``w0`` (default zeros).
 
     A tiny ``l2`` keeps the optimum finite on separable data. Returns w (d,) in float64.
     """
     X = X_sp.double()
-    w = torch.zeros(X.shape[1] * num_classes, dtype=torch.float64, requires_grad=True)
+    w = (torch.zeros(X.shape[1] * num_classes, dtype=torch.float64) if w0 is None
+         else w0.detach().double().clone()).requires_grad_(True)
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, tolerance_grad=1e-10,
                             tolerance_change=1e-12, line_search_fn="strong_wolfe")
 

@@ -94,7 +94,7 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
         masks = worker.comm.broadcast(torch.as_tensor(drawn)).numpy()
     shards, Ws = unroll(state.model, worker, tasks, masks)
     g = descent_values(Ws, shards.X_seen, shards.Y_seen, cfg.train.descent)
-    outer = outer_loss(Ws[-1], shards, cfg.train.objective, worker.comm)
+    outer = trained_loss(Ws, shards, cfg.train, worker.comm)
     slack = slack_terms(g, cfg.train.eps)
     num_nodes = len(tasks) * worker.num_agents
     duals = state.duals.to(device=outer.device, dtype=outer.dtype)
@@ -121,6 +121,14 @@ def outer_loss(W_nd: torch.Tensor, shards: Shards, objective: str, comm=None) ->
     return shards.on_pools(pooled_loss_sum, W_nd, comm)
 
 
+def trained_loss(Ws: list[torch.Tensor], shards: Shards, tc, comm=None) -> torch.Tensor:
+    """Per node, what meta-training minimises: the last layer's ``outer_loss``, or with
+    ``tc.anytime`` its mean over layers 1..L (each layer is a round budget a user may stop at)."""
+    if not tc.anytime:
+        return outer_loss(Ws[-1], shards, tc.objective, comm)
+    return torch.stack([outer_loss(W, shards, tc.objective, comm) for W in Ws[1:]]).mean(0)
+
+
 def learning_rate(cfg: RunConfig, step: int) -> float:
     """Cosine decay from ``lr`` to ``lr * lr_floor`` over the run (a function of the step alone,
     so a resumed run continues the same schedule)."""
@@ -135,13 +143,14 @@ def dual_update(state: TrainState, worker: Worker, slacks_l: torch.Tensor) -> No
     state.duals = worker.comm.broadcast(new.clone())
 
 
-def validate(model: UnrolledDGD, worker: Worker, tasks, objective: str = "local") -> dict:
-    """The last layer's metrics on ``tasks``, and ``objective``: the training objective's mean."""
+def validate(model: UnrolledDGD, worker: Worker, tasks, tc) -> dict:
+    """The last layer's metrics on ``tasks``, and ``objective``: the training objective's mean
+    (``trained_loss`` of the train settings ``tc``)."""
     with torch.no_grad():
         shards, Ws = unroll(model, worker, tasks)
         groups = torch.zeros(Ws[-1].shape[0], dtype=torch.int64)
         values = worker.metrics(Ws[-1], shards, groups, 1)
-        values["objective"] = worker.comm.group_mean(outer_loss(Ws[-1], shards, objective, worker.comm), groups, 1)
+        values["objective"] = worker.comm.group_mean(trained_loss(Ws, shards, tc, worker.comm), groups, 1)
         return {k: float(v[0]) for k, v in values.items()}
 
 
@@ -173,7 +182,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         row.update(step=step, duals=state.duals.clone())
         validating = (step + 1) % tc.val_every == 0 or step + 1 == tc.steps
         if validating:
-            val = validate(state.model, worker, val_tasks, tc.objective)
+            val = validate(state.model, worker, val_tasks, tc)
             row.update(val_loss=val["objective"], val_local_accuracy=val["local_accuracy"])
             release_freed_memory()      # the validation's arrays (kept in the process where asked)
             if val["objective"] < state.best_val:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from surf_dist.bench import bench_job
-from surf_dist.bench.protocol import (BenchConfig, Comparison, Grid, choose, crossings, report_task_indices,
-                                      val_task_indices)
+from surf_dist.bench.limit import limit_of_task, limit_rounds, reach, sampled_agents
+from surf_dist.bench.protocol import (BenchConfig, Comparison, Grid, choose, crossings, mean_difference,
+                                      report_task_indices, val_task_indices)
 from surf_dist.bench.replicas import ReplicaProblem
 from surf_dist.bench.runner import selections, tuning_rounds
 from surf_dist.cli import main
@@ -192,6 +193,41 @@ def test_selections_read_validation_values_only():
     assert picks["task"]["accuracy"].tolist() == [1] * 6
 
 
+# ------------------------------------------------------------------ the information limit
+
+def test_reach_balls_on_a_ring_by_hand(ring_shift):
+    balls = reach(ring_shift(8), 2)
+    assert balls.sum(1).tolist() == [5] * 8                       # i-2 .. i+2
+    assert balls[0].nonzero()[0].tolist() == [0, 1, 2, 6, 7]
+    assert reach(ring_shift(8), 4).all()                           # the diameter: everyone
+
+
+def test_the_limit_grows_to_the_centralized_optimum_at_the_diameter():
+    """On a ring of 8 every ball is the whole graph from R = 4: the limit there is the
+    centralized optimum of the task (computed apart); below it, a smaller ball."""
+    from surf_dist.bench.runner import centralized_on_test
+    from surf_dist.jobs import local_worker
+    worker = local_worker(QUICK64)
+    task = worker.family.batch("test", [100_000])[0]
+    agents = sampled_agents(8, 10)
+    assert agents.tolist() == list(range(8)) and sampled_agents(100, 10).tolist()[:3] == [0, 11, 22]
+    values = limit_of_task(worker.family, task, [1, 4, 6], agents, 256)
+    central = centralized_on_test(worker, [task], 256)["accuracy"][0]
+    assert values[1] == pytest.approx(central, abs=1e-12) and values[2] == pytest.approx(central, abs=1e-12)
+    assert values[0] != pytest.approx(central, abs=1e-3)
+    assert limit_rounds(20) == [1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20] and limit_rounds(7)[-1] == 7
+
+
+def test_mean_difference_and_its_interval_by_hand():
+    a = np.array([[0.9, 0.8], [0.7, 0.7]])
+    b = np.full((2, 2), 0.5)
+    s = mean_difference(a, b, 200, 0.9)
+    assert s["per_draw"] == pytest.approx([0.35, 0.2]) and s["mean"] == pytest.approx(0.275)
+    assert s["low"] < s["mean"] < s["high"]                      # tasks differ within draw 0
+    same = mean_difference(np.full((2, 3), 0.6), b[:, :1].repeat(3, 1), 50, 0.9)
+    assert same["low"] == pytest.approx(0.1) and same["high"] == pytest.approx(0.1)
+
+
 # ------------------------------------------------------------------ end to end
 
 TINY_ARGS = ["--draws", "2", "--tasks-per-draw", "2", "--tune-tasks", "2", "--rounds", "24", "--bootstrap", "40",
@@ -217,9 +253,41 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
             assert set(comp[metric][key]) == {"per_draw", "mean", "low", "high"}
             assert len(comp[metric][key]["per_draw"]) == 2
     assert report["methods"]["pretrained"]["meta_training"]["meta_steps"] == 1200
+    assert report["limit"]["rounds"] == limit_rounds(20) and len(report["limit"]["accuracy"]) == 2
+    distance = comp["limit"]["20"]
+    assert distance["distance"]["mean"] == pytest.approx(distance["learned"] - distance["limit"])
     assert (out / "bench.csv").read_text().startswith("method,draw,round")
     assert (out / "bench.png").stat().st_size > 10_000
     assert "ratio" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(300)
+def test_a_bench_reuses_an_earlier_benchs_baselines_and_limit(tmp_path, capsys, monkeypatch):
+    """--baselines-from: nothing is tuned or run again; the baselines, the centralized optimum
+    and the limit are the earlier bench's, and the learned optimizer's limit distances match."""
+    from surf_dist.bench import runner
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ["--quick", "--dtype", "float64", *TINY_ARGS]
+    assert main(["bench", "pretrained", "--out", str(first), *args]) == 0
+    monkeypatch.setattr(runner, "tune", lambda *a, **k: pytest.fail("tuned again"))
+    assert main(["bench", "pretrained", "pretrained:robust", "--out", str(second), "--baselines-from", str(first),
+                 *args]) == 0
+    a, b = (json.loads((p / "bench.json").read_text()) for p in (first, second))
+    for name in a["baselines"]:
+        assert a["methods"][name]["curves"] == b["methods"][name]["curves"]
+    assert a["limit"] == b["limit"] and a["centralized"] == b["centralized"]
+    assert a["comparisons"]["pretrained"]["limit"] == b["comparisons"]["pretrained"]["limit"]
+    assert "20" in b["comparisons"]["pretrained:robust"]["limit"] and b["baselines_from"] == str(first)
+    assert len(b["methods"]["pretrained"]["validation"]["accuracy"]) == 21     # every layer, validation tasks
+    capsys.readouterr()
+    for extra, message in ((["--agents", "6"], "its tasks differ (num_agents 8 there, 6 here)"),
+                           (["--report-seed", "2"], "its protocol differs (report_seed"),
+                           ([], "holds no bench.json")):
+        where = str(first) if extra else str(tmp_path / "nothing")
+        assert main(["bench", "--out", str(tmp_path / "x"), "--baselines-from", where, *args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "x").exists()
 
 
 def test_bench_refuses_bad_settings_before_writing(tmp_path, capsys):

@@ -146,3 +146,29 @@ def test_primal_step_gradient_and_slacks_match_the_hand_built_lagrangian(digits_
     for (name, p), q in zip(state.model.named_parameters(), reference.parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-12, rtol=1e-9), name
         assert not torch.equal(p.detach(), q.detach()), name            # Adam moved it
+
+
+def test_the_anytime_objective_is_the_mean_of_every_layers_loss(digits_family, quick_cfg):
+    """``anytime``: primal_step differentiates the mean over layers 1..L of the objective, by hand."""
+    import copy
+
+    import numpy as np
+
+    from surf_dist.comm.local import LocalCommunicator
+    from surf_dist.config import with_overrides
+    from surf_dist.engine import Worker
+    from surf_dist.train import build_state, primal_step, unroll
+
+    cfg = with_overrides(quick_cfg, {"train": {"dtype": "float64", "anytime": True, "constrained": False}})
+    worker = Worker(digits_family, LocalCommunicator(), np.arange(cfg.task.num_agents), torch.float64)
+    state = build_state(cfg, worker)
+    reference = copy.deepcopy(state.model)
+    tasks = digits_family.batch("train", [0, 1])
+    row = primal_step(state, worker, tasks, cfg)
+    shards, Ws = unroll(reference, worker, tasks)
+    per_layer = torch.stack([loss_per_agent(W, shards.X_held, shards.Y_held).mean() for W in Ws[1:]])
+    per_layer.mean().backward()
+    assert row["outer_loss"] == pytest.approx(per_layer.mean().item(), rel=1e-12)
+    assert row["outer_loss"] != pytest.approx(per_layer[-1].item(), rel=1e-3)     # not the last layer's alone
+    for (name, p), q in zip(state.model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-12, rtol=1e-9), name

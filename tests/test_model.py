@@ -125,6 +125,24 @@ def test_taps_01_with_gradient_step_is_dgd_on_same_minibatch(setup):
         assert torch.allclose(Ws[l + 1], W, atol=1e-12)
 
 
+def test_a_zero_start_ignores_the_tasks_w0(setup):
+    """``start='zero'``: the first iterate is 0 whatever W_0; from 0 the first layer is one DGD step."""
+    shards, S, comm = setup
+    alpha = 0.37
+    model = make_model(num_layers=2)
+    model.config = ModelConfig(**{**model.config.__dict__, "start": "zero"})
+    dgd_local_net(model, alpha)
+    set_taps(model, [[0.0, 1.0], [0.0, 1.0]])
+    pos = positions(2)
+    Ws = model(shards.init_weights, shards, pos, comm)
+    other = model(torch.randn_like(shards.init_weights), shards, pos, comm)
+    zero = torch.zeros_like(shards.init_weights)
+    X, Y = shards.minibatch(pos[0])
+    assert torch.equal(Ws[0], zero) and torch.equal(other[-1], Ws[-1])
+    assert torch.allclose(Ws[1], S @ zero - alpha * grad_per_agent(zero, X, Y), atol=1e-12)
+    assert Ws[1].abs().max() > 1e-3
+
+
 def test_layer_momentum_by_hand(setup):
     """With Psi silenced and taps [0, 1]: W_1 = S W_0, W_(l+1) = S W_l + beta_l (W_l - W_(l-1))."""
     shards, S, comm = setup

@@ -10,6 +10,7 @@ process and a helper process; on torch / Ray every rank runs every method on its
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -21,7 +22,8 @@ from ..config import RunConfig, from_dict
 from ..engine import Worker
 from ..guards import helper_pool, stop_pool
 from ..methods import METHODS
-from .protocol import BenchConfig, report_task_indices
+from .limit import limit_on_test, limit_rounds, sampled_agents
+from .protocol import METRICS, BenchConfig, report_task_indices, val_task_indices
 from .runner import baseline_job, centralized_on_test, learned_on_test, methods_of
 
 DEFAULT_RUNS = ("pretrained", "pretrained:scratch", "pretrained:robust")
@@ -64,13 +66,16 @@ def baselines_detached(cfg_dict: dict, bench_dict: dict, names: list[str], choic
 
 
 def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str, str]],
-              meta_training: dict, progress: bool = True, choices: dict | None = None) -> dict:
+              meta_training: dict, progress: bool = True, choices: dict | None = None,
+              skip: tuple[str, ...] = (), limit_at: list[int] | None = None, centralized: bool = True) -> dict:
     """Every worker runs this; rank 0's result holds the raw per-task arrays. ``choices``:
-    {baseline: its validation choices saved by an earlier bench}, replayed instead of tuning."""
+    {baseline: its validation choices saved by an earlier bench}, replayed instead of tuning.
+    ``skip``: baselines not run (their results come from an earlier bench); ``limit_at``: the
+    round budgets of the information limit (None: not computed); ``centralized``: compute it."""
     bc = BenchConfig(**bench)
     keep_freed_memory()           # 2x faster passes; runner.run_grid hands the memory back after each
     say = _say if worker.comm.rank == 0 else (lambda *_: None)
-    names = methods_of(bc)
+    names = [n for n in methods_of(bc) if n not in skip]
     side = future = None
     mine = names
     if isinstance(worker.comm, LocalCommunicator) and (os.cpu_count() or 1) > 1 and len(names) > 1:
@@ -82,11 +87,20 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
         baselines = {n: baseline_job(n, worker, bc, cfg.model.batch_size, say, (choices or {}).get(n)) for n in mine}
         test_tasks = [t for d in range(bc.draws) for t in worker.family.batch("test", report_task_indices(bc, d))]
         learned = {}
+        val_tasks = worker.family.batch("val", val_task_indices(bc))
         for label, run_dir in runs:
-            learned[label] = {**learned_on_test(run_dir, worker, test_tasks), "meta_training": meta_training[label]}
+            on_val = learned_on_test(run_dir, worker, val_tasks)        # what a choice between them may use
+            learned[label] = {**learned_on_test(run_dir, worker, test_tasks), "meta_training": meta_training[label],
+                              "validation": {m: on_val[m].mean(0) for m in METRICS}}
             say(f"{label}: {learned[label]['accuracy'][:, -1].mean():.3f} pooled accuracy at "
                 f"{learned[label]['rounds'][-1]} rounds")
-        centralized = centralized_on_test(worker, test_tasks, bc.pool_cap) if worker.comm.rank == 0 else None
+        reference = {}
+        if worker.comm.rank == 0 and centralized:
+            reference["centralized"] = centralized_on_test(worker, test_tasks, bc.pool_cap)
+        if worker.comm.rank == 0 and limit_at:
+            start = time.perf_counter()
+            reference["limit"] = limit_on_test(worker, test_tasks, limit_at, bc.limit_agents, bc.pool_cap)
+            say(f"information limit at {len(limit_at)} round budgets ({time.perf_counter() - start:.0f} s)")
         if future is not None:
             baselines.update(future.result())
             side.shutdown()
@@ -94,7 +108,7 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
         if side is not None:
             stop_pool(side)
         raise
-    return {"baselines": {n: baselines[n] for n in names}, "learned": learned, "centralized": centralized}
+    return {"baselines": {n: baselines[n] for n in names}, "learned": learned, **reference}
 
 
 def learned_runs(args_runs: list[str] | None) -> list[tuple[str, str]]:
@@ -128,19 +142,82 @@ def add_arguments(parser) -> None:
                         help="validation tasks every baseline is tuned on")
     parser.add_argument("--methods", help="comma-separated baselines (default: all of " + ", ".join(METHODS) + ")")
     parser.add_argument("--bootstrap", type=int, default=BenchConfig.bootstrap, help="bootstrap resamples of the intervals")
+    parser.add_argument("--limit-agents", type=int, default=BenchConfig.limit_agents,
+                        help="agents per test task whose R-hop ball optimum estimates the information limit")
+    parser.add_argument("--baselines-from", metavar="BENCH_DIR",
+                        help="take the baselines' test curves, the centralized optimum and the limit from an "
+                             "earlier bench's folder (same task settings and protocol) instead of running them: "
+                             "only the learned optimizers run (minutes instead of hours)")
 
 
 def bench_config(args) -> BenchConfig:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else ()
     return BenchConfig(report_seed=args.report_seed, draws=args.draws, tasks_per_draw=args.tasks_per_draw,
                        tune_tasks=args.tune_tasks, rounds=args.rounds or BenchConfig.rounds,
-                       bootstrap=args.bootstrap, methods=methods)
+                       bootstrap=args.bootstrap, methods=methods, limit_agents=args.limit_agents)
 
 
-def check_arguments(args) -> None:
+SAME_PROTOCOL = ("report_seed", "draws", "tasks_per_draw", "tune_tasks", "rounds", "step_grid", "momentum_grid",
+                 "max_extensions", "max_local_steps", "edge_min_round", "pool_cap")
+
+
+@functools.lru_cache(maxsize=2)
+def earlier_bench(folder: str, cfg_json: str, bench_json: str) -> dict:
+    """The reusable part of an earlier bench's results ({baselines, centralized, limit?}),
+    checked to be measured on the same tasks with the same protocol (ValueError otherwise)."""
+    import json
+
+    import torch
+    path = Path(folder)
+    if not (path / "bench.json").is_file() or not (path / "raw.pt").is_file():
+        raise ValueError(f"--baselines-from {folder}: holds no bench.json and raw.pt; name a folder written by "
+                         "'surf-dist bench'")
+    cfg, bc = json.loads(cfg_json), json.loads(bench_json)
+    report = json.loads((path / "bench.json").read_text())
+    theirs, ours = report["config"]["task"], cfg["task"]
+    for key in sorted(set(theirs) | set(ours)):
+        if theirs.get(key) != ours.get(key):
+            raise ValueError(f"--baselines-from {folder}: its tasks differ ({key} {theirs.get(key)!r} there, "
+                             f"{ours.get(key)!r} here); pass the same task settings or run the baselines here")
+    if report["config"]["model"]["batch_size"] != cfg["model"]["batch_size"]:
+        raise ValueError(f"--baselines-from {folder}: its mini-batches hold {report['config']['model']['batch_size']} "
+                         f"samples, here {cfg['model']['batch_size']}; pass --batch-size to match")
+    for key in SAME_PROTOCOL:
+        if report["protocol"].get(key) != bc[key]:
+            raise ValueError(f"--baselines-from {folder}: its protocol differs ({key} {report['protocol'].get(key)} "
+                             f"there, {bc[key]} here); pass the same bench settings")
+    raw = torch.load(path / "raw.pt", weights_only=False)["raw"]
+    missing = [n for n in methods_of(BenchConfig(**{**bc, "step_grid": tuple(bc["step_grid"]),
+                                                    "momentum_grid": tuple(bc["momentum_grid"]),
+                                                    "methods": tuple(bc["methods"])}))
+               if n not in raw["baselines"]]
+    if missing:
+        raise ValueError(f"--baselines-from {folder}: has no {', '.join(missing)}; pass --methods with the ones it has "
+                         f"({','.join(raw['baselines'])})")
+    return raw
+
+
+def reused_results(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
+    if not args.baselines_from:
+        return None
+    import json
+    bench = {**bc.__dict__, "step_grid": list(bc.step_grid), "momentum_grid": list(bc.momentum_grid),
+             "methods": list(bc.methods)}
+    return earlier_bench(str(args.baselines_from), json.dumps(cfg.to_dict()), json.dumps(bench))
+
+
+def model_rounds(runs: list[tuple[str, str]]) -> int:
+    """The largest round count of the learned optimizers (20 when there are none)."""
+    from ..jobs import run_config
+    models = [run_config(Path(folder)).model for _, folder in runs]
+    return max((m.num_layers * m.num_hops for m in models), default=20)
+
+
+def check_arguments(args, cfg: RunConfig) -> None:
     """The bench's settings and models, checked (ValueError) before anything is written."""
     bc = bench_config(args)
     methods_of(bc)
+    reused_results(args, cfg, bc)
     from ..jobs import run_config
     for label, folder in learned_runs(args.models):
         model = run_config(Path(folder)).model
@@ -160,11 +237,26 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     runs = learned_runs(args.models)
     meta = {label: training_cost(arg, Path(folder), load_checkpoint(Path(folder) / "model.pt"))
             for (label, folder), arg in zip(runs, args.models or DEFAULT_RUNS)}
+    earlier = reused_results(args, cfg, bc) or {}
+    skip = tuple(n for n in methods_of(bc) if n in earlier.get("baselines", {}))
+    limit_at = limit_rounds(model_rounds(runs))
+    known = earlier.get("limit")
+    if known and set(limit_at) <= set(known["rounds"]) and len(known["agents"]) == len(sampled_agents(
+            cfg.task.num_agents, bc.limit_agents)):
+        limit_at = None                          # the earlier bench's limit covers these budgets
+    if skip:
+        _say(f"baselines {', '.join(skip)}, the centralized optimum{'' if limit_at else ' and the limit'} from "
+             f"{args.baselines_from}")
     start = time.perf_counter()
     raw = run_job(bench_job, cfg, args.backend, args.workers, args.device, progress=progress,
-                  bench=bc.__dict__, runs=runs, meta_training=meta)
+                  bench=bc.__dict__, runs=runs, meta_training=meta, skip=skip, limit_at=limit_at,
+                  centralized="centralized" not in earlier)
     if raw is None or not is_coordinator():
         return 0
+    raw["baselines"] = {n: (earlier["baselines"][n] if n in skip else raw["baselines"][n]) for n in methods_of(bc)}
+    for key in ("centralized", "limit"):
+        if key not in raw and key in earlier:
+            raw[key] = earlier[key]
     out.mkdir(parents=True, exist_ok=True)
     import torch
     torch.save({"raw": raw, "bench": bc.__dict__}, out / "raw.pt")    # re-assemble without re-running
@@ -173,6 +265,8 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     report["wall_seconds"] = time.perf_counter() - start
     report["backend"] = {"name": args.backend, "workers": args.workers, "device": args.device}
     report["command"] = "surf-dist " + " ".join(sys.argv[1:])
+    if skip:
+        report["baselines_from"] = str(args.baselines_from)
     written = write_bench(out, report)
     print(table(report))
     print(f"\nwall time {report['wall_seconds']:.0f} s; wrote " + ", ".join(p.name for p in written))

@@ -46,6 +46,7 @@ class BenchConfig:
     max_local_steps: int = 16          # local steps grow at the edge up to 4x SURF's 4 gradient steps per round
     edge_min_round: int = 5            # choices before this round do not extend a grid
     pool_cap: int = 256                # pooled held-out samples scored per task (all when fewer)
+    limit_agents: int = 10             # agents per test task whose R-hop ball optimum gives the limit (limit.py)
     bootstrap: int = 2000
     confidence: float = 0.95
     methods: tuple[str, ...] = ()      # () : every baseline
@@ -53,7 +54,7 @@ class BenchConfig:
     def __post_init__(self):
         if self.report_seed < 1:
             raise ValueError(f"report_seed must be >= 1 (0 names the development tasks), got {self.report_seed}")
-        for name in ("draws", "tasks_per_draw", "tune_tasks", "rounds", "pool_cap", "bootstrap"):
+        for name in ("draws", "tasks_per_draw", "tune_tasks", "rounds", "pool_cap", "bootstrap", "limit_agents"):
             if getattr(self, name) < 1:
                 raise ValueError(f"bench {name} must be a positive integer, got {getattr(self, name)}")
         if self.max_local_steps < 1:
@@ -197,6 +198,19 @@ class Comparison:
         out["target"] = point["target"].tolist()
         out["strongest"] = point["strongest"]
         return out
+
+
+def mean_difference(a_dt: np.ndarray, b_dt: np.ndarray, resamples: int, confidence: float, seed: int = 0) -> dict:
+    """The mean over draws of the per-draw mean of ``a - b`` (draws, tasks), {per_draw, mean,
+    low, high}: a percentile bootstrap resampling the tasks within every draw, as ``Comparison``."""
+    diff = np.asarray(a_dt, dtype=float) - np.asarray(b_dt, dtype=float)
+    D, T = diff.shape
+    rng = np.random.default_rng(seed)
+    boot = [diff[np.arange(D)[:, None], rng.integers(0, T, size=(D, T))].mean() for _ in range(resamples)]
+    q = (1 - confidence) / 2
+    return {"per_draw": diff.mean(1).tolist(), "mean": float(diff.mean()),
+            "low": float(np.quantile(boot, q, method="inverted_cdf")),
+            "high": float(np.quantile(boot, 1 - q, method="inverted_cdf"))}
 
 
 def _finite(x: float):

@@ -10,9 +10,14 @@ bench.json (every number of the report):
   (``by_start``: ``zero`` and ``task``), the chosen configurations per metric as round
   segments (``tuned``), the grids searched and any choice left at a grid's edge.
 - ``centralized``: per draw, the centralized optimum scored on each metric like the methods.
+- ``limit``: the information limit (``limit.py``) per draw at its ``rounds``; learned
+  optimizers also carry ``validation``: their mean per layer on the validation tasks (the only
+  numbers a choice between them may use).
 - ``comparisons``: per learned optimizer and metric, ``ratio``, ``bytes_ratio`` and
   ``budget_gap`` as {per_draw, mean, low, high}, each baseline's ``rounds_to_target`` per
-  draw, and the ``strongest`` baseline per draw (``None``: not reached within the rounds run).
+  draw, and the ``strongest`` baseline per draw (``None``: not reached within the rounds run);
+  ``limit``: per round budget R, the learned optimizer's pooled accuracy after R rounds minus
+  the limit at R as {per_draw, mean, low, high}.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..guards import atomic_write_text
-from .protocol import METRICS, BenchConfig, Comparison, report_task_indices, val_task_indices
+from .protocol import METRICS, BenchConfig, Comparison, mean_difference, report_task_indices, val_task_indices
 
 
 def _draw_means(values_t, bench: BenchConfig) -> list:
@@ -49,7 +54,9 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
                          "grids": res["grids"], "grid_extensions": res["extensions"], "at_edge": res["at_edge"],
                          "configurations_tried": res["configurations_tried"]}
     for label, res in raw["learned"].items():
+        validation = {m: np.asarray(v).tolist() for m, v in res.get("validation", {}).items()}
         methods[label] = {"kind": "learned", "model": res["model"], "meta_training": res["meta_training"],
+                          "validation": validation,
                           "curves": [{"rounds": res["rounds"], **{m: _draw_means(res[m], bench)[d] for m in METRICS},
                                       "bytes_per_agent": res["bytes"], "grad_evals_per_agent": res["grad_evals"]}
                                      for d in range(D)]}
@@ -63,14 +70,36 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
                 bytes={n: np.tile(b["curves"]["best"][f"bytes_{m}"], (D, 1)) for n, b in raw["baselines"].items()},
                 learned_bytes=res["bytes"][-1])
             comparisons[label][m] = comp.summary(bench.bootstrap, bench.confidence)
+        if raw.get("limit") is not None:
+            comparisons[label]["limit"] = limit_distances(res, raw["limit"], bench)
     centralized = {m: _draw_means(raw["centralized"][m], bench) for m in METRICS}
+    limit = None
+    if raw.get("limit") is not None:
+        limit = {"rounds": raw["limit"]["rounds"], "agents_per_task": raw["limit"]["agents"],
+                 "accuracy": _draw_means(raw["limit"]["accuracy"], bench)}
     return {"protocol": {**bench.__dict__, "step_grid": list(bench.step_grid),
                          "momentum_grid": list(bench.momentum_grid)},
             "draws": [{"report_seed": bench.report_seed, "draw": d, "test_task_indices": report_task_indices(bench, d)}
                       for d in range(D)],
             "validation_task_indices": val_task_indices(bench),
             "baselines": list(raw["baselines"]), "learned": list(raw["learned"]), "rounds_step": 1,
-            "methods": methods, "centralized": centralized, "comparisons": comparisons}
+            "methods": methods, "centralized": centralized, "limit": limit, "comparisons": comparisons}
+
+
+def limit_distances(learned: dict, limit: dict, bench: BenchConfig) -> dict:
+    """{R: {learned, limit, distance}} at every budget R of the limit that is one of the learned
+    optimizer's round counts: its pooled accuracy after R rounds minus the limit at R (mean over
+    draws, bootstrap interval over test tasks within draws; negative: below the limit)."""
+    D, T = bench.draws, bench.tasks_per_draw
+    out = {}
+    for j, R in enumerate(limit["rounds"]):
+        if R not in learned["rounds"]:
+            continue
+        mine = learned["accuracy"][:, learned["rounds"].index(R)].reshape(D, T)
+        bound = np.asarray(limit["accuracy"])[:, j].reshape(D, T)
+        out[str(R)] = {"learned": float(mine.mean()), "limit": float(bound.mean()),
+                       "distance": mean_difference(mine, bound, bench.bootstrap, bench.confidence)}
+    return out
 
 
 # --------------------------------------------------------------------------- files
@@ -86,6 +115,9 @@ def write_bench(out: Path, report: dict) -> list[Path]:
     with open(out / "bench.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     return [out / "bench.json", out / "bench.csv", plot_bench(report, out / "bench.png")]
+
+
+HEADLINE_BUDGETS = (5, 10, 20)      # the round budgets whose distance to the limit the table prints
 
 
 def _interval(s: dict, scale: float = 1.0, unit: str = "") -> str:
@@ -115,6 +147,12 @@ def table(report: dict) -> str:
     cen = report["centralized"]
     lines.append(f"{'centralized optimum':<22}{np.mean(cen['accuracy']):>8.3f}{np.mean(cen['local_accuracy']):>8.3f}"
                  f"{np.mean(cen['loss']):>8.3f}")
+    limit = report.get("limit")
+    if limit:
+        means = np.mean(limit["accuracy"], axis=0)
+        lines.append("information limit (pooled accuracy of each agent's R-hop ball optimum, "
+                     f"{len(limit['agents_per_task'])} agents a task): "
+                     + ", ".join(f"R={r} {v:.3f}" for r, v in zip(limit["rounds"], means)))
     for label, per_metric in report["comparisons"].items():
         meta = report["methods"][label].get("meta_training") or {}
         wall = meta.get("wall_seconds")
@@ -123,6 +161,11 @@ def table(report: dict) -> str:
         lines.append(f"\n{label} ({cost}): ratio = best baseline's rounds to its final value / its rounds; "
                      f"gap = its value - best baseline's at its rounds; [95% bootstrap over test tasks]; "
                      f"n.r.: no baseline reaches it within {report['protocol']['rounds']} rounds")
+        if "limit" in per_metric:
+            last = max(int(r) for r in per_metric["limit"])
+            shown = {r: d for r, d in per_metric["limit"].items() if int(r) in (*HEADLINE_BUDGETS, last)}
+            lines.append("  pooled accuracy - information limit after R rounds (pts): " + "; ".join(
+                f"R={r} {_interval(d['distance'], 100.0)}" for r, d in shown.items()))
         for m in METRICS:
             s = per_metric[m]
             strongest = ", ".join(str(x) for x in s["strongest"])
@@ -150,6 +193,10 @@ def plot_bench(report: dict, path: Path) -> Path:
             ax.plot(np.maximum(x, 0.8), mean, **kw)
             if per_draw.shape[0] > 1:
                 ax.fill_between(np.maximum(x, 0.8), per_draw.min(0), per_draw.max(0), color=color, alpha=0.12)
+    limit = report.get("limit")
+    if limit:
+        axes[0].plot(limit["rounds"], np.mean(limit["accuracy"], axis=0), color="black", linestyle=":", marker="s",
+                     markersize=4, linewidth=1.6, label="information limit (R-hop ball optimum)")
     for ax, metric in zip(axes, METRICS):
         value = float(np.mean(report["centralized"][metric]))
         ax.axhline(value, color="gray", linestyle="--", linewidth=1, label="centralized optimum")
