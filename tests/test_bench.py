@@ -254,6 +254,9 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
             assert len(comp[metric][key]["per_draw"]) == 2
     assert report["methods"]["pretrained"]["meta_training"]["meta_steps"] == 1200
     assert report["limit"]["rounds"] == limit_rounds(20) and len(report["limit"]["accuracy"]) == 2
+    assert report["methods"]["pretrained"]["descent"]["rose_layers_mean"] >= 0
+    drop = comp["permuted_labels"]["accuracy"]
+    assert drop["drop"]["mean"] == pytest.approx(np.mean([c["accuracy"][-1] for c in report["methods"]["pretrained"]["curves"]]) - drop["value"])
     distance = comp["limit"]["20"]
     assert distance["distance"]["mean"] == pytest.approx(distance["learned"] - distance["limit"])
     assert (out / "bench.csv").read_text().startswith("method,draw,round")

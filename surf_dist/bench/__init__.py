@@ -88,9 +88,12 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
         test_tasks = [t for d in range(bc.draws) for t in worker.family.batch("test", report_task_indices(bc, d))]
         learned = {}
         val_tasks = worker.family.batch("val", val_task_indices(bc))
+        permuted = [t for d in range(bc.draws)
+                    for t in worker.family.batch("test", report_task_indices(bc, d), permute_labels=True)]
         for label, run_dir in runs:
             on_val = learned_on_test(run_dir, worker, val_tasks)        # what a choice between them may use
-            learned[label] = {**learned_on_test(run_dir, worker, test_tasks), "meta_training": meta_training[label],
+            learned[label] = {**learned_on_test(run_dir, worker, test_tasks, permuted),
+                              "meta_training": meta_training[label],
                               "validation": {m: on_val[m].mean(0) for m in METRICS}}
             say(f"{label}: {learned[label]['accuracy'][:, -1].mean():.3f} pooled accuracy at "
                 f"{learned[label]['rounds'][-1]} rounds")

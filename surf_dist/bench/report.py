@@ -12,12 +12,14 @@ bench.json (every number of the report):
 - ``centralized``: per draw, the centralized optimum scored on each metric like the methods.
 - ``limit``: the information limit (``limit.py``) per draw at its ``rounds``; learned
   optimizers also carry ``validation``: their mean per layer on the validation tasks (the only
-  numbers a choice between them may use).
+  numbers a choice between them may use), and ``descent`` on the test tasks: layers whose mean
+  held-out loss rose, fractions of violated descent constraints.
 - ``comparisons``: per learned optimizer and metric, ``ratio``, ``bytes_ratio`` and
   ``budget_gap`` as {per_draw, mean, low, high}, each baseline's ``rounds_to_target`` per
   draw, and the ``strongest`` baseline per draw (``None``: not reached within the rounds run);
   ``limit``: per round budget R, the learned optimizer's pooled accuracy after R rounds minus
-  the limit at R as {per_draw, mean, low, high}.
+  the limit at R as {per_draw, mean, low, high}; ``permuted_labels``: its last layer's value
+  on the same test tasks with permuted labels and the ``drop`` from the unpermuted value.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
     for label, res in raw["learned"].items():
         validation = {m: np.asarray(v).tolist() for m, v in res.get("validation", {}).items()}
         methods[label] = {"kind": "learned", "model": res["model"], "meta_training": res["meta_training"],
-                          "validation": validation,
+                          "validation": validation, "descent": res.get("descent"),
                           "curves": [{"rounds": res["rounds"], **{m: _draw_means(res[m], bench)[d] for m in METRICS},
                                       "bytes_per_agent": res["bytes"], "grad_evals_per_agent": res["grad_evals"]}
                                      for d in range(D)]}
@@ -72,6 +74,11 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
             comparisons[label][m] = comp.summary(bench.bootstrap, bench.confidence)
         if raw.get("limit") is not None:
             comparisons[label]["limit"] = limit_distances(res, raw["limit"], bench)
+        if "permuted" in res:
+            comparisons[label]["permuted_labels"] = {
+                m: {"value": float(np.mean(res["permuted"][m])),
+                    "drop": mean_difference(res[m][:, -1].reshape(D, T), res["permuted"][m].reshape(D, T),
+                                            bench.bootstrap, bench.confidence)} for m in ("accuracy", "local_accuracy")}
     centralized = {m: _draw_means(raw["centralized"][m], bench) for m in METRICS}
     limit = None
     if raw.get("limit") is not None:
@@ -158,9 +165,16 @@ def table(report: dict) -> str:
         wall = meta.get("wall_seconds")
         cost = (f"meta-training {meta.get('meta_steps')} steps, " + (f"{wall:,.0f} s" if wall else "wall time not recorded")
                 + f", {meta.get('device') or 'device not recorded'}") if meta else ""
+        descent = report["methods"][label].get("descent")
+        if descent:
+            cost += (f"; on the test tasks the mean held-out loss rose at {descent['rose_layers_mean']} layer(s), "
+                     f"{descent['violated_fraction_task_layers']:.0%} of task-layers violate its descent constraint")
         lines.append(f"\n{label} ({cost}): ratio = best baseline's rounds to its final value / its rounds; "
                      f"gap = its value - best baseline's at its rounds; [95% bootstrap over test tasks]; "
                      f"n.r.: no baseline reaches it within {report['protocol']['rounds']} rounds")
+        if "permuted_labels" in per_metric:
+            drop = per_metric["permuted_labels"]["accuracy"]["drop"]
+            lines.append(f"  permuted labels (same test tasks): pooled accuracy drops {_interval(drop, 100.0)} pts")
         if "limit" in per_metric:
             last = max(int(r) for r in per_metric["limit"])
             shown = {r: d for r, d in per_metric["limit"].items() if int(r) in (*HEADLINE_BUDGETS, last)}
