@@ -280,9 +280,9 @@ def execute(args, cfg, out: Path, names) -> int:
     run = lambda job, **kw: run_job(job, cfg, args.backend, args.workers, args.device, progress=progress, **kw)
     start = time.perf_counter()
     if args.command == "train":
-        if args.backend == "local":      # one process: every core, freed memory kept (BENCHMARKS.md)
+        if args.backend == "local":      # one process: every core it may use, freed memory kept (BENCHMARKS.md)
             from ._malloc import keep_freed_memory
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(usable_cores())
             keep_freed_memory()
         result = run(jobs.train_job, run_dir=str(out), resume=args.resume)
         if result is None:   # a non-coordinator rank
@@ -309,6 +309,12 @@ def execute(args, cfg, out: Path, names) -> int:
     print(table(summary))
     print(f"\nwall time {summary['wall_seconds']:.1f} s; wrote " + ", ".join(p.name for p in written))
     return 0
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (``taskset -c 0 surf-dist train ...`` gives one, so
+    that several jobs share a machine without oversubscribing it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def entry() -> None:

@@ -165,9 +165,8 @@ SAME_PROTOCOL = ("report_seed", "draws", "tasks_per_draw", "tune_tasks", "rounds
 
 
 @functools.lru_cache(maxsize=2)
-def earlier_bench(folder: str, cfg_json: str, bench_json: str) -> dict:
-    """The reusable part of an earlier bench's results ({baselines, centralized, limit?}),
-    checked to be measured on the same tasks with the same protocol (ValueError otherwise)."""
+def _saved_bench(folder: str) -> tuple[dict, dict]:
+    """(bench.json, the raw results) of an earlier bench's folder, read once."""
     import json
 
     import torch
@@ -175,38 +174,34 @@ def earlier_bench(folder: str, cfg_json: str, bench_json: str) -> dict:
     if not (path / "bench.json").is_file() or not (path / "raw.pt").is_file():
         raise ValueError(f"--baselines-from {folder}: holds no bench.json and raw.pt; name a folder written by "
                          "'surf-dist bench'")
-    cfg, bc = json.loads(cfg_json), json.loads(bench_json)
-    report = json.loads((path / "bench.json").read_text())
-    theirs, ours = report["config"]["task"], cfg["task"]
+    return json.loads((path / "bench.json").read_text()), torch.load(path / "raw.pt", weights_only=False)["raw"]
+
+
+def reused_results(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
+    """The reusable part of the bench in ``--baselines-from`` ({baselines, centralized, limit?}),
+    checked to be measured on the same tasks with the same protocol (ValueError otherwise)."""
+    if not args.baselines_from:
+        return None
+    folder = args.baselines_from
+    report, raw = _saved_bench(str(folder))
+    theirs, ours = report["config"]["task"], cfg.to_dict()["task"]
     for key in sorted(set(theirs) | set(ours)):
         if theirs.get(key) != ours.get(key):
             raise ValueError(f"--baselines-from {folder}: its tasks differ ({key} {theirs.get(key)!r} there, "
                              f"{ours.get(key)!r} here); pass the same task settings or run the baselines here")
-    if report["config"]["model"]["batch_size"] != cfg["model"]["batch_size"]:
+    if report["config"]["model"]["batch_size"] != cfg.model.batch_size:
         raise ValueError(f"--baselines-from {folder}: its mini-batches hold {report['config']['model']['batch_size']} "
-                         f"samples, here {cfg['model']['batch_size']}; pass --batch-size to match")
+                         f"samples, here {cfg.model.batch_size}; pass --batch-size to match")
     for key in SAME_PROTOCOL:
-        if report["protocol"].get(key) != bc[key]:
+        here = getattr(bc, key)
+        if report["protocol"].get(key) != (list(here) if isinstance(here, tuple) else here):
             raise ValueError(f"--baselines-from {folder}: its protocol differs ({key} {report['protocol'].get(key)} "
-                             f"there, {bc[key]} here); pass the same bench settings")
-    raw = torch.load(path / "raw.pt", weights_only=False)["raw"]
-    missing = [n for n in methods_of(BenchConfig(**{**bc, "step_grid": tuple(bc["step_grid"]),
-                                                    "momentum_grid": tuple(bc["momentum_grid"]),
-                                                    "methods": tuple(bc["methods"])}))
-               if n not in raw["baselines"]]
+                             f"there, {here} here); pass the same bench settings")
+    missing = [n for n in methods_of(bc) if n not in raw["baselines"]]
     if missing:
         raise ValueError(f"--baselines-from {folder}: has no {', '.join(missing)}; pass --methods with the ones it has "
                          f"({','.join(raw['baselines'])})")
     return raw
-
-
-def reused_results(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
-    if not args.baselines_from:
-        return None
-    import json
-    bench = {**bc.__dict__, "step_grid": list(bc.step_grid), "momentum_grid": list(bc.momentum_grid),
-             "methods": list(bc.methods)}
-    return earlier_bench(str(args.baselines_from), json.dumps(cfg.to_dict()), json.dumps(bench))
 
 
 def model_rounds(runs: list[tuple[str, str]]) -> int:
