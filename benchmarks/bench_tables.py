@@ -4,8 +4,12 @@
 
 Prints (1) per learned optimizer and metric: the rounds ratio, the bytes ratio and the
 fixed-budget gap with their intervals and the strongest baseline per draw; (2) every method
-at the learned optimizers' round count and at the last round, mean over draws; (3) each
-baseline's rounds to reach the first learned optimizer's final pooled accuracy, per draw.
+at the learned optimizers' round count and at the last round, mean over draws; (3) the
+information limit and each learned optimizer's distance to it; (4) each baseline's rounds to
+reach the first learned optimizer's final pooled accuracy, per draw; (5) one row per learned
+optimizer, the issue-17 table: distance to the limit at 5 / 10 / 20 rounds, pooled ratio and
+gap against the strongest baseline, permuted labels, descent, its validation pooled accuracy
+at 5 / 10 / 20 rounds (what a choice may use) and its meta-training cost.
 Every number is read from the report; nothing is recomputed.
 """
 from __future__ import annotations
@@ -83,5 +87,29 @@ def main(path: str) -> None:
         print(f"| {name} | " + " | ".join("n.r." if x is None else f"{x:.0f}" for x in need) + " |")
 
 
+def variants(r: dict) -> None:
+    print("\n| learned optimizer | pooled - limit @5 | @10 | @20 | pooled ratio | pooled gap | permuted labels: drop "
+          "| loss rises / violated task-layers | validation pooled @5 / @10 / @20 | meta-training |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for label in r["learned"]:
+        comp, method = r["comparisons"][label], r["methods"][label]
+        dist = comp.get("limit", {})
+        cells = [interval(dist[b]["distance"], 100.0) if b in dist else "-" for b in ("5", "10", "20")]
+        s = comp["accuracy"]
+        perm = comp.get("permuted_labels", {}).get("accuracy")
+        descent = method.get("descent")
+        val = method.get("validation", {}).get("accuracy")
+        rounds = method["curves"][0]["rounds"]
+        val_cells = " / ".join(f"{val[rounds.index(b)]:.3f}" if val and b in rounds else "-" for b in (5, 10, 20))
+        meta = method.get("meta_training") or {}
+        wall = meta.get("wall_seconds")
+        print(f"| `{label}` | " + " | ".join(cells) + f" | {interval(s['ratio'], unit='x')} | "
+              f"{interval(s['budget_gap'], 100.0)} | {interval(perm['drop'], 100.0) if perm else '-'} | "
+              f"{(str(descent['rose_layers_mean']) + ' / ' + format(descent['violated_fraction_task_layers'], '.0%')) if descent else '-'} | "
+              f"{val_cells} | {meta.get('meta_steps')} steps, {format(wall, ',.0f') + ' s' if wall else '?'}, "
+              f"{meta.get('device') or '?'} |")
+
+
 if __name__ == "__main__":
     main(sys.argv[1])
+    variants(json.loads(open(sys.argv[1]).read()))

@@ -61,3 +61,24 @@ def test_robust_model_keeps_accuracy_where_agents_drop():
                for name in ("pretrained", "pretrained:robust")}
     assert min(dropped["pretrained:robust"]) > 0.88
     assert max(dropped["pretrained"]) < 0.8
+
+
+def test_a_fine_tunes_cost_counts_the_model_it_started_from(tmp_path):
+    """training_cost of a run folder fine-tuned from `pretrained`: its own steps and seconds plus
+    the shipped model's; a start that is gone is said, not counted."""
+    import json
+
+    from surf_dist.checkpoint import load_checkpoint
+    from surf_dist.pretrained import HERE, TRAINING, training_cost
+    saved = dict(load_checkpoint(HERE / "default" / "model.pt"))
+    cfg = json.loads(saved["config"])
+    cfg["train"].update(steps=7, init_from="pretrained")
+    saved.update(config=json.dumps(cfg), train_seconds=10.0, device="cpu")
+    cost = training_cost(str(tmp_path), tmp_path, saved)
+    base = TRAINING["default"]
+    assert cost["meta_steps"] == 7 + base["meta_steps"]
+    assert cost["wall_seconds"] == 10.0 + base["wall_seconds"] and "7 steps fine-tuning pretrained" in cost["how"]
+    cfg["train"]["init_from"] = str(tmp_path / "gone")
+    saved["config"] = json.dumps(cfg)
+    lost = training_cost(str(tmp_path), tmp_path, saved)
+    assert lost["meta_steps"] == 7 and "gone" in lost["how"]

@@ -190,6 +190,9 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+LEARNED_COLORS = ("black", "crimson", "darkorange", "darkviolet", "saddlebrown", "teal")   # apart from tab20's
+
+
 def plot_bench(report: dict, path: Path) -> Path:
     from .. import plots
     plt = plots.plt
@@ -197,7 +200,8 @@ def plot_bench(report: dict, path: Path) -> Path:
     cmap = plt.get_cmap("tab20")
     for i, (name, entry) in enumerate(report["methods"].items()):
         learned = entry["kind"] == "learned"
-        color = "black" if learned and i == len(report["baselines"]) else cmap(i % 20)
+        color = (LEARNED_COLORS[(i - len(report["baselines"])) % len(LEARNED_COLORS)] if learned
+                 else cmap(i % 20))
         for ax, metric in zip(axes, METRICS):
             per_draw = np.array([c[metric] for c in entry["curves"]])
             x = np.array(entry["curves"][0]["rounds"])

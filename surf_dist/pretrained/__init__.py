@@ -36,6 +36,19 @@ def training_cost(run: str, folder: Path, saved: dict) -> dict:
     if text == "pretrained" or text.startswith("pretrained:"):
         return TRAINING[text.partition(":")[2] or "default"]
     import json
-    steps = json.loads(saved["config"])["train"]["steps"]
-    return {"meta_steps": steps, "wall_seconds": saved.get("train_seconds"), "device": saved.get("device"),
+    trained = json.loads(saved["config"])["train"]
+    cost = {"meta_steps": trained["steps"], "wall_seconds": saved.get("train_seconds"), "device": saved.get("device"),
             "how": f"run folder {folder}"}
+    if trained.get("init_from"):            # a fine-tune: its start's cost counts too
+        from ..checkpoint import load_checkpoint
+        start = resolve_run(trained["init_from"])
+        if not (start / "model.pt").is_file():
+            cost["how"] += f", fine-tuning {trained['init_from']} (gone: its cost is not counted)"
+            return cost
+        base = training_cost(trained["init_from"], start, load_checkpoint(start / "model.pt"))
+        walls = (cost["wall_seconds"], base["wall_seconds"])
+        cost.update(meta_steps=cost["meta_steps"] + base["meta_steps"],
+                    wall_seconds=None if None in walls else sum(walls),
+                    how=f"run folder {folder}: {trained['steps']} steps fine-tuning {trained['init_from']} "
+                        f"({base['meta_steps']} steps)")
+    return cost
