@@ -82,7 +82,7 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "async_train": ("train", "async_train", int, "agents dropped at random per task and layer while meta-training "
                     "(0: off); trains for robustness to asynchronous agents"),
     "init_from": ("train", "init_from", str, "a trained run folder whose model starts meta-training "
-                  "(fine-tuning; same layers and local network); 'pretrained[:scratch|:robust]': "
+                  "(fine-tuning; same layers and local network); 'pretrained[:local|:scratch|:robust]': "
                   "a shipped optimizer"),
     "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
     "dtype": ("train", "dtype", str, "float32 or float64"),
@@ -111,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         if name == "evaluate":
             p.add_argument("runs", nargs="+", help="run folders written by 'surf-dist train'; 'pretrained': "
-                                                   "the optimizer shipped with the package, 'pretrained:scratch': "
-                                                   "the default preset from scratch, 'pretrained:robust': the one "
-                                                   "trained with agents dropping out")
+                                                   "the default optimizer shipped with the package (the default "
+                                                   "preset from scratch); 'pretrained:local', 'pretrained:scratch', "
+                                                   "'pretrained:robust': the former preset's (each agent's own "
+                                                   "data; robust: trained with agents dropping out)")
         if name == "experiment":
             from .experiments import add_arguments
             add_arguments(p)
