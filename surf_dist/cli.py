@@ -321,7 +321,12 @@ def usable_cores() -> int:
 def entry() -> None:
     """The ``surf-dist`` executable. After Ctrl-C the process leaves at once, once its line is
     out: a library's native thread still writing at interpreter teardown (seen with torch's
-    pybind11 on a closed stream) would otherwise abort it with SIGABRT instead of exit 130."""
+    pybind11 on a closed stream) would otherwise abort it with SIGABRT instead of exit 130.
+    ``kill -USR1 PID`` prints every thread's Python stack to stderr (where a run seems stuck)."""
+    import faulthandler
+    import signal
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     code = main()
     if code == EXIT_INTERRUPTED:
         sys.stdout.flush()

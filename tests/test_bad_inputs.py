@@ -492,7 +492,13 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=60)[1]
+    try:
+        err = proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:         # stuck after Ctrl-C: show where (surf_dist.cli.entry), then end it
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        pytest.fail("no exit 60 s after SIGINT; its threads then:\n" + proc.communicate()[1])
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert f"continue with: surf-dist train --quick --steps 100000 --out {out} --no-progress --resume" in err
