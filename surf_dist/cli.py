@@ -40,7 +40,7 @@ from .pretrained import resolve_run
 from .checkpoint import CHECKPOINT
 
 DEMO_BASELINE_ROUNDS = 200
-SECONDS_PER_STEP = 3.3      # one default-preset meta-step, one core (BENCHMARKS.md)
+SECONDS_PER_STEP = 7.0      # one default-preset meta-step, one core (the shipped default: 3,147 s for 450 steps)
 
 
 def boolean(text: str) -> bool:

@@ -487,7 +487,11 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = ["train", "--quick", "--steps", "100000", "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli", *argv], stderr=subprocess.PIPE, text=True, env=env)
+    # a pytest started in the background of a non-interactive shell ignores SIGINT, and so would
+    # its children (Python keeps an inherited SIG_IGN): give the child the terminal's default
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)   # noqa: E731
+    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli", *argv], stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
