@@ -28,12 +28,17 @@ def layer_statistics(model, worker: Worker, tasks, eps: float, descent: str) -> 
     ``violated_*`` test g_l > (1 - eps) g_(l-1); ``rose_*`` test held-out loss_l > loss_(l-1).
     ``*_mean``: on the mean over test tasks (the constraint in training is an expectation);
     ``*_tasks``: fraction of tasks (per-task means); ``*_agents``: fraction of (task, agent) nodes."""
-    T = len(tasks)
     with torch.no_grad():
         shards, Ws = unroll(model, worker, tasks)
+    return unrolled_statistics(shards, Ws, worker.comm, len(tasks), eps, descent)
+
+
+def unrolled_statistics(shards, Ws, comm, T: int, eps: float, descent: str) -> dict:
+    """``layer_statistics`` of iterates already computed: ``Ws`` [W_0..W_L] on ``shards`` (T tasks)."""
+    with torch.no_grad():
         g = descent_values(Ws, shards.X_seen, shards.Y_seen, descent)                      # (L+1, N)
         held = torch.stack([loss_per_agent(W, shards.X_held, shards.Y_held) for W in Ws])  # (L+1, N)
-    groups, comm = shards.task_of_node, worker.comm
+    groups = shards.task_of_node
     per_task = lambda v_ln: torch.stack([comm.group_mean(v, groups, T) for v in v_ln]).numpy()  # (rows, T)
     stats = {}
     for key, values, tol in (("g", g, eps), ("held_loss", held, 0.0)):

@@ -204,11 +204,11 @@ def reused_results(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
     return raw
 
 
-def model_rounds(runs: list[tuple[str, str]]) -> int:
-    """The largest round count of the learned optimizers (20 when there are none)."""
+def model_rounds(runs: list[tuple[str, str]]) -> dict[str, int]:
+    """{label: communication rounds} of the learned optimizers."""
     from ..jobs import run_config
-    models = [run_config(Path(folder)).model for _, folder in runs]
-    return max((m.num_layers * m.num_hops for m in models), default=20)
+    models = {label: run_config(Path(folder)).model for label, folder in runs}
+    return {label: m.num_layers * m.num_hops for label, m in models.items()}
 
 
 def check_arguments(args, cfg: RunConfig) -> None:
@@ -216,12 +216,10 @@ def check_arguments(args, cfg: RunConfig) -> None:
     bc = bench_config(args)
     methods_of(bc)
     reused_results(args, cfg, bc)
-    from ..jobs import run_config
-    for label, folder in learned_runs(args.models):
-        model = run_config(Path(folder)).model
-        if model.num_layers * model.num_hops > bc.rounds:
-            raise ValueError(f"{label} takes {model.num_layers * model.num_hops} rounds, more than "
-                             f"--rounds {bc.rounds}; pass --rounds {model.num_layers * model.num_hops} or more")
+    for label, rounds in model_rounds(learned_runs(args.models)).items():
+        if rounds > bc.rounds:
+            raise ValueError(f"{label} takes {rounds} rounds, more than --rounds {bc.rounds}; "
+                             f"pass --rounds {rounds} or more")
 
 
 def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
@@ -237,10 +235,10 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
             for (label, folder), arg in zip(runs, args.models or DEFAULT_RUNS)}
     earlier = reused_results(args, cfg, bc) or {}
     skip = tuple(n for n in methods_of(bc) if n in earlier.get("baselines", {}))
-    limit_at = limit_rounds(model_rounds(runs))
+    limit_at = limit_rounds(max(model_rounds(runs).values(), default=20))
     known = earlier.get("limit")
-    if known and set(limit_at) <= set(known["rounds"]) and len(known["agents"]) == len(sampled_agents(
-            cfg.task.num_agents, bc.limit_agents)):
+    if (known and set(limit_at) <= set(known["rounds"])
+            and known["agents"] == sampled_agents(cfg.task.num_agents, bc.limit_agents).tolist()):
         limit_at = None                          # the earlier bench's limit covers these budgets
     if skip:
         _say(f"baselines {', '.join(skip)}, the centralized optimum{'' if limit_at else ' and the limit'} from "

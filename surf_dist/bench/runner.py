@@ -16,7 +16,7 @@ import torch
 
 from .. import jobs
 from .._malloc import release_freed_memory
-from ..descent_stats import layer_statistics, summarize_descent
+from ..descent_stats import summarize_descent, unrolled_statistics
 from ..engine import Worker
 from ..methods import METHODS
 from ..methods_accel import spectral_lambda2
@@ -355,11 +355,11 @@ def segments(idx: np.ndarray, configs: list[dict]) -> list[dict]:
 
 def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=None) -> dict:
     """A trained optimizer's per-task values at every layer {metric: (T, L + 1)}, its rounds,
-    bytes and gradient evaluations per agent per layer. With ``permuted_tasks`` (the same tasks,
-    labels permuted) also its descent on ``test_tasks`` (``descent_stats.summarize_descent``:
-    layers whose mean held-out loss rose, fractions of violated descent constraints) and its
-    last layer's values on the permuted tasks {metric: (T,)} (an optimizer that memorised the
-    training labels falls there)."""
+    bytes and gradient evaluations per agent per layer, and its descent on these tasks
+    (``descent_stats.summarize_descent``: layers whose mean held-out loss rose, fractions of
+    violated descent constraints). With ``permuted_tasks`` (the same tasks, labels permuted)
+    also its last layer's values there {metric: (T,)} (an optimizer that memorised the training
+    labels falls there)."""
     model = jobs.load_model(Path(run_dir), worker)
     T = len(test_tasks)
     with torch.no_grad():
@@ -369,16 +369,16 @@ def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=Non
     cumulative = [0.0] + worker.comm.bytes_curve()
     K = cfg.num_hops
     steps = cfg.local_steps if cfg.local_net == "compact" else 1
+    trained = jobs.run_config(Path(run_dir), worker.files).train
+    descent = summarize_descent(unrolled_statistics(shards, Ws, worker.comm, T, trained.eps, trained.descent))
     out = {**{k: np.stack([m[k].numpy() for m in per_layer], axis=1) for k in METRICS},
            "rounds": [l * K for l in range(len(Ws))],
            "bytes": [cumulative[l * K] for l in range(len(Ws))],
            "grad_evals": [l * steps for l in range(len(Ws))],
            "model": {"num_layers": cfg.num_layers, "num_hops": K, "local_steps": steps,
-                     "batch_size": cfg.batch_size, "local_net": cfg.local_net, "start": cfg.start}}
+                     "batch_size": cfg.batch_size, "local_net": cfg.local_net, "start": cfg.start},
+           "descent": {**descent, "eps": trained.eps}}
     if permuted_tasks is not None:
-        trained = jobs.run_config(Path(run_dir), worker.files).train
-        descent = summarize_descent(layer_statistics(model, worker, test_tasks, trained.eps, trained.descent))
-        out["descent"] = {**descent, "eps": trained.eps}
         with torch.no_grad():
             shards, Ws = unroll(model, worker, permuted_tasks)
         out["permuted"] = {k: v.numpy() for k, v in worker.metrics(Ws[-1], shards, shards.task_of_node, T).items()}

@@ -11,9 +11,8 @@ HERE = Path(__file__).parent
 NAMES = ("default", "local", "scratch", "robust")     # provenance and numbers: README.md here
 DEVICE = "CPU, 2 cores shared with other jobs, one torch thread"
 ONE_CORE = "CPU, one core of 2 (taskset), one torch thread, the other core busy"
-DEFAULT_SECONDS = 3147
 TRAINING = {   # meta-training cost of each shipped model (README.md here)
-    "default": {"meta_steps": 450, "wall_seconds": DEFAULT_SECONDS, "device": ONE_CORE,
+    "default": {"meta_steps": 450, "wall_seconds": 3147, "device": ONE_CORE,
                 "how": "the default preset from scratch (surf-dist train)"},
     "local": {"meta_steps": 1200, "wall_seconds": 3960, "device": DEVICE,
               "how": "scratch (900 steps, 2,960 s) + 300 steps with dual step 1.0 (~1,000 s)"},
