@@ -74,6 +74,18 @@ def main(path: str) -> None:
         print("| | " + " | ".join(f"R = {b}" for b in budgets) + " |")
         print("|---|" + "---:|" * len(budgets))
         print("| limit | " + " | ".join(f"{means[limit['rounds'].index(b)]:.3f}" for b in budgets) + " |")
+        best = []                        # the best baseline at each budget, each with its own choice there
+        for b in budgets:
+            at = {n: np.mean([c["accuracy"][b] for c in r["methods"][n]["curves"]]) for n in r["baselines"]}
+            name = max(at, key=at.get)
+            best.append(f"{at[name]:.3f} ({name})")
+        print("| best tuned baseline at R | " + " | ".join(best) + " |")
+        for label in r["learned"]:
+            curves = r["methods"][label]["curves"]
+            rounds = curves[0]["rounds"]
+            print(f"| `{label}`, pooled accuracy | " + " | ".join(
+                f"{np.mean([c['accuracy'][rounds.index(b)] for c in curves]):.3f}" if b in rounds else "-"
+                for b in budgets) + " |")
         for label in r["learned"]:
             dist = r["comparisons"][label].get("limit", {})
             print(f"| `{label}` | " + " | ".join(interval(dist[str(b)]["distance"], 100.0) if str(b) in dist else "-"
