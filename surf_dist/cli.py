@@ -28,6 +28,7 @@ from .guards import (
     EXIT_USER_ERROR,
     OneLineParser,
     UsageError,
+    check_path_text,
     claimed_output,
     describe_os_error,
     is_empty_folder,
@@ -214,6 +215,11 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(f"{err.prog}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    try:
+        check_path_arguments(args)
+    except ValueError as err:
+        print(f"surf-dist {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
     if args.command == "config":
         print(json.dumps(preset(args.preset).to_dict(), indent=1))
         return 0
@@ -221,6 +227,20 @@ def main(argv=None) -> int:
     return run_guarded(f"surf-dist {args.command}", lambda: run_command(args),
                        interrupted=lambda: interrupted_hint(args, argv),
                        other_errors={WorkerLostError: 1, JobError: 1})
+
+
+PATH_ARGUMENTS = {"out": "--out", "config": "--config", "data_root": "--data-root", "topology": "--topology",
+                  "init_from": "--init-from", "baselines": "--baselines", "baselines_from": "--baselines-from",
+                  "runs": "RUN", "models": "RUN"}
+
+
+def check_path_arguments(args) -> None:
+    """Every path on the command line names something (``guards.check_path_text``): ``--out ""``
+    is refused, never read as the current folder."""
+    for dest, flag in PATH_ARGUMENTS.items():
+        value = getattr(args, dest, None)
+        for text in value if isinstance(value, list) else [value]:
+            check_path_text(text, flag if dest not in ("runs", "models") else f"a {flag} argument")
 
 
 def interrupted_hint(args, argv: list[str]) -> str:

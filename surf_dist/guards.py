@@ -144,6 +144,18 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
+def check_path_text(text, flag: str) -> None:
+    """A path given as text names something: not empty (an unset shell variable: ``--out
+    "$OUT"``, which would mean the current folder) and not only blanks. ValueError naming
+    the flag."""
+    if text is None:
+        return
+    if not str(text).strip():
+        shown = "an empty string" if not str(text) else f"only blanks ({str(text)!r})"
+        raise ValueError(f"{flag} is {shown}, which names no file or folder (an unset shell variable?); "
+                         "give a path (write ./ for the current folder)")
+
+
 def check_path_components(path: Path, flag: str = "--out") -> None:
     """Every component of ``path`` can be a folder: no name too long, no regular file on the
     way, no link to nothing. Raises ValueError naming the component and the fix."""

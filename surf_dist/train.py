@@ -41,6 +41,7 @@ class TrainState:
     best_val: float = float("inf")
     best_model: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0             # the training cost of the sessions before this one (resume)
 
 
 def new_model(cfg: RunConfig, worker: Worker, seed: int = 0) -> UnrolledDGD:
@@ -159,14 +160,18 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     """Meta-train; the coordinator writes metrics.csv, TensorBoard events and checkpoints
     under ``run_dir``; the model with the best validation value of the objective is kept."""
     tc = cfg.train
-    started = time.perf_counter()
+    session_start = time.perf_counter()
     state = build_state(cfg, worker, run_dir)      # its coordinator creates run_dir
     if resume:
-        restore(state, load_resumable(run_dir / CHECKPOINT, cfg, state.model, worker.files))
+        saved = load_resumable(run_dir / CHECKPOINT, cfg, state.model, worker.files)
+        restore(state, saved)
+        state.train_seconds = earlier_training_seconds(saved, run_dir)
     elif tc.init_from:
         warm_start(state.model, tc.init_from, worker.files)
         state.best_model = copy.deepcopy(state.model.state_dict())
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
+    first_step = state.step
+    started = session_start - state.train_seconds     # the cost accumulates over resumes
     bar = progress_bar(range(state.step, tc.steps), f"train {tag}".strip(), progress,
                        initial=state.step, total=tc.steps)
     for step in bar:
@@ -194,12 +199,17 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         if state.coordinator:
             state.coordinator.record(row)
             if validating:
+                state.train_seconds = time.perf_counter() - started
                 state.coordinator.save(CHECKPOINT, snapshot(state, cfg))
     state.model.load_state_dict(state.best_model)
-    if state.coordinator:
+    state.train_seconds = time.perf_counter() - started
+    finished_before = resume and state.step == first_step and run_dir is not None and (run_dir / "model.pt").is_file()
+    if state.coordinator and finished_before:      # nothing trained: its model.pt (and its cost) stays as it is
+        state.coordinator.close()
+    elif state.coordinator:
         state.coordinator.save("model.pt", {"config": json.dumps(cfg.to_dict()),
                                             "model": to_cpu(state.best_model), "best_val": state.best_val,
-                                            "train_seconds": time.perf_counter() - started,
+                                            "train_seconds": state.train_seconds,
                                             "device": f"{worker.device.type}, {worker.comm.world_size} worker(s)"})
         state.coordinator.close()
     return state
@@ -209,7 +219,7 @@ def snapshot(state: TrainState, cfg: RunConfig) -> dict:
     """The workers' part of a checkpoint (the coordinator adds its duals and generators)."""
     saved = {"config": json.dumps(cfg.to_dict()), "step": state.step, "model": state.model.state_dict(),
              "optimizer": state.optimizer.state_dict(), "best_val": state.best_val,
-             "best_model": state.best_model}
+             "best_model": state.best_model, "train_seconds": state.train_seconds}
     return to_cpu(saved)     # the coordinator (a Ray actor of its own) may have no GPU
 
 
@@ -234,6 +244,23 @@ def load_resumable(path: Path, cfg: RunConfig, model: UnrolledDGD, files=None) -
         raise ValueError(f"--resume: {path.parent} is at step {saved['step']}, past --steps {cfg.train.steps}; "
                          f"pass --steps {saved['step']} or more to continue it (nothing was rewritten)")
     return saved
+
+
+def earlier_training_seconds(saved: dict, run_dir: Path | None) -> float:
+    """The training cost (seconds) of a run's sessions before a resume: its checkpoint's; a
+    checkpoint written before it held one: its model.pt's (the last session's, at least)."""
+    seconds = saved.get("train_seconds")
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0:
+        return float(seconds)
+    model_file = Path(run_dir) / "model.pt" if run_dir is not None else None
+    if model_file is not None and model_file.is_file():
+        try:
+            earlier = load_checkpoint(model_file).get("train_seconds")
+        except ValueError:
+            return 0.0
+        if isinstance(earlier, (int, float)) and not isinstance(earlier, bool) and math.isfinite(earlier):
+            return max(float(earlier), 0.0)
+    return 0.0
 
 
 def restore(state: TrainState, saved: dict) -> None:

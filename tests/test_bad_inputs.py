@@ -380,6 +380,15 @@ CASES = [
          patch=interrupt_after(write_checkpoint=True), code=130, keeps="out/checkpoint.pt"),
     Case("ctrl-c-baselines", "Ctrl-C", "Ctrl-C before anything is written", B,
          "interrupted before anything was written", patch=interrupt_after(write_checkpoint=False), code=130),
+    # ------------------------------------------------------------------ issue 25, data loss: a path that names nothing
+    Case("out-empty", "data loss", "--out \"\" (an unset shell variable; was the current folder)",
+         [*B[:2], "--out", ""], "--out is an empty string, which names no file or folder"),
+    Case("out-empty-force", "data loss", "--out \"\" --force (overwrote summary.json here)",
+         [*B[:2], "--out", "", "--force"], "--out is an empty string", subprocess=True),
+    Case("out-blanks", "data loss", "--out of blanks only", [*B[:2], "--out", "   "], "--out is only blanks"),
+    Case("config-empty", "data loss", "--config \"\"", [*B, "--config", ""], "--config is an empty string"),
+    Case("evaluate-run-empty", "data loss", "evaluate \"\" (a run that is the current folder)",
+         ["evaluate", "", *O], "a RUN argument is an empty string"),
 ]
 
 
@@ -509,6 +518,21 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     assert not (out / guards.LOCK_NAME).exists()
 
 
+def test_resume_of_a_run_keeps_its_training_cost(tmp_path, trained, capsys):
+    """Issue 25, data loss: `train --resume` of a finished run leaves its model.pt (and the
+    training cost the bench reports) as it is; a resume that trains on adds its time to the
+    cost, never replaces it with the last session's."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = (run / "model.pt").read_bytes()
+    cost = torch.load(run / "model.pt", weights_only=True)["train_seconds"]
+    assert main(["train", "--quick", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert (run / "model.pt").read_bytes() == before
+    assert main(["train", "--quick", "--steps", "9", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert torch.load(run / "model.pt", weights_only=True)["train_seconds"] > cost
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["train_seconds"] > cost
+
+
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     """A lock file left by a process that died (its pid gone, no flock held): taken over, said so."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -547,6 +571,14 @@ def test_an_edge_list_sets_the_agents(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- the table
 
+def family_counts() -> dict[str, int]:
+    """Cases per family, in the table's order (the classes of issue 25 are families of their own)."""
+    counts: dict[str, int] = {}
+    for case in CASES:
+        counts[case.family] = counts.get(case.family, 0) + 1
+    return counts
+
+
 def render(results: dict) -> str:
     lines = ["# Bad input and what it gets", "",
              "Every row is a case of `tests/test_bad_inputs.py`, which runs it (most in process, those marked",
@@ -557,7 +589,8 @@ def render(results: dict) -> str:
              "", "`TMP`: the case's own folder; `RUN`: a run trained with `surf-dist train --quick` (step 6);",
              "`PAPER`: a model of the paper's local network trained on digits. The size checks run with",
              f"`SURF_DIST_MEMORY_LIMIT_GB={MEMORY_LIMIT_GB}` (otherwise the limit is the machine's memory).",
-             "", f"{len(results)} inputs.", "",
+             "", f"{len(results)} inputs; per family: "
+             + ", ".join(f"{family} {count}" for family, count in family_counts().items()) + ".", "",
              "| # | family | input | command (`surf-dist ...`) | exit | message (stderr) |",
              "|---:|---|---|---|---:|---|"]
     for number, case in enumerate(CASES, start=1):
