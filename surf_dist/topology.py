@@ -73,14 +73,15 @@ def is_connected(matrix) -> bool:
     return number_of_components(matrix) == 1
 
 
-def _resample_until_connected(draw, family: str, max_tries: int) -> sp.csr_matrix:
-    """First connected adjacency among up to ``max_tries`` calls of ``draw()``."""
+def _resample_until_connected(draw, family: str, max_tries: int, hint: str = "") -> sp.csr_matrix:
+    """First connected adjacency among up to ``max_tries`` calls of ``draw()`` (bounded: a
+    family that cannot connect is a ValueError, never a loop; ``hint`` says what would)."""
     for _ in range(_check_count(max_tries, "max_tries", 1)):
         adjacency = draw()
         if is_connected(adjacency):
             return adjacency
-    raise ValueError(f"{family}: no connected graph in {max_tries} draws; "
-                     "increase the density parameter (edge_prob, radius, ...) or max_tries")
+    raise ValueError(f"{family}: no connected graph in {max_tries} draws{hint}; "
+                     "increase the density parameter (edge_prob, radius, ...)")
 
 
 def _is_symmetric(matrix: sp.csr_matrix, tol: float = TOLERANCE) -> bool:
@@ -176,7 +177,10 @@ def _upper_pairs(n: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray
         chunk = int(total * p + 6 * math.sqrt(total * p) + 16)
         pieces, last = [], -1
         while last < total:
-            positions = last + np.cumsum(rng.geometric(p, size=chunk), dtype=np.int64)
+            # a skip past the end ends the draw: clipped, the sum cannot overflow int64 (numpy's
+            # geometric saturates at 2^63 - 1 for a tiny p; its sum wrapped negative, a hang)
+            skips = np.minimum(rng.geometric(p, size=chunk), total + 1)
+            positions = last + np.cumsum(skips, dtype=np.int64)
             pieces.append(positions[positions < total])
             last = int(positions[-1])
         chosen = np.concatenate(pieces)
@@ -190,8 +194,9 @@ def erdos_renyi(n: int, p: float, rng: np.random.Generator, max_tries: int = 100
     """Connected G(n, p): every edge present independently with probability p (redrawn until connected)."""
     n = _check_count(n, "erdos_renyi n", 2)
     p = _check_number(p, "erdos_renyi edge probability p", 0, 1, low_open=True)
+    hint = f" (edge_prob {p:g} with {n} agents: about ln(n)/n = {min(1.0, math.log(n) / n):.3g} or more connects most draws)"
     return _resample_until_connected(lambda: _from_edges(n, *_upper_pairs(n, p, rng)),
-                                     "erdos_renyi", max_tries)
+                                     "erdos_renyi", max_tries, hint)
 
 
 def random_geometric(n: int, radius: float, rng: np.random.Generator,
@@ -204,7 +209,8 @@ def random_geometric(n: int, radius: float, rng: np.random.Generator,
         pairs = cKDTree(rng.random((n, 2))).query_pairs(radius, output_type="ndarray")
         return _from_edges(n, pairs[:, 0], pairs[:, 1])
 
-    return _resample_until_connected(draw, "random_geometric", max_tries)
+    hint = f" (radius {radius:g} with {n} agents: about sqrt(ln(n)/(pi n)) = {math.sqrt(math.log(n) / (math.pi * n)):.3g} or more connects most draws)"
+    return _resample_until_connected(draw, "random_geometric", max_tries, hint)
 
 
 def _watts_strogatz(n: int, k: int, p: float, rng: np.random.Generator) -> sp.csr_matrix:

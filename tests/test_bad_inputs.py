@@ -389,6 +389,16 @@ CASES = [
     Case("config-empty", "data loss", "--config \"\"", [*B, "--config", ""], "--config is an empty string"),
     Case("evaluate-run-empty", "data loss", "evaluate \"\" (a run that is the current folder)",
          ["evaluate", "", *O], "a RUN argument is an empty string"),
+    # ------------------------------------------------------------------ issue 25, hang: a graph that cannot connect
+    Case("er-prob-1e-300", "hang", "erdos_renyi with edge_prob 1e-300 (looped forever, memory growing)",
+         [*B, "--topology", "{tmp}/g.json"], "no connected graph in 100 draws (edge_prob 1e-300",
+         setup=files(json.dumps({"family": "erdos_renyi", "edge_prob": 1e-300}), "g.json"), subprocess=True),
+    Case("er-prob-tiny", "hang", "erdos_renyi with edge_prob 1e-6 for 8 agents",
+         [*B, "--topology", "{tmp}/g.json"], "about ln(n)/n = 0.26 or more",
+         setup=files(json.dumps({"family": "erdos_renyi", "edge_prob": 1e-6}), "g.json")),
+    Case("rg-radius-tiny", "hang", "random_geometric with radius 1e-300",
+         [*B, "--topology", "{tmp}/g.json"], "no connected graph in 100 draws (radius 1e-300",
+         setup=files(json.dumps({"family": "random_geometric", "radius": 1e-300}), "g.json")),
 ]
 
 

@@ -116,6 +116,15 @@ def test_same_seed_same_graph_and_fresh_draws_differ(family):
     assert (spec.sample(30, rng) != spec.sample(30, rng)).nnz > 0
 
 
+def test_a_tiny_edge_probability_ends_in_an_error_not_a_hang():
+    """Issue 25: numpy's geometric saturates at 2^63 - 1 for p = 1e-300; its sum wrapped
+    negative and the edge sampler looped forever. Now: no edge, and the bounded draws end."""
+    heads, tails = topo._upper_pairs(1000, 1e-300, np.random.default_rng(0))
+    assert heads.size == tails.size == 0
+    with pytest.raises(ValueError, match=r"no connected graph in 100 draws \(edge_prob 1e-300 with 8 agents"):
+        topo.erdos_renyi(8, 1e-300, np.random.default_rng(0))
+
+
 def test_erdos_renyi_edge_density_matches_p():
     adjacency = topo.erdos_renyi(200, 0.3, np.random.default_rng(1))
     density = adjacency.nnz / (200 * 199)
