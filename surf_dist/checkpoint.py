@@ -145,6 +145,10 @@ def check_state_dict(saved: dict, expected: dict, path, key: str = "model") -> N
         if tuple(value.shape) != tuple(shape):
             raise ValueError(f"checkpoint {path}: '{key}.{name}' has shape {tuple(value.shape)}, these settings "
                              f"need {tuple(shape)}; it was written for other model settings or is damaged")
+        if not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"checkpoint {path}: '{key}.{name}' holds {bad} NaN or infinite value(s): the model "
+                             "diverged when it was trained (or the file is damaged); retrain it, or use an intact copy")
 
 
 def check_training_state(state: dict, path, model: torch.nn.Module, num_layers: int) -> None:

@@ -37,6 +37,7 @@ from .guards import (
     run_guarded,
 )
 from .preflight import check_command, check_runs_exist
+from .topology import topology_file
 from .pretrained import resolve_run
 from .checkpoint import CHECKPOINT
 
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_bench_arguments(p)
         p.add_argument("--out", required=True, help="output folder (must be new or empty)")
         p.add_argument("--force", action="store_true", help="write into a non-empty --out")
-        p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named settings")
+        p.add_argument("--preset", choices=sorted(PRESETS), help="named settings (default: default)")
         p.add_argument("--config", help="JSON config file (from 'surf-dist config'); overrides --preset")
         p.add_argument("--quick", action="store_true", help="the small 'quick' preset (seconds)")
         p.add_argument("--backend", default="local", help="local (one process), torch or ray")
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--" + flag.replace("_", "-"), dest=flag, type=typ, help=text)
     cp = sub.add_parser("config", help="print a preset as JSON")
     cp.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    cp.set_defaults(quick=False)
     return parser
 
 
@@ -166,15 +168,59 @@ def flag_of(field: str, args) -> str | None:
     return None
 
 
+def preset_name(args) -> str:
+    """The preset the command line names: --quick, --preset NAME, else 'default'."""
+    return "quick" if args.quick else args.preset or "default"
+
+
+FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")      # the datasets read from --data-root
+
+
+def check_unused_settings(args, cfg) -> None:
+    """Issue 25: a setting the command would not use is refused by name, never ignored (one
+    place for every such rule). ValueError naming the flag and what is used instead."""
+    chosen = "--quick" if args.quick else (f"--preset {args.preset}" if args.preset else None)
+    if args.quick and args.preset:
+        raise ValueError(f"--quick and --preset {args.preset} both name a preset (--quick is --preset quick); "
+                         "pass one of them")
+    reads_runs = args.command == "evaluate" or (args.command == "experiment" and args.runs)
+    if chosen and reads_runs and not args.config:
+        source = "RUN" if args.command == "evaluate" else "--runs"
+        raise ValueError(f"{chosen} is not used: {args.command} takes its settings from the run it reads ({source}); "
+                         "drop it, or pass --config FILE (and flags) for other settings")
+    if cfg.task.data_root:
+        from .datasets import canonical_name
+        dataset = canonical_name(cfg.task.dataset)
+        if dataset not in FILE_DATASETS:
+            said = f"--data-root {args.data_root}" if args.data_root else f"data_root {cfg.task.data_root!r} (config)"
+            raise ValueError(f"{said} is not used: dataset '{dataset}' comes with the package and reads no files; "
+                             "drop it, or choose a dataset that reads its files there (mnist, fashion_mnist, cifar10)")
+
+
+def note_filled(args, keys: list[str]) -> None:
+    """Say where the settings a partial --config leaves out come from (issue 25: once the
+    'paper' preset's, whatever --preset said)."""
+    flag = "--quick" if args.quick else f"--preset {args.preset}" if args.preset else "the default; --preset NAME picks another"
+    shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    print(f"surf-dist {args.command}: note: config file {args.config} leaves out {len(keys)} setting(s) ({shown}); "
+          f"they come from preset '{preset_name(args)}' ({flag})", file=sys.stderr)
+
+
 def resolve_config(args):
     """The command's settings: --config or the preset (for ``evaluate``: the first run's),
     the flags on top, and the agents of an edge-list topology. A bad value names its flag."""
     if args.command == "evaluate" and not args.config:
         cfg = jobs.run_config(Path(args.runs[0]))   # evaluate with the settings it was trained on
     else:
-        cfg = load_config(args.config) if args.config else preset("quick" if args.quick else args.preset)
-    if getattr(args, "topology", None) and Path(args.topology).is_file():
-        args.topology = os.path.abspath(args.topology)   # the run's config must find it from anywhere
+        cfg = (load_config(args.config, preset(preset_name(args)), lambda keys: note_filled(args, keys))
+               if args.config else preset(preset_name(args)))
+    if getattr(args, "topology", None):
+        try:
+            named_file = topology_file(args.topology)
+        except ValueError as err:
+            raise ValueError(f"--topology {args.topology}: {err}") from None
+        if named_file is not None:
+            args.topology = os.path.abspath(args.topology)   # the run's config must find it from anywhere
     overrides = explicit_overrides(args)
     if args.command == "demo" and args.rounds is None and not args.config:
         overrides.setdefault("eval", {})["baseline_rounds"] = min(DEMO_BASELINE_ROUNDS, cfg.eval.baseline_rounds)
@@ -267,11 +313,16 @@ def run_command(args) -> int:
         args.runs = [str(resolve_run(r)) for r in args.runs]
         check_runs_exist(args.runs)
     cfg = resolve_config(args)
+    check_unused_settings(args, cfg)
     out = Path(args.out)
     resume = getattr(args, "resume", False)
     if args.command == "bench":              # the bench's own settings and models
         from .bench import check_arguments
         check_arguments(args, cfg)
+    if args.command == "experiment":         # the experiment's own settings, before any training
+        from .experiments import experiment_config, options_of
+        experiment_config(args, cfg, explicit_overrides(args))
+        options_of(args)
     check_command(args, cfg, out)            # everything that can be checked: --out is not made yet
     writing = claimed_output(out, args.force, resume) if is_coordinator() else contextlib.nullcontext(out)
     with writing:

@@ -18,6 +18,7 @@ OBJECTIVES = ("local", "pooled")
 STARTS = ("task", "zero")
 DTYPES = ("float32", "float64")
 ASYNC_MODES = ("zeros", "stale")
+MAX_ROUNDS = 100_000       # baseline rounds: each is run (issue 25: more were once recorded but not run)
 
 
 class ConfigError(ValueError):
@@ -143,6 +144,9 @@ class EvalConfig:
         _finite(self)
         _positive(self, "test_tasks", "baseline_rounds", "tune_tasks", "async_draws", "local_steps")
         _choice(self, "async_mode", ASYNC_MODES)
+        if self.baseline_rounds > MAX_ROUNDS:
+            raise ConfigError("baseline_rounds", f"baseline_rounds must be at most {MAX_ROUNDS:,} (every round is "
+                              f"run, none is skipped), got {self.baseline_rounds:,}")
         if any(s <= 0 for s in self.step_grid) or not self.step_grid:
             raise ConfigError("step_grid", f"step_grid must hold positive step sizes, got {list(self.step_grid)}")
         if (not self.eval_points or sorted(self.eval_points) != list(self.eval_points)
@@ -215,20 +219,62 @@ def from_dict(data) -> RunConfig:
     return RunConfig(**{name: _section(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()})
 
 
-def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
+def _no_duplicate_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"key(s) {twice[:5]} given twice in one object (JSON keeps only the last, silently); "
+                         "give each once")
+    return dict(pairs)
+
+
+def parse_json(text: str, source: str):
+    """Strict JSON of a user's file (a --config, a topology): no key twice in one object (JSON
+    parsers keep the last), no nesting beyond reason; ValueError naming
+    ``source``. The one parser of issue 25 for every JSON file a user gives."""
+    try:        # NaN and Infinity are read: the settings' checks name the key that holds one
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as err:
-        raise ValueError(f"config file {path} is not valid JSON: {err}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"config file {path} is not text (JSON from 'surf-dist config')") from None
+        raise ValueError(f"{source} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ValueError(f"{source} nests its JSON too deeply to be a config; a config is an object of "
+                         "sections of settings ('surf-dist config' prints one)") from None
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+
+
+def load_config(path: str | Path, base: "RunConfig | None" = None, on_missing=None) -> RunConfig:
+    """The settings of a config file; a key it leaves out comes from ``base`` (a preset; by
+    default the dataclasses' defaults, the 'paper' preset), and ``on_missing(keys)`` is told
+    which (``section.key``) where there are any."""
+    path = Path(path)
+    from .guards import read_text_file
+    text = read_text_file(path, "config file", hint="JSON from 'surf-dist config'")
+    data = parse_json(text, f"config file {path}")
     try:
-        return from_dict(data)
+        cfg = from_dict(_filled(data, base) if base is not None else data)
+        if on_missing is not None and missing_keys(data):
+            on_missing(missing_keys(data))
+        return cfg
     except ConfigError as err:
         raise ConfigError(err.field, f"config file {path}: {err}") from None
+
+
+def missing_keys(data) -> list[str]:
+    """The settings (``section.key``) a config's data leaves out."""
+    if not isinstance(data, dict):
+        return []
+    return [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+            if not isinstance(data.get(name), dict) or f.name not in data[name]]
+
+
+def _filled(data, base: "RunConfig"):
+    """``data`` with the keys it leaves out taken from ``base`` (data that is no config: as is)."""
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        return data
+    full = base.to_dict()
+    return {**{name: {**full[name], **data.get(name, {})} for name in SECTIONS},
+            **{k: v for k, v in data.items() if k not in SECTIONS}}
 
 
 def with_overrides(config: RunConfig, overrides: dict[str, dict]) -> RunConfig:

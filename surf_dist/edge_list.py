@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .guards import check_input_file, read_text_file
+
 SEPARATORS = re.compile(r"[,\s]+")
+INTEGER = re.compile(r"^[+-]?[0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,9 @@ def read_edge_list(path) -> EdgeList:
     """Parse and check an edge list file (cached while the file is unchanged); ValueError
     naming the line and the fix for anything malformed."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"edge list file not found: {path}")
+    check_input_file(path, "edge list")          # a folder, a FIFO, a loop of links: say which
     stat = path.stat()
     return _read(str(path), stat.st_mtime_ns, stat.st_size)
 
@@ -48,10 +53,7 @@ def read_edge_list(path) -> EdgeList:
 @functools.lru_cache(maxsize=8)
 def _read(name: str, mtime_ns: int, size: int) -> EdgeList:
     path = Path(name)
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a text edge list (expected lines 'i j [weight]')") from None
+    text = read_text_file(path, "edge list", hint="expected lines 'i j [weight]'")
     rows, weighted_line, plain_line = [], None, None
     for number, raw in enumerate(text.splitlines(), start=1):
         body = raw.split("#", 1)[0].strip()
@@ -59,8 +61,9 @@ def _read(name: str, mtime_ns: int, size: int) -> EdgeList:
             continue
         tokens = SEPARATORS.split(body)
         try:
-            if len(tokens) not in (2, 3):
-                raise ValueError
+            if len(tokens) not in (2, 3) or any("_" in t for t in tokens) or not all(
+                    INTEGER.match(t) for t in tokens[:2]):
+                raise ValueError      # Python reads 1_0 as 10 and ' 1' as 1: ids are digits only
             i, j = int(tokens[0]), int(tokens[1])
             weight = float(tokens[2]) if len(tokens) == 3 else None
         except ValueError:

@@ -45,7 +45,7 @@ def evaluate_baselines(cfg: RunConfig, worker: Worker, test_tasks, progress=True
     validation tasks (module doc)."""
     ec = cfg.eval
     val_tasks = worker.family.batch("val", range(cfg.train.val_tasks, cfg.train.val_tasks + ec.tune_tasks))
-    points = [p for p in ec.eval_points if p <= ec.baseline_rounds]
+    points = baseline_points(ec)
     results = {}
     for name in progress_bar(names, "baselines", progress):
         _, tuning, _ = run_baseline(name, cfg, worker, val_tasks, ec.step_grid, points, pooled=False)
@@ -61,6 +61,13 @@ def evaluate_baselines(cfg: RunConfig, worker: Worker, test_tasks, progress=True
         curve["step_size"] = chosen
         results[name] = curve
     return results
+
+
+def baseline_points(ec) -> list[int]:
+    """The rounds at which the baselines are evaluated: the ``eval_points`` below
+    ``baseline_rounds``, and ``baseline_rounds`` itself (``--rounds 7`` runs 7 rounds, not the
+    4 of the last evaluation point below it)."""
+    return [p for p in ec.eval_points if p < ec.baseline_rounds] + [ec.baseline_rounds]
 
 
 def run_baseline(name: str, cfg: RunConfig, worker: Worker, tasks, step_sizes, points, pooled=True):

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import sys
@@ -94,6 +95,56 @@ def run_guarded(command: str, work, interrupted=None, other_errors: dict | None 
         print(f"{command}: error: internal error {type(err).__name__}: {one_line(err)[:300]} "
               "(a bug: please report it; SURF_DIST_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
+
+
+# --------------------------------------------------------------------------- files a user gives
+
+def check_input_file(path, what: str) -> Path:
+    """``path`` is a regular file that can be read: else ValueError saying what it is instead
+    (nothing, a link to nothing, a loop of links, a folder, a FIFO or device) and the fix. The
+    one check of issue 25 for every file a user names (--config, a topology, an edge list)."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{what} {path} is a link that leads back to itself (a loop of links); point it "
+                             "at a file") from None
+        if path.is_symlink():
+            raise ValueError(f"{what} {path} is a link to {os.readlink(path)}, which does not exist; point it at "
+                             "a file") from None
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise ValueError(f"{what} {path} does not exist") from None
+        raise ValueError(f"{what} {path}: {describe_os_error(err)}") from None
+    import stat
+    if stat.S_ISDIR(info.st_mode):
+        raise ValueError(f"{what} {path} is a folder, not a file; name the file in it")
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a device" if
+                stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "a socket" if
+                stat.S_ISSOCK(info.st_mode) else "not a regular file")
+        raise ValueError(f"{what} {path} is {kind}, not a file it can read twice; save it to a file and name that")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{what} {path} cannot be read (permission denied); choose a file you may read")
+    return path
+
+
+def read_text_file(path, what: str, hint: str = "") -> str:
+    """The text of a user's file (``check_input_file``), UTF-8 (a byte-order mark is dropped):
+    UTF-16 and binary files are ValueErrors that say so."""
+    path = check_input_file(path, what)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            raw.decode("utf-16")
+            raise ValueError(f"{what} {path} is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+        except UnicodeDecodeError:
+            pass
+    raise ValueError(f"{what} {path} is not text" + (f" ({hint})" if hint else ""))
 
 
 # --------------------------------------------------------------------------- numbers on the command line
@@ -406,6 +457,52 @@ def atomic_open(path: Path, mode: str = "w", **kwargs):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _first_non_finite(data, where: str = ""):
+    """(path, index, value, the sibling ``rounds`` list or None) of the first NaN or infinity
+    in nested dicts and lists of numbers, or None."""
+    import math
+    import numbers
+    number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)   # noqa: E731
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, (list, tuple)) and value and all(number(v) for v in value):
+                bad = next((i for i, v in enumerate(value) if not math.isfinite(float(v))), None)
+                if bad is not None:
+                    rounds = data.get("rounds") if key != "rounds" else None
+                    return f"{where}{key}", bad, value[bad], rounds if isinstance(rounds, list) else None
+                continue
+            found = _first_non_finite(value, f"{where}{key}.")
+            if found:
+                return found
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            found = _first_non_finite(value, f"{where}[{i}].".replace(".[", "["))
+            if found:
+                return found
+    elif number(data) and not math.isfinite(float(data)):
+        return where.rstrip("."), None, data, None
+    return None
+
+
+def results_json(data, name: str, **options) -> str:
+    """``data`` as strict JSON text (no bare NaN or Infinity, which JSON does not have): the
+    one writer of every results file (summary.json, NAME.json, bench.json). A NaN or an
+    infinity is a run that diverged: FloatingPointError naming where, and along a curve the
+    round and the last finite round, before anything is written."""
+    found = _first_non_finite(data)
+    if found:
+        where, index, value, rounds = found
+        if rounds is not None and index is not None and index < len(rounds):
+            last = f"last finite round {rounds[index - 1]}" if index else "no finite round"
+            at = f" at round {rounds[index]} ({last})"
+        else:
+            at = f" (entry {index})" if index is not None else ""
+        raise FloatingPointError(f"the run diverged: {where} is {value}{at}, so {name} was not written (a "
+                                 "result with NaN is no result); lower the step sizes (eval.step_grid, --lr) or check "
+                                 "the model")
+    return json.dumps(data, allow_nan=False, **options)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
-from .guards import atomic_open, atomic_write_text
+from .guards import atomic_open, atomic_write_text, results_json
 from .jobs import final_row, mean_std, rounds_to_reach
 from .plots import write_all
 
@@ -13,8 +12,9 @@ CURVE_KEYS = ("rounds", "bytes_per_agent", "loss", "accuracy", "local_accuracy")
 
 
 def write_results(out: Path, summary: dict, config: dict) -> list[Path]:
+    text = results_json({"config": config, **summary}, "summary.json", indent=1)   # diverged: nothing written
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "summary.json", json.dumps({"config": config, **summary}, indent=1))
+    atomic_write_text(out / "summary.json", text)
     rows = [["method", *CURVE_KEYS]]
     for name, curve in summary["methods"].items():
         rows += [[name, *(curve[k][i] for k in CURVE_KEYS)] for i in range(len(curve["rounds"]))]

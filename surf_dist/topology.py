@@ -8,8 +8,8 @@ scales to ~10,000 agents.
 """
 from __future__ import annotations
 
-import json
 import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -19,7 +19,9 @@ from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
 from scipy.sparse.linalg import ArpackNoConvergence, eigs, eigsh
 from scipy.spatial import cKDTree
 
+from .config import parse_json
 from .edge_list import mixing_weights, read_edge_list
+from .guards import check_input_file, read_text_file
 
 FAMILIES = ("ring", "circulant", "paper_circulant", "erdos_renyi", "random_geometric",
             "grid", "torus", "star", "exponential", "small_world", "edge_list")
@@ -324,6 +326,54 @@ def shift_operator(adjacency, normalization: str = "metropolis") -> sp.csr_matri
     return operator
 
 
+FLOAT32_TINY = float(np.finfo(np.float32).smallest_subnormal)   # a weight below it is 0 in float32
+
+
+def _is_bipartite(matrix: sp.csr_matrix) -> bool:
+    """True if the (connected) graph of ``matrix``'s off-diagonal pattern has no odd cycle."""
+    from scipy.sparse.csgraph import breadth_first_order
+    pattern = sp.csr_matrix(matrix - sp.diags(matrix.diagonal()))
+    pattern.eliminate_zeros()
+    order, parent = breadth_first_order(pattern, 0, directed=False, return_predecessors=True)
+    side = np.zeros(matrix.shape[0], dtype=np.int8)
+    for node in order[1:]:
+        side[node] = 1 - side[parent[node]]
+    rows, cols = pattern.nonzero()
+    return bool(np.all(side[rows] != side[cols]))
+
+
+def check_consensus(matrix: sp.csr_matrix) -> None:
+    """A row-stochastic mixing matrix S (n, n) of a connected graph reaches consensus (S^k ->
+    1 pi^T) iff it is aperiodic: second-largest eigenvalue modulus < 1, a spectral gap > 0.
+    The one check of issue 25 for every matrix a run mixes with (presets, edge lists, weights):
+
+    - every weight is a number in float32, the default dtype (a weight below 1.4e-45 is 0 there,
+      and the graph it connects falls apart);
+    - aperiodic: some agent keeps a weight of its own, or the graph has an odd cycle (zero own
+      weights on a bipartite graph, e.g. two agents swapping models, oscillate forever);
+    - numerically (n <= 500, dense): ``1 - |lambda_2| > 1e-8``; weights so small that mixing
+      would take longer than any run are refused with the gap.
+    ValueError saying which, and the fix."""
+    off = sp.csr_matrix(matrix - sp.diags(matrix.diagonal()))
+    off.eliminate_zeros()
+    vanishing = int(np.count_nonzero(off.data < FLOAT32_TINY))
+    if vanishing:
+        raise ValueError(f"{vanishing // 2 or vanishing} mixing weight(s) (smallest {off.data.min():.3g}) are 0 in "
+                         f"float32 (below {FLOAT32_TINY:.3g}), so the agents they join never mix: mixing cannot "
+                         "reach consensus; use weights of at least 1e-6 (or drop the edges)")
+    if not np.any(matrix.diagonal() > 0) and _is_bipartite(matrix):
+        raise ValueError("mixing cannot reach consensus: every agent's own weight is 0 and the graph is bipartite, "
+                         "so the models swap between its two halves forever (second-largest eigenvalue modulus 1, "
+                         "spectral gap 0); let some agent keep a weight of its own (edge weights summing to less "
+                         "than 1 at that agent), or add an edge that closes an odd cycle")
+    if matrix.shape[0] <= DENSE_EIG_LIMIT:
+        gap = spectral_gap(matrix)
+        if gap <= TOLERANCE:
+            second = 1 - gap
+            raise ValueError(f"mixing cannot reach consensus: the second-largest eigenvalue modulus is {second:.12g} "
+                             f"(spectral gap {gap:.3g} <= {TOLERANCE:g}); use larger mixing weights")
+
+
 def validate_shift_operator(shift, normalization: str | None = None,
                             n: int | None = None) -> sp.csr_matrix:
     """Check a shift operator S; return it as (n, n) CSR float64, else ValueError saying why.
@@ -361,6 +411,7 @@ def validate_shift_operator(shift, normalization: str | None = None,
     if normalization == "metropolis" and not _is_symmetric(matrix):
         raise ValueError("not a mixing matrix for 'metropolis': weights must be symmetric")
     if normalization in STOCHASTIC_NORMALIZATIONS or (normalization is None and rows_ok):
+        check_consensus(matrix)
         return matrix
     bound = min(matrix.sum(axis=1).max(), matrix.sum(axis=0).max())
     radius = float(bound) if bound <= 1 + TOLERANCE else spectral_radius(matrix)
@@ -551,6 +602,24 @@ def looks_like_a_path(text: str) -> bool:
     return "/" in text or Path(text).suffix.lower() in (".json", *EDGE_LIST_SUFFIXES)
 
 
+def is_preset(text: str) -> bool:
+    """True if ``text`` is a preset name (built in or ``topologies/<name>.json``); a preset
+    name in a config is always the preset, never a file of that name."""
+    return text in BUILTIN_PRESETS or (PRESET_DIR / f"{text}.json").is_file()
+
+
+def topology_file(text: str) -> Path | None:
+    """The file a topology flag names, or None for a preset name. A bare name that is both a
+    preset and a file in the current folder (``--topology ring`` and ``./ring``) is a
+    ValueError: say which (issue 25: the file used to win, silently)."""
+    if not text or looks_like_a_path(text) or not Path(text).is_file():
+        return Path(text) if text and Path(text).is_file() else None
+    if is_preset(text):
+        raise ValueError(f"{text!r} names both the preset {text!r} and the file ./{text} in the current "
+                         f"folder; write ./{text} for the file, or move the file away for the preset")
+    return Path(text)
+
+
 def load_topology_preset(name_or_path) -> TopologySpec:
     """Spec of a preset name (``topologies/<name>.json``, else its built-in copy), a JSON file
     (a spec; a relative ``edge_list`` in it is resolved against the file's folder), or an edge
@@ -559,11 +628,13 @@ def load_topology_preset(name_or_path) -> TopologySpec:
     text = str(name_or_path)
     is_path = isinstance(name_or_path, Path) or looks_like_a_path(text)
     path = Path(text) if is_path else PRESET_DIR / f"{text}.json"
-    if not is_path and not path.is_file() and Path(text).is_file():
-        path, is_path = Path(text), True          # a file in the working folder named like a preset
+    if not is_path and not is_preset(text) and Path(text).is_file():
+        path, is_path = Path(text), True          # a file in the working folder, named like no preset
     if not path.is_file():
-        if is_path:
+        if is_path and not os.path.lexists(path):
             raise FileNotFoundError(f"topology file not found: {path}")
+        if is_path:
+            check_input_file(path, "topology file")      # a folder, a FIFO, a loop of links: say which
         if text not in BUILTIN_PRESETS:
             raise ValueError(f"unknown topology preset {text!r}; available: {available_presets()} "
                              "(or a path to a JSON spec or an edge list file)")
@@ -571,10 +642,7 @@ def load_topology_preset(name_or_path) -> TopologySpec:
     if path.suffix.lower() != ".json":
         weighted = read_edge_list(path).weights is not None
         return TopologySpec("edge_list", EDGE_WEIGHTS if weighted else "metropolis", edge_list=str(path))
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: invalid JSON ({error})") from None
+    config = parse_json(read_text_file(path, "topology file", hint="a JSON spec"), f"topology file {path}")
     if isinstance(config, dict) and isinstance(config.get("edge_list"), str) and config["edge_list"]:
         config["edge_list"] = str(path.parent / config["edge_list"])  # absolute paths stay as they are
     return spec_from_dict(config, str(path))

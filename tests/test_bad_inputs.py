@@ -291,7 +291,7 @@ CASES = [
                                                              "g.json"))),
     Case("json-unknown-family", "graph", "a JSON spec of an unknown family", [*B, "--topology", "{tmp}/g.json"],
          "unknown topology family 'hypercube'", setup=files('{"family": "hypercube"}', "g.json")),
-    Case("json-malformed", "graph", "a malformed JSON spec", [*B, "--topology", "{tmp}/g.json"], "invalid JSON",
+    Case("json-malformed", "graph", "a malformed JSON spec", [*B, "--topology", "{tmp}/g.json"], "is not valid JSON",
          setup=files('{"family": ', "g.json")),
     Case("topology-unknown", "graph", "an unknown preset", [*B, "--topology", "no_such_graph"],
          "unknown topology preset 'no_such_graph'"),
@@ -399,6 +399,56 @@ CASES = [
     Case("rg-radius-tiny", "hang", "random_geometric with radius 1e-300",
          [*B, "--topology", "{tmp}/g.json"], "no connected graph in 100 draws (radius 1e-300",
          setup=files(json.dumps({"family": "random_geometric", "radius": 1e-300}), "g.json")),
+    # ------------------------------------------------------------------ issue 25, accepted and wrong: no consensus
+    Case("mix-swap", "no consensus", "two agents that swap models: '0 1 1'", [*B, "--topology", "{tmp}/g.txt"],
+         "every agent's own weight is 0 and the graph is bipartite", setup=files("0 1 1\n")),
+    Case("mix-bipartite-ring", "no consensus", "a weighted 4-ring with zero self-weights",
+         [*B, "--topology", "{tmp}/g.txt"], "spectral gap 0",
+         setup=files("0 1 0.5\n1 2 0.5\n2 3 0.5\n3 0 0.5\n")),
+    Case("mix-float32-zero", "no consensus", "weights that are 0 in float32 (1e-46)", [*B, "--topology", "{tmp}/g.txt"],
+         "are 0 in float32", setup=files("0 1 1e-46\n1 2 1e-46\n2 0 1e-46\n")),
+    Case("mix-gap-tiny", "no consensus", "weights of 1e-20: a spectral gap of 1e-20", [*B, "--topology", "{tmp}/g.txt"],
+         "the second-largest eigenvalue modulus is 1", setup=files("0 1 1e-20\n1 2 1e-20\n2 0 1e-20\n")),
+    # ------------------------------------------------------------------ issue 25, accepted and wrong: rounds
+    Case("rounds-huge", "rounds", "--rounds 10^12 (ran 500 and recorded 10^12)", [*B, "--rounds", "1000000000000"],
+         "baseline_rounds must be at most 100,000"),
+    Case("rounds-float-config", "rounds", '"baseline_rounds": 1e12 in a config', [*B, "--config", "{tmp}/cfg.json"],
+         "eval.baseline_rounds must be an integer", setup=config_file(quick_config(eval={"baseline_rounds": 1e12}))),
+    # ------------------------------------------------------------------ issue 25, accepted and wrong: divergence
+    Case("diverge-step-grid", "divergence", "a step grid of 1e308 (bare NaN in summary.json)",
+         [*B, "--config", "{tmp}/cfg.json"], "the run diverged: methods.dgd.loss is nan at round 2 (last finite round 0)",
+         setup=config_file(quick_config(eval={"step_grid": [1e308]}))),
+    Case("diverge-nan-model", "divergence", "evaluate a model.pt of NaN weights", ["evaluate", "{tmp}/run", *O],
+         "NaN or infinite value(s): the model diverged",
+         setup=copied_run(lambda s: {**s, "model": {k: v * float("nan") for k, v in s["model"].items()}}, "model.pt")),
+    Case("diverge-nan-init", "divergence", "--init-from a model.pt of NaN weights (was 'lower --lr')",
+         [*TR, "--init-from", "{tmp}/run"], "NaN or infinite value(s)",
+         setup=copied_run(lambda s: {**s, "model": {k: v * float("nan") for k, v in s["model"].items()}}, "model.pt")),
+    # ------------------------------------------------------------------ issue 25, accepted and wrong: unused settings
+    Case("evaluate-quick", "unused setting", "--quick with evaluate RUN", ["evaluate", "{run}", Q, *O],
+         "--quick is not used: evaluate takes its settings from the run"),
+    Case("evaluate-preset", "unused setting", "--preset with evaluate pretrained", ["evaluate", "pretrained", "--preset",
+         "paper", *O], "--preset paper is not used"),
+    Case("quick-and-preset", "unused setting", "--quick and --preset paper", [*TR, "--preset", "paper"],
+         "--quick and --preset paper both name a preset"),
+    Case("data-root-digits", "unused setting", "--data-root with the bundled digits", [*B, "--data-root", "{tmp}"],
+         "dataset 'digits' comes with the package and reads no files"),
+    Case("bench-methods-empty", "unused setting", "bench --methods '' (meant all 14)", ["bench", Q, *O, "--methods", ""],
+         "--methods '' names nothing"),
+    Case("bench-methods-twice", "unused setting", "bench --methods dgd,dgd (ran twice)",
+         ["bench", Q, *O, "--methods", "dgd,dgd"], "dgd given twice"),
+    Case("target-nan", "unused setting", "experiment eps --target nan", ["experiment", "eps", Q, *O, "--target", "nan"],
+         "--target nan: a local_accuracy target must lie in [0, 1]"),
+    Case("target-other-experiment", "unused setting", "--target with experiment layers",
+         ["experiment", "layers", Q, *O, "--target", "0.5"], "--target is not used by experiment layers"),
+    Case("topology-preset-and-file", "unused setting", "--topology ring with a file ./ring (the file won)",
+         [*B, "--topology", "ring"], "'ring' names both the preset 'ring' and the file ./ring",
+         setup=files("0 1\n", "ring"), patch=lambda monkeypatch, tmp, run: monkeypatch.chdir(tmp)),
+    Case("config-duplicate-key", "unused setting", "a key twice in a config (the first was dropped)",
+         [*B, "--config", "{tmp}/cfg.json"], "key(s) ['num_agents'] given twice",
+         setup=config_file('{"task": {"num_agents": 8, "num_agents": 9}}')),
+    Case("topology-duplicate-key", "unused setting", "a key twice in a topology spec", [*B, "--topology", "{tmp}/g.json"],
+         "key(s) ['family'] given twice", setup=files('{"family": "ring", "family": "star"}', "g.json")),
 ]
 
 
@@ -541,6 +591,32 @@ def test_resume_of_a_run_keeps_its_training_cost(tmp_path, trained, capsys):
     assert main(["train", "--quick", "--steps", "9", "--out", str(run), "--resume", "--no-progress"]) == 0
     assert torch.load(run / "model.pt", weights_only=True)["train_seconds"] > cost
     assert torch.load(run / "checkpoint.pt", weights_only=True)["train_seconds"] > cost
+
+
+def test_rounds_are_run_exactly(tmp_path, capsys):
+    """Issue 25: `--rounds 7 --quick` stopped at the evaluation point 4; now it runs 7."""
+    out = tmp_path / "out"
+    assert main(["baselines", "--quick", "--rounds", "7", "--out", str(out), "--no-progress"]) == 0
+    methods = json.loads((out / "summary.json").read_text())["methods"]
+    assert all(curve["rounds"] == [0, 2, 4, 7] for curve in methods.values())
+
+
+def test_a_partial_config_says_which_preset_fills_it(tmp_path, capsys):
+    """Issue 25: the keys a --config leaves out come from the preset the command line names
+    (they came from the 'paper' preset, whatever --preset said), and a note says so."""
+    from surf_dist.cli import build_parser, resolve_config
+    write(tmp_path / "cfg.json", json.dumps({"task": {"num_agents": 6}}))
+    args = build_parser().parse_args(["baselines", "--quick", "--config", str(tmp_path / "cfg.json"), "--out", "x"])
+    cfg = resolve_config(args)
+    assert cfg.task.num_agents == 6 and cfg.eval == preset("quick").eval
+    assert "they come from preset 'quick' (--quick)" in capsys.readouterr().err
+
+
+def test_summary_json_is_strict_json():
+    """Issue 25: no bare NaN or Infinity reaches a results file (guards.results_json)."""
+    assert json.loads(guards.results_json({"a": [1.0, 2.0]}, "x.json")) == {"a": [1.0, 2.0]}
+    with pytest.raises(FloatingPointError, match=r"m.loss is inf at round 5 \(last finite round 2\)"):
+        guards.results_json({"m": {"rounds": [0, 2, 5], "loss": [1.0, 0.5, float("inf")]}}, "x.json")
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):

@@ -134,7 +134,7 @@ def test_training_warm_start_evaluate_and_a_restart_need_no_shared_filesystem(cl
     assert_models_equal(work / "b", work / "b_local")
 
     # evaluate RUN, and the demo (the shipped optimizer against baselines tuned on validation tasks)
-    assert_summaries_equal(cloud, ["evaluate", "a", "--quick", "--dtype", "float64", "--no-progress"], "a")
+    assert_summaries_equal(cloud, ["evaluate", "a", "--dtype", "float64", "--no-progress"], "a")
     assert_summaries_equal(cloud, ["demo", "--quick", "--dtype", "float64", "--rounds", "24", "--no-progress"],
                            "pretrained")
 

@@ -153,8 +153,22 @@ def add_arguments(parser) -> None:
                              "only the learned optimizers run (minutes instead of hours)")
 
 
+def listed_names(text: str | None, flag: str) -> tuple[str, ...]:
+    """A comma-separated list of names given on the command line, () if the flag is absent;
+    an empty list (``--methods ''``, which once meant all) or a name given twice is a ValueError."""
+    if text is None:
+        return ()
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not names:
+        raise ValueError(f"{flag} {text!r} names nothing; leave {flag} out for all, or name some")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{flag} {text}: {', '.join(twice)} given twice; name each once")
+    return names
+
+
 def bench_config(args) -> BenchConfig:
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else ()
+    methods = listed_names(args.methods, "--methods")
     return BenchConfig(report_seed=args.report_seed, draws=args.draws, tasks_per_draw=args.tasks_per_draw,
                        tune_tasks=args.tune_tasks, rounds=args.rounds or BenchConfig.rounds,
                        bootstrap=args.bootstrap, methods=methods, limit_agents=args.limit_agents)

@@ -24,12 +24,11 @@ bench.json (every number of the report):
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..guards import atomic_write_text
+from ..guards import atomic_write_text, results_json
 from .protocol import METRICS, BenchConfig, Comparison, mean_difference, report_task_indices, val_task_indices
 
 
@@ -112,8 +111,9 @@ def limit_distances(learned: dict, limit: dict, bench: BenchConfig) -> dict:
 # --------------------------------------------------------------------------- files
 
 def write_bench(out: Path, report: dict) -> list[Path]:
+    text = results_json(report, "bench.json", indent=1)      # diverged: nothing written
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "bench.json", json.dumps(report, indent=1))
+    atomic_write_text(out / "bench.json", text)
     rows = [["method", "draw", "round", "accuracy", "local_accuracy", "loss", "bytes_per_agent", "grad_evals_per_agent"]]
     for name, entry in report["methods"].items():
         for d, c in enumerate(entry["curves"]):

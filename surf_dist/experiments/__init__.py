@@ -107,6 +107,10 @@ def experiment_config(args, cfg: RunConfig, overrides: dict[str, dict]) -> RunCo
     extra: dict[str, dict] = {}
     if args.name == "async":
         levels = args.async_levels or DEFAULT_ASYNC_LEVELS
+        beyond = [l for l in args.async_levels or () if not 0 <= l < cfg.task.num_agents]
+        if beyond:        # refused before training, not after it (issue 25)
+            raise ValueError(f"--async-levels: {beyond[:5]} not in [0, {cfg.task.num_agents}) (the agents dropped "
+                             f"per layer out of {cfg.task.num_agents}); pass levels below {cfg.task.num_agents}")
         extra.setdefault("eval", {})["async_levels"] = [l for l in levels if l <= cfg.task.num_agents]
     if args.async_mode:
         extra.setdefault("eval", {})["async_mode"] = args.async_mode
@@ -117,6 +121,16 @@ def experiment_config(args, cfg: RunConfig, overrides: dict[str, dict]) -> RunCo
 
 def options_of(args) -> dict:
     """The picklable options of ``experiment_job`` (they travel to every worker)."""
+    if args.target is not None and not 0 <= args.target <= 1:
+        raise ValueError(f"--target {args.target}: a local_accuracy target must lie in [0, 1]")
+    unused = {"--eps-values": args.eps_values and args.name != "eps", "--target": args.target is not None
+              and args.name != "eps", "--async-levels": args.async_levels and args.name != "async",
+              "--topologies": args.topologies and args.name != "transfer",
+              "--test-agents": args.test_agents and args.name != "transfer",
+              "--baselines": args.baselines and args.name != "communication"}
+    for flag, ignored in unused.items():
+        if ignored:
+            raise ValueError(f"{flag} is not used by experiment {args.name}; drop it")
     if args.name == "eps" and args.runs and args.eps_values:
         raise ValueError("eps: pass either --runs (trained models, eps read from them) or --eps-values")
     return {"name": args.name, "runs": list(args.runs or []), "eps_values": list(args.eps_values or DEFAULT_EPS),

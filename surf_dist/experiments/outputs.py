@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RunConfig
-from ..guards import atomic_open, atomic_write_text
+from ..guards import atomic_open, atomic_write_text, results_json
 from ..report import CURVE_KEYS, table
 from .figures import plot_async_figure, plot_communication, plot_eps, plot_layers, plot_transfer
 
@@ -20,8 +20,8 @@ def write_outputs(out: Path, name: str, result: dict, cfg: RunConfig) -> list[Pa
     writers = {"layers": (layers_rows, plot_layers), "eps": (eps_rows, plot_eps), "async": (async_rows, plot_async_figure),
                "communication": (communication_rows, plot_communication), "transfer": (transfer_rows, plot_transfer)}
     rows_of, plot = writers[name]
-    atomic_write_text(out / f"{name}.json", json.dumps({"config": cfg.to_dict(), **result}, indent=1,
-                                                       default=_jsonable))
+    text = results_json({"config": cfg.to_dict(), **result}, f"{name}.json", indent=1, default=_jsonable)
+    atomic_write_text(out / f"{name}.json", text)
     with atomic_open(out / f"{name}.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows_of(result))
     written = [out / f"{name}.json", out / f"{name}.csv", plot(result, out / f"{name}.png")]
