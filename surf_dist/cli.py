@@ -389,6 +389,25 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+EXIT_BROKEN_PIPE = 141     # 128 + SIGPIPE, what a shell reports for a reader that went away
+
+
+def stdout_failed(err: OSError) -> int:
+    """Standard output could not take the command's output: a reader that stopped reading
+    (``surf-dist config | true``) ends the command quietly, as SIGPIPE would; anything else
+    (``> /dev/full``) is one line. Either way no traceback, and stdout goes to /dev/null so
+    that the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    if isinstance(err, BrokenPipeError):
+        return EXIT_BROKEN_PIPE
+    command = " ".join(a for a in sys.argv[1:2] if not a.startswith("-"))
+    print(f"surf-dist{' ' + command if command else ''}: error: could not write the output to standard output "
+          f"({err.strerror or err}); redirect it to a file with space", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def entry() -> None:
     """The ``surf-dist`` executable. After Ctrl-C the process leaves at once, once its line is
     out: a library's native thread still writing at interpreter teardown (seen with torch's
@@ -398,7 +417,11 @@ def entry() -> None:
     import signal
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except OSError as err:          # stdout is a closed pipe (`| head`) or a full disk (`> /dev/full`)
+        code = stdout_failed(err)
     if code == EXIT_INTERRUPTED:
         sys.stdout.flush()
         sys.stderr.flush()

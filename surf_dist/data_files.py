@@ -7,6 +7,7 @@ their rows on demand). Nothing is ever unpickled.
 from __future__ import annotations
 
 import gzip
+import zlib
 import math
 import os
 from pathlib import Path
@@ -73,8 +74,8 @@ def _read_file_bytes(path: Path) -> bytes:
     try:
         with gzip.open(path, "rb") as handle:
             return handle.read()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"{path}: not a valid gzip file ({error})") from error
+    except (OSError, EOFError, zlib.error) as error:    # zlib.error: a damaged stream (issue 25)
+        raise ValueError(f"{path}: not a valid gzip file ({error}); download it again") from None
 
 
 def parse_idx(raw: bytes, expected_magic: int, source: str) -> np.ndarray:
@@ -96,6 +97,8 @@ def parse_idx(raw: bytes, expected_magic: int, source: str) -> np.ndarray:
     if len(raw) != expected_size:
         problem = "truncated" if len(raw) < expected_size else "too long"
         raise ValueError(f"{source}: file is {problem}: {len(raw)} bytes, header dims {dims} need {expected_size}")
+    if not math.prod(dims):
+        raise ValueError(f"{source}: the file holds no samples (header dims {dims}); download it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes).reshape(dims)
 
 

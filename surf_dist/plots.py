@@ -5,9 +5,13 @@ saving, so they are safe to call repeatedly from scripts or tests.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import matplotlib
+# The plots are PNG files, drawn by Agg whatever the environment says: a user's MPLBACKEND
+# (one that does not exist made `import matplotlib` raise, even for `surf-dist --help`) is not used.
+os.environ.pop("MPLBACKEND", None)
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

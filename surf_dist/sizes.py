@@ -28,11 +28,15 @@ GIB = 1024 ** 3
 def memory_limit_bytes() -> int:
     """``SURF_DIST_MEMORY_LIMIT_GB`` if set, else this machine's physical memory."""
     text = os.environ.get("SURF_DIST_MEMORY_LIMIT_GB")
-    if text:
+    if text:                         # set and not empty
         try:
-            return int(float(text) * GIB)
+            gib = float(text)
         except ValueError:
-            raise ValueError(f"SURF_DIST_MEMORY_LIMIT_GB must be a number of GiB, got {text!r}") from None
+            gib = float("nan")
+        if not (0 < gib < 1e9):      # inf, nan, 0, a negative number or a word: never a memory size
+            raise ValueError(f"SURF_DIST_MEMORY_LIMIT_GB={text[:40]!r} (environment) must be a positive number of GiB "
+                             "below 10^9; set it to the memory this command may use, or unset it for this machine's")
+        return int(gib * GIB)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):

@@ -9,6 +9,7 @@ Most cases run ``surf_dist.cli.main(argv)`` in this process; those marked ``subp
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -54,6 +55,7 @@ class Case:
     code: int = 2
     subprocess: bool = False
     keeps: str = ""              # a file the case is allowed to leave (Ctrl-C after a checkpoint)
+    stdout: str = ""             # subprocess only: a file its standard output goes to (/dev/full)
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -138,6 +140,18 @@ def read_only_disk(monkeypatch, tmp, run):
     def refuse(probe):
         raise OSError(30, "Read-only file system", str(probe))
     monkeypatch.setattr(guards, "_create_and_remove_probe", refuse)
+
+
+def environment(name: str, value: str):
+    return lambda monkeypatch, tmp, run: monkeypatch.setenv(name, value)
+
+
+def mnist_gz_folder(body: bytes):
+    """The four idx files gzipped (``.gz``), each holding ``body`` (not a gzip stream)."""
+    def setup(tmp, run):
+        for name in MNIST_FILES:
+            write(tmp / "mnist" / f"{name}.gz", body)
+    return setup
 
 
 def mnist_folder(corrupt: bool, skip: str = ""):
@@ -449,6 +463,22 @@ CASES = [
          setup=config_file('{"task": {"num_agents": 8, "num_agents": 9}}')),
     Case("topology-duplicate-key", "unused setting", "a key twice in a topology spec", [*B, "--topology", "{tmp}/g.json"],
          "key(s) ['family'] given twice", setup=files('{"family": "ring", "family": "star"}', "g.json")),
+    # ------------------------------------------------------------------ issue 25, tracebacks and internal errors
+    Case("stdout-full", "traceback", "surf-dist config > /dev/full", ["config"],
+         "could not write the output to standard output (No space left on device)", subprocess=True,
+         stdout="/dev/full"),
+    Case("config-deep", "traceback", "a config nested 100,000 deep (RecursionError)", [*B, "--config", "{tmp}/cfg.json"],
+         "nests its JSON too deeply", setup=config_file('{"a": ' * 100_000 + "1" + "}" * 100_000)),
+    Case("memory-limit-inf", "traceback", "SURF_DIST_MEMORY_LIMIT_GB=inf (OverflowError)", B,
+         "SURF_DIST_MEMORY_LIMIT_GB='inf' (environment) must be a positive number",
+         patch=environment("SURF_DIST_MEMORY_LIMIT_GB", "inf")),
+    Case("memory-limit-negative", "traceback", "SURF_DIST_MEMORY_LIMIT_GB=-1 (was 'lower --agents')", B,
+         "SURF_DIST_MEMORY_LIMIT_GB='-1' (environment)", patch=environment("SURF_DIST_MEMORY_LIMIT_GB", "-1")),
+    Case("mnist-gz-corrupt", "traceback", "corrupt .gz idx files (zlib.error)",
+         [*B, "--dataset", "mnist", "--data-root", "{tmp}/mnist"], "not a valid gzip file",
+         setup=mnist_gz_folder(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"garbage" * 8)),
+    Case("async-levels-over-agents", "traceback", "experiment async --async-levels 100 (failed after training two models)",
+         ["experiment", "async", Q, *O, "--async-levels", "100"], "--async-levels: [100] not in [0, 8)"),
 ]
 
 
@@ -510,8 +540,9 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, trained, paper
     try:
         if case.subprocess:
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            done = subprocess.run([sys.executable, "-m", "surf_dist.cli", *argv], capture_output=True, text=True,
-                                  timeout=120, env=env)
+            with open(case.stdout, "w") if case.stdout else contextlib.nullcontext(subprocess.PIPE) as out:
+                done = subprocess.run([sys.executable, "-m", "surf_dist.cli", *argv], stdout=out,
+                                      stderr=subprocess.PIPE, text=True, timeout=120, env=env)
             code, err = done.returncode, done.stderr
         else:
             code = main(argv)
@@ -617,6 +648,21 @@ def test_summary_json_is_strict_json():
     assert json.loads(guards.results_json({"a": [1.0, 2.0]}, "x.json")) == {"a": [1.0, 2.0]}
     with pytest.raises(FloatingPointError, match=r"m.loss is inf at round 5 \(last finite round 2\)"):
         guards.results_json({"m": {"rounds": [0, 2, 5], "loss": [1.0, 0.5, float("inf")]}}, "x.json")
+
+
+def test_no_traceback_from_the_environment_or_a_closed_pipe():
+    """Issue 25: an MPLBACKEND that does not exist broke even --help (the plots are PNG files
+    drawn by Agg: it is not used); a reader that stops reading (`surf-dist config | true`)
+    ends the command quietly, exit 141 as SIGPIPE would, no BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "nosuch"}
+    done = subprocess.run([sys.executable, "-m", "surf_dist.cli", "--help"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0 and done.stderr == "" and "surf-dist" in done.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli", "config"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**env, "MPLBACKEND": ""})
+    proc.stdout.close()                      # the reader is gone before the first byte
+    err = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 141 and "Traceback" not in err and err == "", err
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
