@@ -25,6 +25,7 @@ from . import jobs
 from .config import LOCAL_NETS, PRESETS, ConfigError, load_config, preset, with_overrides
 from .guards import (
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     EXIT_USER_ERROR,
     OneLineParser,
     UsageError,
@@ -35,6 +36,7 @@ from .guards import (
     join_negative_values,
     rescue_text,
     run_guarded,
+    terminate_as_interrupt,
 )
 from .preflight import check_command, check_runs_exist
 from .topology import topology_file
@@ -417,12 +419,13 @@ def entry() -> None:
     import signal
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+    terminate_as_interrupt()
     try:
         code = main()
         sys.stdout.flush()
     except OSError as err:          # stdout is a closed pipe (`| head`) or a full disk (`> /dev/full`)
         code = stdout_failed(err)
-    if code == EXIT_INTERRUPTED:
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

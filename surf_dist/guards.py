@@ -26,8 +26,23 @@ LOCK_NAME = ".surf-dist.lock"
 PROBE_PREFIX = ".surf-dist-probe-"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143          # 128 + SIGTERM
 USER_ERRORS = (ValueError, OSError, FloatingPointError)   # FileNotFoundError is an OSError
 NUMBER = re.compile(r"^-(\d|\.\d|inf(inity)?$|nan$)", re.IGNORECASE)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a job scheduler's stop): handled as Ctrl-C is (one line, the
+    resume hint, the lock released, nothing half written), exit 143."""
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM raises ``Terminated`` in the main thread (``cli.entry``)."""
+    import signal
+
+    def handler(signum, frame):
+        raise Terminated
+    signal.signal(signal.SIGTERM, handler)
 
 
 class UsageError(ValueError):
@@ -78,10 +93,12 @@ def run_guarded(command: str, work, interrupted=None, other_errors: dict | None 
     line asking for a report, exit 1 (``SURF_DIST_DEBUG=1`` shows the traceback)."""
     try:
         return work()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         text = interrupted() if interrupted else "interrupted"
+        if isinstance(err, Terminated):
+            text = "terminated (SIGTERM)" + text.removeprefix("interrupted")
         print(f"{command}: error: {one_line(text)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     except USER_ERRORS as err:
         print(error_line(command, err), file=sys.stderr)
         return EXIT_USER_ERROR
@@ -404,9 +421,24 @@ def helper_pool(workers: int):
     alone reports it, in one line, then ``stop_pool`` ends them) and end with their parent if it
     is killed (Linux), so no orphan keeps computing."""
     import multiprocessing
+    import signal
+    import threading
     from concurrent.futures import ProcessPoolExecutor
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_helper_started)
+
+    class HelperPool(ProcessPoolExecutor):
+        def submit(self, *args, **kwargs):
+            """The helper processes start here: they inherit an ignored SIGINT from their first
+            instruction (a handler is not inherited, SIG_IGN is), so that Ctrl-C while they
+            import (seconds) prints no traceback of theirs (issue 25: 25-37 lines)."""
+            if threading.current_thread() is not threading.main_thread():
+                return super().submit(*args, **kwargs)
+            handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                return super().submit(*args, **kwargs)
+            finally:
+                signal.signal(signal.SIGINT, handler)
+
+    return HelperPool(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_helper_started)
 
 
 def _helper_started() -> None:
@@ -448,6 +480,7 @@ def atomic_open(path: Path, mode: str = "w", **kwargs):
     over ``path`` (readers see the old file or the new one, never half of it)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())    # as open() would make it (mkstemp: 0600), like the plots
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -503,6 +536,28 @@ def results_json(data, name: str, **options) -> str:
                                  "result with NaN is no result); lower the step sizes (eval.step_grid, --lr) or check "
                                  "the model")
     return json.dumps(data, allow_nan=False, **options)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def all_or_nothing(folder: Path):
+    """The files a block writes into ``folder`` stay only if the whole block succeeds: on any
+    error (a full disk, a name too long, SIGTERM) those it created are removed again, so that a
+    failed write leaves no partial results that make a rerun refuse the folder as not empty."""
+    folder = Path(folder)
+    before = set(os.listdir(folder)) if folder.is_dir() else set()
+    try:
+        yield folder
+    except BaseException:
+        for name in (set(os.listdir(folder)) if folder.is_dir() else set()) - before:
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .guards import atomic_open, atomic_write_text, results_json
+from .guards import all_or_nothing, atomic_open, atomic_write_text, results_json
 from .jobs import final_row, mean_std, rounds_to_reach
 from .plots import write_all
 
@@ -14,13 +14,14 @@ CURVE_KEYS = ("rounds", "bytes_per_agent", "loss", "accuracy", "local_accuracy")
 def write_results(out: Path, summary: dict, config: dict) -> list[Path]:
     text = results_json({"config": config, **summary}, "summary.json", indent=1)   # diverged: nothing written
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "summary.json", text)
-    rows = [["method", *CURVE_KEYS]]
-    for name, curve in summary["methods"].items():
-        rows += [[name, *(curve[k][i] for k in CURVE_KEYS)] for i in range(len(curve["rounds"]))]
-    with atomic_open(out / "results.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    return [out / "summary.json", out / "results.csv", *write_all(summary, out)]
+    with all_or_nothing(out):              # a failed write leaves none of them
+        atomic_write_text(out / "summary.json", text)
+        rows = [["method", *CURVE_KEYS]]
+        for name, curve in summary["methods"].items():
+            rows += [[name, *(curve[k][i] for k in CURVE_KEYS)] for i in range(len(curve["rounds"]))]
+        with atomic_open(out / "results.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        return [out / "summary.json", out / "results.csv", *write_all(summary, out)]
 
 
 def table(summary: dict) -> str:

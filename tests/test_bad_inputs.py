@@ -124,13 +124,14 @@ def both(*setups):
     return setup
 
 
-def interrupt_after(write_checkpoint: bool):
-    """Ctrl-C in the middle of the work (after a checkpoint was written, or before anything)."""
+def interrupt_after(write_checkpoint: bool, signal_as=KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM: ``guards.Terminated``) in the middle of the work (after a checkpoint
+    was written, or before anything)."""
     def patch(monkeypatch, tmp, run):
         def interrupted(job, cfg, backend, workers, device, **options):
             if write_checkpoint:
                 shutil.copy(run / "checkpoint.pt", Path(options["run_dir"]) / "checkpoint.pt")
-            raise KeyboardInterrupt
+            raise signal_as
         monkeypatch.setattr("surf_dist.runtime.run_job", interrupted)
     return patch
 
@@ -479,6 +480,13 @@ CASES = [
          setup=mnist_gz_folder(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"garbage" * 8)),
     Case("async-levels-over-agents", "traceback", "experiment async --async-levels 100 (failed after training two models)",
          ["experiment", "async", Q, *O, "--async-levels", "100"], "--async-levels: [100] not in [0, 8)"),
+    # ------------------------------------------------------------------ issue 25, left behind: SIGTERM
+    Case("sigterm-train", "SIGTERM", "SIGTERM after a checkpoint (was silent, a stale lock)", TR,
+         "terminated (SIGTERM); continue with: surf-dist train", code=143, keeps="out/checkpoint.pt",
+         patch=interrupt_after(write_checkpoint=True, signal_as=guards.Terminated)),
+    Case("sigterm-baselines", "SIGTERM", "SIGTERM before anything is written", B,
+         "terminated (SIGTERM) before anything was written", code=143,
+         patch=interrupt_after(write_checkpoint=False, signal_as=guards.Terminated)),
 ]
 
 
@@ -581,9 +589,12 @@ def test_a_real_read_only_folder_is_refused(tmp_path, capsys):
     assert code == 2 and "cannot write in" in err and len(err.splitlines()) == 1
 
 
-def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
-    """SIGINT to a real `surf-dist train` after its first checkpoint: exit 130, one line with the
-    command that continues it, and that command does continue it."""
+@pytest.mark.parametrize("sent, code, said", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path, sent, code, said):
+    """SIGINT (Ctrl-C) or SIGTERM (kill; issue 25: it was silent and left a stale lock) to a real
+    `surf-dist train` after its first checkpoint: one line with the command that continues it,
+    exit 130 / 143, the lock released."""
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = ["train", "--quick", "--steps", "100000", "--out", str(out), "--no-progress"]
@@ -595,7 +606,7 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sent)
     try:
         err = proc.communicate(timeout=60)[1]
     except subprocess.TimeoutExpired:         # stuck after Ctrl-C: show where (surf_dist.cli.entry), then end it
@@ -603,9 +614,9 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
         time.sleep(2)
         proc.kill()
         pytest.fail("no exit 60 s after SIGINT; its threads then:\n" + proc.communicate()[1])
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    assert f"continue with: surf-dist train --quick --steps 100000 --out {out} --no-progress --resume" in err
+    assert f"error: {said}; continue with: surf-dist train --quick --steps 100000 --out {out} --no-progress --resume" in err
     assert not (out / guards.LOCK_NAME).exists()
 
 
@@ -663,6 +674,34 @@ def test_no_traceback_from_the_environment_or_a_closed_pipe():
     proc.stdout.close()                      # the reader is gone before the first byte
     err = proc.communicate(timeout=120)[1].decode()
     assert proc.returncode == 141 and "Traceback" not in err and err == "", err
+
+
+def test_results_and_plots_share_their_permissions(tmp_path, capsys):
+    """Issue 25: summary.json and results.csv were written 0600 (mkstemp), the plots 0644."""
+    out = tmp_path / "out"
+    assert main(["baselines", "--quick", "--rounds", "2", "--out", str(out), "--no-progress"]) == 0
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert len(set(modes.values())) == 1 and modes["summary.json"] == 0o666 & ~guards.current_umask(), modes
+
+
+def test_a_failed_write_of_the_results_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """Issue 25: a full disk while the plots were written left summary.json behind, and the
+    rerun was refused as not empty. Now none of the results stay, the folder it made is gone,
+    the numbers are rescued to the temporary folder, and a rerun works."""
+    def full_disk(summary, out):
+        (out / "half.png").write_bytes(b"\x89PNG")
+        raise OSError(28, "No space left on device", str(out / "half.png"))
+    monkeypatch.setattr("surf_dist.report.write_all", full_disk)
+    out = tmp_path / "out"
+    argv = ["baselines", "--quick", "--rounds", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "could not write the results" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    Path(re.search(r"saved in (\S+)$", err.strip()).group(1)).unlink()
+    monkeypatch.undo()
+    monkeypatch.setenv("SURF_DIST_MEMORY_LIMIT_GB", MEMORY_LIMIT_GB)
+    assert main(argv) == 0
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..guards import atomic_write_text, results_json
+from ..guards import all_or_nothing, atomic_write_text, results_json
 from .protocol import METRICS, BenchConfig, Comparison, mean_difference, report_task_indices, val_task_indices
 
 
@@ -113,15 +113,16 @@ def limit_distances(learned: dict, limit: dict, bench: BenchConfig) -> dict:
 def write_bench(out: Path, report: dict) -> list[Path]:
     text = results_json(report, "bench.json", indent=1)      # diverged: nothing written
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "bench.json", text)
-    rows = [["method", "draw", "round", "accuracy", "local_accuracy", "loss", "bytes_per_agent", "grad_evals_per_agent"]]
-    for name, entry in report["methods"].items():
-        for d, c in enumerate(entry["curves"]):
-            rows += [[name, d, r, *(c[k][i] for k in ("accuracy", "local_accuracy", "loss", "bytes_per_agent",
-                                                     "grad_evals_per_agent"))] for i, r in enumerate(c["rounds"])]
-    with open(out / "bench.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    return [out / "bench.json", out / "bench.csv", plot_bench(report, out / "bench.png")]
+    with all_or_nothing(out):              # a failed write leaves none of them
+        atomic_write_text(out / "bench.json", text)
+        rows = [["method", "draw", "round", "accuracy", "local_accuracy", "loss", "bytes_per_agent", "grad_evals_per_agent"]]
+        for name, entry in report["methods"].items():
+            for d, c in enumerate(entry["curves"]):
+                rows += [[name, d, r, *(c[k][i] for k in ("accuracy", "local_accuracy", "loss", "bytes_per_agent",
+                                                         "grad_evals_per_agent"))] for i, r in enumerate(c["rounds"])]
+        with open(out / "bench.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        return [out / "bench.json", out / "bench.csv", plot_bench(report, out / "bench.png")]
 
 
 HEADLINE_BUDGETS = (5, 10, 20)      # the round budgets whose distance to the limit the table prints

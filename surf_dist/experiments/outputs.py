@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import RunConfig
-from ..guards import atomic_open, atomic_write_text, results_json
+from ..guards import all_or_nothing, atomic_open, atomic_write_text, results_json
 from ..report import CURVE_KEYS, table
 from .figures import plot_async_figure, plot_communication, plot_eps, plot_layers, plot_transfer
 
@@ -21,10 +21,11 @@ def write_outputs(out: Path, name: str, result: dict, cfg: RunConfig) -> list[Pa
                "communication": (communication_rows, plot_communication), "transfer": (transfer_rows, plot_transfer)}
     rows_of, plot = writers[name]
     text = results_json({"config": cfg.to_dict(), **result}, f"{name}.json", indent=1, default=_jsonable)
-    atomic_write_text(out / f"{name}.json", text)
-    with atomic_open(out / f"{name}.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows_of(result))
-    written = [out / f"{name}.json", out / f"{name}.csv", plot(result, out / f"{name}.png")]
+    with all_or_nothing(out):              # a failed write leaves none of them
+        atomic_write_text(out / f"{name}.json", text)
+        with atomic_open(out / f"{name}.csv", "w", newline="") as f:
+            csv.writer(f).writerows(rows_of(result))
+        written = [out / f"{name}.json", out / f"{name}.csv", plot(result, out / f"{name}.png")]
     print(describe(name, result))
     return written
 
