@@ -34,6 +34,7 @@ from .guards import (
     describe_os_error,
     is_empty_folder,
     join_negative_values,
+    one_line,
     rescue_text,
     run_guarded,
     terminate_as_interrupt,
@@ -261,12 +262,12 @@ def main(argv=None) -> int:
             raise UsageError(f"surf-dist {args.command}", f"unrecognized arguments: {' '.join(unknown)} "
                                                           f"(see surf-dist {args.command} --help)")
     except UsageError as err:
-        print(f"{err.prog}: error: {err}", file=sys.stderr)
+        print(f"{err.prog}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
         check_path_arguments(args)
     except ValueError as err:
-        print(f"surf-dist {args.command}: error: {err}", file=sys.stderr)
+        print(f"surf-dist {args.command}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     if args.command == "config":
         print(json.dumps(preset(args.preset).to_dict(), indent=1))
@@ -311,9 +312,10 @@ def run_command(args) -> int:
     torch.set_num_threads(1)  # tiny per-agent kernels: one thread per worker is fastest here
     names = None
     if getattr(args, "runs", None):
-        names = jobs.model_names(args.runs) if args.command == "evaluate" else None
+        given = list(args.runs)
         args.runs = [str(resolve_run(r)) for r in args.runs]
-        check_runs_exist(args.runs)
+        check_runs_exist(args.runs)          # before their names: a loop of links is said as such
+        names = jobs.model_names(given) if args.command == "evaluate" else None
     cfg = resolve_config(args)
     check_unused_settings(args, cfg)
     out = Path(args.out)

@@ -61,9 +61,22 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(self.prog, f"{message} (see {self.prog} --help)")
 
 
+MAX_LINE = 2000      # characters of an error line; a value of megabytes is cut in the middle (issue 25)
+
+
+def shorten(text: str, limit: int = MAX_LINE) -> str:
+    """``text`` if it is at most ``limit`` characters, else its start and end with the number
+    of characters left out between them: an error line stays readable whatever a value holds."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head, tail = limit - 400, 200
+    return f"{text[:head]} ...[{len(text) - head - tail:,} characters left out]... {text[-tail:]}"
+
+
 def one_line(message) -> str:
-    """A message on one line: inner line breaks become '; '."""
-    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    """A message on one line (inner line breaks become '; '), at most ``MAX_LINE`` long."""
+    return shorten("; ".join(part.strip() for part in str(message).splitlines() if part.strip()))
 
 
 def describe_os_error(err: OSError) -> str:
@@ -80,7 +93,7 @@ def describe_os_error(err: OSError) -> str:
 
 def error_line(command: str, err: BaseException) -> str:
     """``surf-dist COMMAND: error: MESSAGE`` on one line."""
-    message = describe_os_error(err) if isinstance(err, OSError) and err.strerror else one_line(err)
+    message = shorten(describe_os_error(err)) if isinstance(err, OSError) and err.strerror else one_line(err)
     return f"{command}: error: {message}"
 
 
@@ -125,11 +138,11 @@ def check_input_file(path, what: str) -> Path:
         info = os.stat(path)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise ValueError(f"{what} {path} is a link that leads back to itself (a loop of links); point it "
-                             "at a file") from None
+            raise ValueError(f"{what} {path} is a link that leads back to itself (a loop of links); fix or "
+                             "remove the link") from None
         if path.is_symlink():
-            raise ValueError(f"{what} {path} is a link to {os.readlink(path)}, which does not exist; point it at "
-                             "a file") from None
+            raise ValueError(f"{what} {path} is a link to {os.readlink(path)}, which does not exist; fix or "
+                             "remove the link") from None
         if err.errno in (errno.ENOENT, errno.ENOTDIR):
             raise ValueError(f"{what} {path} does not exist") from None
         raise ValueError(f"{what} {path}: {describe_os_error(err)}") from None
@@ -224,6 +237,14 @@ def check_path_text(text, flag: str) -> None:
                          "give a path (write ./ for the current folder)")
 
 
+def _is_link_loop(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as err:
+        return err.errno == errno.ELOOP
+    return False
+
+
 def check_path_components(path: Path, flag: str = "--out") -> None:
     """Every component of ``path`` can be a folder: no name too long, no regular file on the
     way, no link to nothing. Raises ValueError naming the component and the fix."""
@@ -238,6 +259,9 @@ def check_path_components(path: Path, flag: str = "--out") -> None:
             raise ValueError(f"{flag} {path}: the name {part[:24]}... is {len(os.fsencode(part))} bytes "
                              f"long, the file system takes at most {limit}; choose a shorter name")
         current = current / part
+        if current.is_symlink() and _is_link_loop(current):
+            raise ValueError(f"{flag} {path}: {current} is a link that leads back to itself (a loop of links); "
+                             "remove the link or point it at a folder")
         if current.is_symlink() and not current.exists():
             raise ValueError(f"{flag} {path}: {current} is a link to {os.readlink(current)}, which does "
                              "not exist; remove the link or point it at a folder")

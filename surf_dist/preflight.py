@@ -15,7 +15,7 @@ from . import jobs
 from .checkpoint import load_model_file
 from .config import RunConfig
 from .datasets import canonical_name, check_available
-from .guards import check_output_folder
+from .guards import check_input_file, check_output_folder
 from .pretrained import resolve_run
 from .sizes import check_size
 from .topology import load_topology_preset
@@ -91,6 +91,11 @@ def check_resumable(out: Path, cfg: RunConfig, features: int, classes: int) -> N
 def check_runs_exist(runs: list[str]) -> None:
     """Every run folder to read exists and holds a ``model.pt``."""
     for run in map(Path, runs):
+        if run.is_file():
+            raise ValueError(f"{run} is a file; name the run folder that holds it ({run.parent}), written by "
+                             "'surf-dist train'")
+        if run.is_symlink() and not run.exists():
+            check_input_file(run, "run folder")          # a loop of links, a link to nothing: say which
         if not run.is_dir():
             raise ValueError(f"run folder {run} does not exist (a folder written by 'surf-dist train', "
                              "or pretrained[:scratch|:robust])")

@@ -602,18 +602,26 @@ def looks_like_a_path(text: str) -> bool:
     return "/" in text or Path(text).suffix.lower() in (".json", *EDGE_LIST_SUFFIXES)
 
 
+def _is_file(path) -> bool:
+    """``Path.is_file`` that is False for a name the system cannot even look up (too long)."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
+
+
 def is_preset(text: str) -> bool:
     """True if ``text`` is a preset name (built in or ``topologies/<name>.json``); a preset
     name in a config is always the preset, never a file of that name."""
-    return text in BUILTIN_PRESETS or (PRESET_DIR / f"{text}.json").is_file()
+    return text in BUILTIN_PRESETS or _is_file(PRESET_DIR / f"{text}.json")
 
 
 def topology_file(text: str) -> Path | None:
     """The file a topology flag names, or None for a preset name. A bare name that is both a
     preset and a file in the current folder (``--topology ring`` and ``./ring``) is a
     ValueError: say which (issue 25: the file used to win, silently)."""
-    if not text or looks_like_a_path(text) or not Path(text).is_file():
-        return Path(text) if text and Path(text).is_file() else None
+    if not text or looks_like_a_path(text) or not _is_file(text):
+        return Path(text) if text and _is_file(text) else None
     if is_preset(text):
         raise ValueError(f"{text!r} names both the preset {text!r} and the file ./{text} in the current "
                          f"folder; write ./{text} for the file, or move the file away for the preset")
@@ -628,9 +636,9 @@ def load_topology_preset(name_or_path) -> TopologySpec:
     text = str(name_or_path)
     is_path = isinstance(name_or_path, Path) or looks_like_a_path(text)
     path = Path(text) if is_path else PRESET_DIR / f"{text}.json"
-    if not is_path and not is_preset(text) and Path(text).is_file():
+    if not is_path and not is_preset(text) and _is_file(text):
         path, is_path = Path(text), True          # a file in the working folder, named like no preset
-    if not path.is_file():
+    if not _is_file(path):
         if is_path and not os.path.lexists(path):
             raise FileNotFoundError(f"topology file not found: {path}")
         if is_path:

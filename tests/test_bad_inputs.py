@@ -155,6 +155,22 @@ def mnist_gz_folder(body: bytes):
     return setup
 
 
+def link_loop(a: str, b: str):
+    """``a`` -> ``b`` -> ``a``: a loop of links."""
+    def setup(tmp, run):
+        os.symlink(tmp / b, tmp / a)
+        os.symlink(tmp / a, tmp / b)
+    return setup
+
+
+def empty_idx_folder(tmp, run):
+    """The four MNIST idx files with valid headers and no samples."""
+    for name in MNIST_FILES:
+        dims = (0, 28, 28) if "images" in name else (0,)
+        magic = 0x00000800 + len(dims)
+        write(tmp / "mnist" / name, magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims))
+
+
 def mnist_folder(corrupt: bool, skip: str = ""):
     def setup(tmp, run):
         for name in MNIST_FILES:
@@ -487,6 +503,31 @@ CASES = [
     Case("sigterm-baselines", "SIGTERM", "SIGTERM before anything is written", B,
          "terminated (SIGTERM) before anything was written", code=143,
          patch=interrupt_after(write_checkpoint=False, signal_as=guards.Terminated)),
+    # ------------------------------------------------------------------ issue 25, unclear messages
+    Case("config-link-loop", "unclear", "--config a loop of links (was 'a link to X, which does not exist')",
+         [*B, "--config", "{tmp}/a.json"], "is a link that leads back to itself", setup=link_loop("a.json", "b.json")),
+    Case("out-link-loop", "unclear", "--out a loop of links", [*B[:2], "--out", "{tmp}/a"],
+         "is a link that leads back to itself", setup=link_loop("a", "b")),
+    Case("run-link-loop", "unclear", "evaluate a loop of links", ["evaluate", "{tmp}/a", *O],
+         "is a link that leads back to itself", setup=link_loop("a", "b")),
+    Case("config-folder", "unclear", "--config a folder (was 'does not exist')", [*B, "--config", "{tmp}"],
+         "is a folder, not a file"),
+    Case("config-fifo", "unclear", "--config a FIFO (was 'does not exist')", [*B, "--config", "{tmp}/fifo"],
+         "is a FIFO (named pipe)", setup=lambda tmp, run: os.mkfifo(tmp / "fifo")),
+    Case("topology-folder", "unclear", "--topology a folder", [*B, "--topology", "{tmp}/g/"], "is a folder, not a file",
+         setup=lambda tmp, run: (tmp / "g").mkdir()),
+    Case("config-utf16", "unclear", "a UTF-16 config (was 'not text')", [*B, "--config", "{tmp}/cfg.json"],
+         "is UTF-16 text; save it as UTF-8", setup=files(json.dumps(quick_config()).encode("utf-16"), "cfg.json")),
+    Case("edges-utf16", "unclear", "a UTF-16 edge list", [*B, "--topology", "{tmp}/g.txt"], "is UTF-16 text",
+         setup=files("0 1\n1 2\n2 0\n".encode("utf-16"))),
+    Case("edges-underscore", "unclear", "'1_0' in an edge list (was read as agent 10)", [*B, "--topology", "{tmp}/g.txt"],
+         "line 2: expected 'i j' or 'i j weight' with integer ids, got '1_0 2'", setup=files("0 1\n1_0 2\n2 0\n")),
+    Case("mnist-no-samples", "unclear", "idx files of no samples (was numpy's 'cannot reshape')",
+         [*B, "--dataset", "mnist", "--data-root", "{tmp}/mnist"], "holds no samples", setup=empty_idx_folder),
+    Case("evaluate-model-file", "unclear", "evaluate RUN/model.pt (was 'does not exist')",
+         ["evaluate", "{run}/model.pt", *O], "is a file; name the run folder that holds it"),
+    Case("topology-megabytes", "unclear", "a 1 MB topology name (was a 1 MB error line)",
+         [*B, "--topology", "x" * 1_000_000], "characters left out"),
 ]
 
 
@@ -572,7 +613,8 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, trained, paper
     assert case.expect in lines[0], f"{case.id}: {case.expect!r} not in {lines[0]!r}"
     assert after == before, f"{case.id}: files changed: {sorted(set(after.items()) ^ set(before.items()))[:4]}"
     RESULTS[case.id] = {"message": stable(lines[0], tmp_path, trained, paper), "code": code,
-                        "argv": stable(" ".join(case.argv).replace("{tmp}", "TMP").replace("{run}", "RUN")
+                        "argv": stable(" ".join(a if len(a) <= 1000 else f"{a[:12]}...({len(a):,} characters)"
+                                                for a in case.argv).replace("{tmp}", "TMP").replace("{run}", "RUN")
                                        .replace("{paper}", "PAPER"), tmp_path, trained, paper)}
 
 
