@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 LOCK_NAME = ".surf-dist.lock"
+ROOM_FOR_NAMES = 64            # bytes kept below PATH_MAX for what a command writes in its folder
 PROBE_PREFIX = ".surf-dist-probe-"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -249,9 +250,12 @@ def check_path_components(path: Path, flag: str = "--out") -> None:
     """Every component of ``path`` can be a folder: no name too long, no regular file on the
     way, no link to nothing. Raises ValueError naming the component and the fix."""
     absolute = Path(os.path.abspath(path))
-    if len(os.fsencode(str(absolute))) >= 4096:
-        raise ValueError(f"{flag} {path}: the path is {len(os.fsencode(str(absolute)))} bytes long, "
-                         "the limit is 4095; choose a shorter path")
+    size = len(os.fsencode(str(absolute)))
+    if size >= 4096:
+        raise ValueError(f"{flag} {path}: the path is {size} bytes long, the limit is 4095; choose a shorter path")
+    if size + 1 + ROOM_FOR_NAMES >= 4096:       # the work would finish and its results not fit (issue 25)
+        raise ValueError(f"{flag} {path}: the path is {size} bytes long, which leaves no room for the names of the "
+                         f"files written in it (the limit is 4095 in all); choose a path below {4095 - 1 - ROOM_FOR_NAMES} bytes")
     current = Path(absolute.anchor)
     for part in absolute.parts[1:]:
         limit = name_max(nearest_existing(current))

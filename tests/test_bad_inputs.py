@@ -496,6 +496,9 @@ CASES = [
          setup=mnist_gz_folder(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"garbage" * 8)),
     Case("async-levels-over-agents", "traceback", "experiment async --async-levels 100 (failed after training two models)",
          ["experiment", "async", Q, *O, "--async-levels", "100"], "--async-levels: [100] not in [0, 8)"),
+    # ------------------------------------------------------------------ issue 25, left behind: results that cannot fit
+    Case("out-near-path-max", "left behind", "an --out of 4,050 bytes (the work ran, then its results did not fit)",
+         [*B[:2], "--out", "/" + "/".join(["y" * 200] * 20) + "/z" * 23], "which leaves no room for the names"),
     # ------------------------------------------------------------------ issue 25, left behind: SIGTERM
     Case("sigterm-train", "SIGTERM", "SIGTERM after a checkpoint (was silent, a stale lock)", TR,
          "terminated (SIGTERM); continue with: surf-dist train", code=143, keeps="out/checkpoint.pt",
