@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .file_io import read_text_file
+
 LOCAL_NETS = ("compact", "paper")
 DESCENT_FUNCTIONS = ("loss", "grad_norm")
 OBJECTIVES = ("local", "pooled")
@@ -248,7 +250,6 @@ def load_config(path: str | Path, base: "RunConfig | None" = None, on_missing=No
     default the dataclasses' defaults, the 'paper' preset), and ``on_missing(keys)`` is told
     which (``section.key``) where there are any."""
     path = Path(path)
-    from .guards import read_text_file
     text = read_text_file(path, "config file", hint="JSON from 'surf-dist config'")
     data = parse_json(text, f"config file {path}")
     try:

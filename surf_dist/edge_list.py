@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .guards import check_input_file, read_text_file
+from .file_io import check_input_file, read_text_file
 
 SEPARATORS = re.compile(r"[,\s]+")
 INTEGER = re.compile(r"^[+-]?[0-9]+$")

@@ -11,7 +11,7 @@ MAX_LINES = 450
 # Files already over MAX_LINES when this test was written, each held at its size then: they may
 # shrink, never grow; at MAX_LINES or below, drop them from here. Split one rather than raise it.
 OVER_MAX_LINES = {
-    "topology.py": 613,   # graph families, normalisations, edge lists, placement; to split
+    "topology.py": 606,   # graph families, normalisations, edge lists, placement; to split (spectra.py: out)
 }
 DISTRIBUTED_MODULES = ("torch.distributed", "ray")
 DISTRIBUTED_HOMES = ("comm", "runtime")
