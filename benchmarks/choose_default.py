@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from surf_dist.bench import DEFAULT_RUNS, learned_runs
-from surf_dist.bench.protocol import BenchConfig, val_task_indices
-from surf_dist.bench.runner import learned_on_test
-from surf_dist.config import preset
-from surf_dist.jobs import local_worker
+from surf_dist.commands.bench import DEFAULT_RUNS, learned_runs
+from surf_dist.commands.bench.protocol import BenchConfig, val_task_indices
+from surf_dist.commands.bench.runner import learned_on_test
+from surf_dist.io.config import preset
+from surf_dist.commands.jobs import local_worker
 
 
 def main() -> int:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from surf_dist.config import with_overrides
-from surf_dist.evaluate import evaluate_unrolled
-from surf_dist.jobs import local_worker, rounds_to_reach, run_config
-from surf_dist.pretrained import resolve_run
-from surf_dist.train import new_model, warm_start
+from surf_dist.io.config import with_overrides
+from surf_dist.core.evaluate import evaluate_unrolled
+from surf_dist.commands.jobs import local_worker, rounds_to_reach, run_config
+from surf_dist.methods.pretrained import resolve_run
+from surf_dist.core.train import new_model, warm_start
 
 
 def main() -> int:

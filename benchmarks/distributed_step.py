@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from surf_dist.baselines import run_dgd
-from surf_dist.config import preset
+from surf_dist.methods.baselines import run_dgd
+from surf_dist.io.config import preset
 from surf_dist.runtime import run_job
-from surf_dist.train import build_state, dual_update, primal_step
+from surf_dist.core.train import build_state, dual_update, primal_step
 
 
 def bench_job(cfg, worker, repeats: int = 5, progress: bool = False) -> dict:

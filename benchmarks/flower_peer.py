@@ -25,7 +25,7 @@ mean cross-entropy, then the server averages (all weights 1/n: every client has 
 - surf-dist: ``run_dfedavgm`` (momentum 0) on the complete graph with S = 1/n everywhere
   through the ``LocalCommunicator`` (so the ledger counts the bytes), one process, one torch
   thread.
-- Flower: ``ClientApp`` (numpy, the same closed-form gradient as ``surf_dist.problem``) +
+- Flower: ``ClientApp`` (numpy, the same closed-form gradient as ``surf_dist.problem.softmax``) +
   ``ServerApp`` running ``flwr.serverapp.strategy.FedAvg`` under ``run_simulation`` with the
   Ray backend on 127.0.0.1 (no dashboard), one CPU per client actor (2 actors on 2 cores).
 
@@ -68,7 +68,7 @@ VENV_HINT = ("flwr is not importable from {exe}: run this benchmark from the ven
 # ------------------------------------------------------------------ the maths, in numpy (Flower side)
 
 def np_grad(w_d: np.ndarray, X: np.ndarray, Y: np.ndarray, num_classes: int) -> np.ndarray:
-    """X^T (softmax(X W) - onehot(y)) / m, W = w.reshape(p, C): ``surf_dist.problem.grad_per_agent``."""
+    """X^T (softmax(X W) - onehot(y)) / m, W = w.reshape(p, C): ``surf_dist.problem.softmax.grad_per_agent``."""
     W = w_d.reshape(X.shape[1], num_classes)
     Z = X @ W
     Z = Z - Z.max(axis=1, keepdims=True)
@@ -146,14 +146,14 @@ else:
 # ------------------------------------------------------------------ the workload (surf-dist's task)
 
 def surf_config(args):
-    from surf_dist.config import preset, with_overrides
+    from surf_dist.io.config import preset, with_overrides
     return with_overrides(preset("paper"), {"task": {"num_agents": args.clients},
                                               "train": {"dtype": "float64"}})
 
 
 def build_workload(args, path: Path) -> dict:
     """Draw test task ``--task`` of the default preset and write its per-agent arrays."""
-    from surf_dist.tasks import TaskFamily, materialize, minibatch_indices
+    from surf_dist.problem.tasks import TaskFamily, materialize, minibatch_indices
     cfg = surf_config(args)
     family = TaskFamily(cfg.task, seed=cfg.train.seed)
     task = family.sample("test", args.task)
@@ -181,9 +181,9 @@ def surf_side(args, data_path: str) -> dict:
     import scipy.sparse as sp
     import torch
     torch.set_num_threads(1)
-    from surf_dist.baselines import run_dfedavgm
-    from surf_dist.jobs import local_worker
-    from surf_dist.topology import validate_shift_operator
+    from surf_dist.methods.baselines import run_dfedavgm
+    from surf_dist.commands.jobs import local_worker
+    from surf_dist.problem.topology import validate_shift_operator
 
     t_setup = time.perf_counter()
     cfg = surf_config(args)

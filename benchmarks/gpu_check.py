@@ -38,13 +38,13 @@ from pathlib import Path
 
 import torch
 
-from surf_dist.baselines import run_dgd
+from surf_dist.methods.baselines import run_dgd
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.config import preset, with_overrides
-from surf_dist.evaluate import evaluate_unrolled
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.core.evaluate import evaluate_unrolled
 from surf_dist.runtime import run_job
 from surf_dist.runtime.common import make_worker
-from surf_dist.train import build_state, dual_update, primal_step
+from surf_dist.core.train import build_state, dual_update, primal_step
 
 PAPER = {"task": {"dataset": "synthetic512", "num_agents": 100},
          "model": {"num_layers": 10, "num_hops": 2, "batch_size": 10},
@@ -108,7 +108,7 @@ def section_cli(device) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "surf_dist.cli", "train", "--quick", "--steps", "6", "--no-progress",
+        cmd = [sys.executable, "-m", "surf_dist.cli.main", "train", "--quick", "--steps", "6", "--no-progress",
                "--device", device, "--out", f"{tmp}/run"]
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -118,7 +118,7 @@ def section_cli(device) -> dict:
             out["train_quick_stderr"] = done.stderr[-2000:]
         if device == "cuda":
             gpus = torch.cuda.device_count()
-            cmd = [sys.executable, "-m", "surf_dist.cli", "train", "--quick", "--no-progress", "--device", "cuda",
+            cmd = [sys.executable, "-m", "surf_dist.cli.main", "train", "--quick", "--no-progress", "--device", "cuda",
                    "--backend", "torch", "--workers", str(gpus + 1), "--out", f"{tmp}/too_many"]
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
             out["too_many_workers_exit"] = done.returncode

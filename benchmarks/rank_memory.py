@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from surf_dist.config import preset, with_overrides
-from surf_dist.data_files import write_idx
-from surf_dist.datasets import MNIST_FILES
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.problem.data_files import write_idx
+from surf_dist.problem.datasets import MNIST_FILES
 from surf_dist.runtime import run_job
 
 OUT = Path(__file__).parent / "results" / "rank_memory.json"

@@ -24,9 +24,9 @@ import time
 import numpy as np
 import torch
 
-from surf_dist.bench.limit import limit_of_task, reach, sampled_agents
-from surf_dist.config import preset, with_overrides
-from surf_dist.jobs import local_worker
+from surf_dist.commands.bench.limit import limit_of_task, reach, sampled_agents
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.commands.jobs import local_worker
 
 
 def oracle(worker, task, rounds: int) -> dict:

@@ -60,7 +60,7 @@ def topology_for(family: str, n: int, er_degree: float, tmp: Path) -> str:
 
 
 def make_config(family: str, n: int, er_degree: float, tmp: Path):
-    from surf_dist.config import preset, with_overrides
+    from surf_dist.io.config import preset, with_overrides
     return with_overrides(preset("paper"), {"task": {"num_agents": n,
                                                        "topology": topology_for(family, n, er_degree, tmp)}})
 
@@ -113,10 +113,10 @@ def rss_mib() -> float:
 def measure(cfg, worker, reps: int = 5, min_time: float = 0.3, dgd_rounds: int = 10,
             backward: bool = True) -> dict:
     """Every number of one cell on this worker (a job: runs on any backend)."""
-    from surf_dist.baselines import run_dgd
-    from surf_dist.constraints import descent_values, lagrangian_share, slack_terms
-    from surf_dist.train import new_model
-    from surf_dist.problem import loss_per_agent
+    from surf_dist.methods.baselines import run_dgd
+    from surf_dist.methods.constraints import descent_values, lagrangian_share, slack_terms
+    from surf_dist.core.train import new_model
+    from surf_dist.problem.softmax import loss_per_agent
 
     comm, L, n = worker.comm, cfg.model.num_layers, cfg.task.num_agents
     out = {"rss_mib_after_worker": rss_mib()}
@@ -213,7 +213,7 @@ def run_cell(args) -> dict:
         options = {"reps": args.reps, "min_time": args.min_time, "dgd_rounds": args.dgd_rounds,
                    "backward": not args.no_backward}
         if args.backend == "local":
-            from surf_dist.jobs import local_worker
+            from surf_dist.commands.jobs import local_worker
             worker = local_worker(cfg)
             build_s = time.perf_counter() - start
             out = measure(cfg, worker, **options)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from surf_dist._malloc import keep_freed_memory
+from surf_dist.core._malloc import keep_freed_memory
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.config import preset, with_overrides
+from surf_dist.io.config import preset, with_overrides
 from surf_dist.runtime.common import make_worker
-from surf_dist.train import build_state, dual_update, primal_step
+from surf_dist.core.train import build_state, dual_update, primal_step
 
 
 def step_seconds(cfg, repeats: int) -> list[float]:
@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--malloc", choices=("keep", "system"), default="keep",
                         help="keep: freed memory stays in the process, as every surf-dist command runs "
-                             "(surf_dist/_malloc.py); system: glibc's default")
+                             "(surf_dist/core/_malloc.py); system: glibc's default")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (surf-dist train on the local "
                         "backend uses every core)")
     parser.add_argument("--out", help="also write the JSON line here")

@@ -39,14 +39,14 @@ from pathlib import Path
 
 import torch
 
-from surf_dist.config import preset, with_overrides
-from surf_dist.evaluate import (
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.core.evaluate import (
     evaluate_baselines,
     evaluate_centralized,
     evaluate_unrolled,
 )
-from surf_dist.jobs import load_model, local_worker, rounds_to_reach, run_config
-from surf_dist.train import new_model, train
+from surf_dist.commands.jobs import load_model, local_worker, rounds_to_reach, run_config
+from surf_dist.core.train import new_model, train
 
 K1_L20 = {"num_hops": 1, "num_layers": 20}            # 20 layers of one hop: the same 20 rounds as L10 x K2
 K1_L20_LS4 = {**K1_L20, "local_steps": 4}

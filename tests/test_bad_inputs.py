@@ -4,8 +4,8 @@ and nothing is created or overwritten. The cases and their messages are docs/BAD
 the last test renders that table from this run and fails if the file has drifted
 (``SURF_DIST_WRITE_BAD_INPUTS=1 pytest tests/test_bad_inputs.py`` rewrites it).
 
-Most cases run ``surf_dist.cli.main(argv)`` in this process; those marked ``subprocess`` run
-``python -m surf_dist.cli`` to show that nothing reaches stderr but the one line.
+Most cases run ``surf_dist.cli.main.main(argv)`` in this process; those marked ``subprocess`` run
+``python -m surf_dist.cli.main`` to show that nothing reaches stderr but the one line.
 """
 from __future__ import annotations
 
@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from surf_dist import guards
-from surf_dist.checkpoint import save_checkpoint
-from surf_dist.cli import main
-from surf_dist.config import preset, with_overrides
-from surf_dist.datasets import MNIST_FILES
-from surf_dist.model import UnrolledDGD
+from surf_dist.io import files as guards
+from surf_dist.io.checkpoint import save_checkpoint
+from surf_dist.cli.main import main
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.problem.datasets import MNIST_FILES
+from surf_dist.methods.learned import UnrolledDGD
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "docs" / "BAD_INPUTS.md"
@@ -441,7 +441,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, trained, paper
     try:
         if case.subprocess:
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            done = subprocess.run([sys.executable, "-m", "surf_dist.cli", *argv], capture_output=True, text=True,
+            done = subprocess.run([sys.executable, "-m", "surf_dist.cli.main", *argv], capture_output=True, text=True,
                                   timeout=120, env=env)
             code, err = done.returncode, done.stderr
         else:
@@ -490,7 +490,7 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     # a pytest started in the background of a non-interactive shell ignores SIGINT, and so would
     # its children (Python keeps an inherited SIG_IGN): give the child the terminal's default
     default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)   # noqa: E731
-    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli", *argv], stderr=subprocess.PIPE, text=True, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli.main", *argv], stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -498,7 +498,7 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     proc.send_signal(signal.SIGINT)
     try:
         err = proc.communicate(timeout=60)[1]
-    except subprocess.TimeoutExpired:         # stuck after Ctrl-C: show where (surf_dist.cli.entry), then end it
+    except subprocess.TimeoutExpired:         # stuck after Ctrl-C: show where (surf_dist.cli.main.entry), then end it
         proc.send_signal(signal.SIGUSR1)
         time.sleep(2)
         proc.kill()
@@ -536,7 +536,7 @@ def test_evaluate_names_never_collide(tmp_path, trained, capsys):
 
 def test_an_edge_list_sets_the_agents(tmp_path, capsys):
     """--topology FILE: the agents come from the file, its weights are the mixing weights."""
-    from surf_dist.jobs import run_config
+    from surf_dist.commands.jobs import run_config
     edges = write(tmp_path / "g.txt", "0 1 0.3\n1 2 0.3\n2 3 0.3\n3 4 0.3\n4 5 0.3\n5 0 0.3\n")
     out = tmp_path / "run"
     assert main(["train", "--quick", "--steps", "1", "--topology", str(edges), "--out", str(out),
@@ -550,7 +550,7 @@ def test_an_edge_list_sets_the_agents(tmp_path, capsys):
 def render(results: dict) -> str:
     lines = ["# Bad input and what it gets", "",
              "Every row is a case of `tests/test_bad_inputs.py`, which runs it (most in process, those marked",
-             "with `*` as a real `python -m surf_dist.cli`), checks that it exits with the code shown and",
+             "with `*` as a real `python -m surf_dist.cli.main`), checks that it exits with the code shown and",
              "exactly one line on stderr, and that it created or overwrote nothing; then it renders this",
              "table and fails if this file differs. Regenerate: "
              "`SURF_DIST_WRITE_BAD_INPUTS=1 pytest tests/test_bad_inputs.py`.",

@@ -1,13 +1,13 @@
-"""surf_dist.baselines: DGD / DSGD, gradient tracking and DFedAvgM against hand recursions."""
+"""surf_dist.methods.baselines: DGD / DSGD, gradient tracking and DFedAvgM against hand recursions."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
-from surf_dist.baselines import run_dfedavgm, run_dgd, run_gradient_tracking
+from surf_dist.methods.baselines import run_dfedavgm, run_dgd, run_gradient_tracking
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.engine import Worker
-from surf_dist.problem import grad_per_agent, loss_per_agent
+from surf_dist.core.engine import Worker
+from surf_dist.problem.softmax import grad_per_agent, loss_per_agent
 
 N = 5
 

@@ -1,4 +1,4 @@
-"""surf_dist.bench: the protocol's numbers on hand-made curves, replicas against separate runs,
+"""surf_dist.commands.bench: the protocol's numbers on hand-made curves, replicas against separate runs,
 no choice influenced by a test draw, and ``surf-dist bench`` end to end (local and gloo)."""
 import json
 import math
@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from surf_dist.bench import bench_job
-from surf_dist.bench.limit import limit_of_task, limit_rounds, reach, sampled_agents
-from surf_dist.bench.protocol import (BenchConfig, Comparison, Grid, choose, crossings, mean_difference,
+from surf_dist.commands.bench import bench_job
+from surf_dist.commands.bench.limit import limit_of_task, limit_rounds, reach, sampled_agents
+from surf_dist.commands.bench.protocol import (BenchConfig, Comparison, Grid, choose, crossings, mean_difference,
                                       report_task_indices, val_task_indices)
-from surf_dist.bench.replicas import ReplicaProblem
-from surf_dist.bench.runner import selections, tuning_rounds
-from surf_dist.cli import main
-from surf_dist.config import preset, with_overrides
-from surf_dist.methods import METHODS
-from surf_dist.methods_accel import spectral_lambda2
-from surf_dist.pretrained import HERE
-from surf_dist.problem import correct_per_agent, grad_per_agent, loss_per_agent, pooled_accuracy
+from surf_dist.commands.bench.replicas import ReplicaProblem
+from surf_dist.commands.bench.runner import selections, tuning_rounds
+from surf_dist.cli.main import main
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.methods.registry import METHODS
+from surf_dist.methods.accelerated import spectral_lambda2
+from surf_dist.methods.pretrained import HERE
+from surf_dist.problem.softmax import correct_per_agent, grad_per_agent, loss_per_agent, pooled_accuracy
 from surf_dist.runtime import run_job
 
 QUICK64 = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
@@ -88,8 +88,8 @@ def test_grids_extend_at_their_edges():
 def test_a_configuration_chosen_early_runs_only_that_far_with_the_same_values():
     """``run_choices`` runs each configuration only to the last round it is chosen at (a run
     of 12 rounds for the first, 40 for the second): its values there equal a full run's."""
-    from surf_dist.bench.runner import run_choices, run_grid
-    from surf_dist.jobs import local_worker
+    from surf_dist.commands.bench.runner import run_choices, run_grid
+    from surf_dist.commands.jobs import local_worker
     worker = local_worker(QUICK64)
     bench = BenchConfig(rounds=40, pool_cap=16)
     tasks = worker.family.batch("test", report_task_indices(bench, 0))[:2]
@@ -205,8 +205,8 @@ def test_reach_balls_on_a_ring_by_hand(ring_shift):
 def test_the_limit_grows_to_the_centralized_optimum_at_the_diameter():
     """On a ring of 8 every ball is the whole graph from R = 4: the limit there is the
     centralized optimum of the task (computed apart); below it, a smaller ball."""
-    from surf_dist.bench.runner import centralized_on_test
-    from surf_dist.jobs import local_worker
+    from surf_dist.commands.bench.runner import centralized_on_test
+    from surf_dist.commands.jobs import local_worker
     worker = local_worker(QUICK64)
     task = worker.family.batch("test", [100_000])[0]
     agents = sampled_agents(8, 10)
@@ -268,7 +268,7 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
 def test_a_bench_reuses_an_earlier_benchs_baselines_and_limit(tmp_path, capsys, monkeypatch):
     """--baselines-from: nothing is tuned or run again; the baselines, the centralized optimum
     and the limit are the earlier bench's, and the learned optimizer's limit distances match."""
-    from surf_dist.bench import runner
+    from surf_dist.commands.bench import runner
     first, second = tmp_path / "first", tmp_path / "second"
     args = ["--quick", "--dtype", "float64", *TINY_ARGS]
     assert main(["bench", "pretrained", "--out", str(first), *args]) == 0
@@ -325,7 +325,7 @@ def test_bench_on_gloo_equals_the_single_process():
 def test_demo_replays_the_validation_choices_of_a_bench(tmp_path, capsys, monkeypatch):
     """A bench on the demo's own test draw, its choices saved, then the demo: the demo tunes
     nothing and reproduces the bench's baseline curves exactly."""
-    from surf_dist.bench import demo
+    from surf_dist.commands.bench import demo
     bench_out, demo_out = tmp_path / "bench", tmp_path / "demo"
     args = ["--quick", "--dtype", "float64", "--methods", "dgd,dgd_heavy_ball,chebyshev_gt", "--tune-tasks", "2",
             "--rounds", "24", "--bootstrap", "20"]

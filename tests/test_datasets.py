@@ -1,4 +1,4 @@
-"""Tests for surf_dist.datasets: bundled sets, idx / CIFAR-10 parsing, errors, pool splits."""
+"""Tests for surf_dist.problem.datasets: bundled sets, idx / CIFAR-10 parsing, errors, pool splits."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surf_dist import datasets
-from surf_dist.datasets import (
+from surf_dist.problem import datasets
+from surf_dist.problem.datasets import (
     CIFAR10_FILES,
     DATASETS,
     MNIST_FILES,
@@ -18,7 +18,7 @@ from surf_dist.datasets import (
     load_dataset,
     split_pools,
 )
-from surf_dist.data_files import write_cifar10_batch, write_idx
+from surf_dist.problem.data_files import write_cifar10_batch, write_idx
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -149,7 +149,7 @@ def test_mnist_round_trip(tmp_path: Path, gz: bool) -> None:
 def test_pixel_rows_are_read_on_demand_and_equal_the_whole_matrix_standardised(tmp_path, max_samples):
     """Plain idx files are memory-mapped (nothing of them in the process's own memory); the
     rows asked for, in any order and shape, equal those of the whole matrix standardised."""
-    from surf_dist.datasets import standardise, stratified_subsample
+    from surf_dist.problem.datasets import standardise, stratified_subsample
     images, labels = _write_mnist_folder(tmp_path, gz=False, num_train=40, num_test=10)
     dataset = load_dataset("mnist", root=tmp_path, max_samples=max_samples)
     assert dataset.features.resident_bytes() == 0
@@ -391,7 +391,7 @@ def test_split_pools_rejects_non_1d_labels() -> None:
 
 def test_every_dataset_has_its_shape_known_before_loading() -> None:
     """The size checks read ``SHAPES`` before anything loads (``--preset large`` once failed here)."""
-    from surf_dist.datasets import SHAPES
+    from surf_dist.problem.datasets import SHAPES
     assert set(SHAPES) == set(DATASETS)
     for name in ("digits", "synthetic64"):
         data = load_dataset(name)

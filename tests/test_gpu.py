@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.config import preset, with_overrides
-from surf_dist.evaluate import evaluate_unrolled
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.core.evaluate import evaluate_unrolled
 from surf_dist.runtime import run_job
 from surf_dist.runtime.common import make_worker, transport
-from surf_dist.train import build_state, dual_update, primal_step
+from surf_dist.core.train import build_state, dual_update, primal_step
 
 CUDA = torch.cuda.is_available()
 CFG = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})

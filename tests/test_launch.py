@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from surf_dist import cli
-
+from surf_dist.cli import main as cli
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
 DOCKERFILES = [ROOT / "docker" / "Dockerfile.cpu", ROOT / "docker" / "Dockerfile.cuda"]
@@ -145,7 +144,7 @@ def test_torchrun_dry_run():
     words = dry_run("torchrun.sh", NPROC="4", ARGS="demo --out runs/demo")
     assert words[:2] == ["torchrun", "--standalone"]
     assert words[words.index("--nproc-per-node") + 1] == "4"
-    assert words[words.index("-m") + 1] == "surf_dist.cli"
+    assert words[words.index("-m") + 1] == "surf_dist.cli.main"
     assert words[-4:] == ["--backend", "torch", "--workers", "4"]
     assert ["demo", "--out", "runs/demo"] == words[words.index("-m") + 2:-4]
 

@@ -1,4 +1,4 @@
-"""surf_dist.methods: every registered baseline against an independent dense hand recursion,
+"""surf_dist.methods.registry: every registered baseline against an independent dense hand recursion,
 exactness on a problem with a finite optimum, Chebyshev mixing rates, and the old baselines."""
 import functools
 import math
@@ -8,11 +8,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from surf_dist.baselines import run_dfedavgm, run_dgd, run_gradient_tracking
-from surf_dist.methods import METHODS
-from surf_dist.methods_accel import chebyshev_mix, spectral_lambda2
-from surf_dist.problem import grad_per_agent, loss_per_agent, solve_centralized
-from surf_dist.tasks import Shards
+from surf_dist.methods.baselines import run_dfedavgm, run_dgd, run_gradient_tracking
+from surf_dist.methods.registry import METHODS
+from surf_dist.methods.accelerated import chebyshev_mix, spectral_lambda2
+from surf_dist.problem.softmax import grad_per_agent, loss_per_agent, solve_centralized
+from surf_dist.problem.tasks import Shards
 
 N = 5
 STEPS = [0.1, 0.2, 0.15, 0.25, 0.3]

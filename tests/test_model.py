@@ -1,4 +1,4 @@
-"""surf_dist.model: graph filter, local networks and the unrolled network, against analytic oracles.
+"""surf_dist.methods.learned: graph filter, local networks and the unrolled network, against analytic oracles.
 
 Oracles: a silenced local network reduces a layer to the graph filter H(W; S) = sum_k h_k S^k W
 (dense S by hand); taps [0, 1] with Psi = alpha * grad is one DGD step on the same mini-batch;
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from surf_dist.config import ModelConfig
-from surf_dist.model import CompactLocalNet, PaperLocalNet, UnrolledDGD, graph_filter, rms
-from surf_dist.problem import grad_per_agent, loss_per_agent
+from surf_dist.io.config import ModelConfig
+from surf_dist.methods.learned import CompactLocalNet, PaperLocalNet, UnrolledDGD, graph_filter, rms
+from surf_dist.problem.softmax import grad_per_agent, loss_per_agent
 
 N_AGENTS, N_SEEN, BATCH = 6, 6, 3
 P, C = 3, 3                 # raw features, classes: d = (P + 1) * C = 12
@@ -445,10 +445,10 @@ def test_model_is_deterministic_in_its_seed():
 def test_default_preset_communicates_as_much_as_the_paper_unrolling():
     """The default (20 layers of 1 hop, 4 local sub-steps) and the ``paper`` preset (10 layers of
     2 hops) send the same messages: 20 rounds and the same bytes per agent (ledger counts)."""
-    from surf_dist.config import preset, with_overrides
-    from surf_dist.evaluate import evaluate_unrolled
-    from surf_dist.jobs import local_worker
-    from surf_dist.train import new_model
+    from surf_dist.io.config import preset, with_overrides
+    from surf_dist.core.evaluate import evaluate_unrolled
+    from surf_dist.commands.jobs import local_worker
+    from surf_dist.core.train import new_model
 
     ends = {}
     for name in ("default", "paper"):

@@ -2,12 +2,12 @@
 and that each still does what its README records with the code as it is now."""
 import torch
 
-from surf_dist.config import preset, with_overrides
-from surf_dist.evaluate import async_sweep, evaluate_unrolled
-from surf_dist.jobs import load_model, local_worker, run_config
-from surf_dist.pretrained import NAMES, resolve_run
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.core.evaluate import async_sweep, evaluate_unrolled
+from surf_dist.commands.jobs import load_model, local_worker, run_config
+from surf_dist.methods.pretrained import NAMES, resolve_run
 
-TRAINED_AS = {   # name -> (preset, these settings on top) (surf_dist/pretrained/README.md)
+TRAINED_AS = {   # name -> (preset, these settings on top) (surf_dist/methods/pretrained/README.md)
     "default": ("default", {}),
     "scratch": ("local", {}),
     "local": ("local", {"train": {"init_from": "pretrained", "dual_lr": 1.0, "steps": 300, "lr": 1e-3}}),
@@ -17,7 +17,7 @@ TRAINED_AS = {   # name -> (preset, these settings on top) (surf_dist/pretrained
 
 def test_shipped_models_are_the_presets_trained_as_documented():
     """A change of a preset that a shipped model no longer matches fails here: retrain it
-    (surf_dist/pretrained/README.md) or keep the preset. The default model is exactly what
+    (surf_dist/methods/pretrained/README.md) or keep the preset. The default model is exactly what
     `surf-dist train` gives with the default settings (seed 0)."""
     assert set(TRAINED_AS) == set(NAMES)
     for name, (base, overrides) in TRAINED_AS.items():
@@ -72,8 +72,8 @@ def test_a_fine_tunes_cost_counts_the_model_it_started_from(tmp_path):
     the shipped model's; a start that is gone is said, not counted."""
     import json
 
-    from surf_dist.checkpoint import load_checkpoint
-    from surf_dist.pretrained import HERE, TRAINING, training_cost
+    from surf_dist.io.checkpoint import load_checkpoint
+    from surf_dist.methods.pretrained import HERE, TRAINING, training_cost
     saved = dict(load_checkpoint(HERE / "local" / "model.pt"))
     cfg = json.loads(saved["config"])
     cfg["train"].update(steps=7, init_from="pretrained")

@@ -17,7 +17,7 @@ import pytest
 import ray
 import torch
 
-from surf_dist.cli import main
+from surf_dist.cli.main import main
 from surf_dist.comm.local import LocalCommunicator
 from surf_dist.runtime import run_job
 from surf_dist.runtime import ray_runtime

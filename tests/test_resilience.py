@@ -5,7 +5,7 @@ Ray cluster in two network namespaces (tests/testbed.py) gives the local backend
 with one rank on each node; ``ray up`` with launch/cluster-local.yaml brings up both namespace
 hosts over ssh, runs a training submitted by launch/ray_job.sh, and ``ray down`` stops it.
 
-Every run goes through the command line in a subprocess (``python -m surf_dist.cli``), so a
+Every run goes through the command line in a subprocess (``python -m surf_dist.cli.main``), so a
 process can be killed from outside with SIGKILL, as a crash or the OOM killer would.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.resilience
 # Timeouts are generous (each test takes 20 s to 2 min on the quiet 2-core machine) so that a
 # loaded machine does not fail them; a hung collective still fails within the runs' own 60 s.
 
-CLI = [sys.executable, "-m", "surf_dist.cli"]
+CLI = [sys.executable, "-m", "surf_dist.cli.main"]
 STEPS = 12            # the quick preset checkpoints every val_every = 3 steps
 TRAIN = ["train", "--quick", "--dtype", "float64", "--steps", str(STEPS), "--no-progress"]
 
@@ -170,7 +170,7 @@ def uninterrupted(tmp_path_factory):
 def test_resumed_metrics_drop_rows_written_after_the_checkpoint(tmp_path):
     """A run that stopped after its checkpoint at step 3 left rows 3 and 4 and half a row 5;
     the resumed run (first step 3) keeps rows 0-2 and writes its own from step 3 on."""
-    from surf_dist.metrics_log import MetricsLogger
+    from surf_dist.io.metrics_log import MetricsLogger
     header = "step,outer_loss\r\n"
     (tmp_path / "metrics.csv").write_text(header + "".join(f"{s},0.{s}\r\n" for s in range(5)) + "5,0.")
     logger = MetricsLogger(tmp_path, 1, append=True, first_step=3)
