@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from surf_dist.io import files as guards
+from surf_dist.io import files as io_files
 from surf_dist.io.checkpoint import save_checkpoint
 from surf_dist.cli.main import main
 from surf_dist.io.config import preset, with_overrides
@@ -110,7 +110,7 @@ def locked(folder_of):
     def setup(tmp, run):
         folder = folder_of(tmp, run)
         folder.mkdir(parents=True, exist_ok=True)
-        lock = guards.FolderLock(folder).acquire()
+        lock = io_files.FolderLock(folder).acquire()
         return lock.release
     return setup
 
@@ -137,7 +137,7 @@ def read_only_disk(monkeypatch, tmp, run):
     """A read-only mount (root ignores chmod): the probe file fails as it would there."""
     def refuse(probe):
         raise OSError(30, "Read-only file system", str(probe))
-    monkeypatch.setattr(guards, "_create_and_remove_probe", refuse)
+    monkeypatch.setattr(io_files, "_create_and_remove_probe", refuse)
 
 
 def mnist_folder(corrupt: bool, skip: str = ""):
@@ -506,19 +506,19 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert f"continue with: surf-dist train --quick --steps 100000 --out {out} --no-progress --resume" in err
-    assert not (out / guards.LOCK_NAME).exists()
+    assert not (out / io_files.LOCK_NAME).exists()
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     """A lock file left by a process that died (its pid gone, no flock held): taken over, said so."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     folder = tmp_path / "out"
-    write(folder / guards.LOCK_NAME, dead.stdout)
-    with guards.FolderLock(folder):
-        assert (folder / guards.LOCK_NAME).read_text().strip() == str(os.getpid())
-    assert f"took over the stale lock {folder / guards.LOCK_NAME} of process {dead.stdout.strip()}" in \
+    write(folder / io_files.LOCK_NAME, dead.stdout)
+    with io_files.FolderLock(folder):
+        assert (folder / io_files.LOCK_NAME).read_text().strip() == str(os.getpid())
+    assert f"took over the stale lock {folder / io_files.LOCK_NAME} of process {dead.stdout.strip()}" in \
         capsys.readouterr().err
-    assert not (folder / guards.LOCK_NAME).exists()
+    assert not (folder / io_files.LOCK_NAME).exists()
 
 
 def test_evaluate_names_never_collide(tmp_path, trained, capsys):

@@ -23,16 +23,14 @@ from pathlib import Path
 
 from ..commands import jobs
 from ..io.config import LOCAL_NETS, PRESETS, ConfigError, load_config, preset, with_overrides
-from ..io.files import (
+from ..io.files import claimed_output, is_empty_folder, rescue_text
+from .errors import (
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     OneLineParser,
     UsageError,
-    claimed_output,
     describe_os_error,
-    is_empty_folder,
     join_negative_values,
-    rescue_text,
     run_guarded,
 )
 from .preflight import check_command, check_runs_exist

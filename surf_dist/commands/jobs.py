@@ -18,7 +18,7 @@ from ..comm.local import LocalCommunicator
 from ..io.config import RunConfig, from_dict, with_overrides
 from ..core.engine import Worker
 from ..core.evaluate import async_sweep, evaluate_baselines, evaluate_centralized, evaluate_unrolled
-from ..io.files import helper_pool, stop_pool
+from ..runtime.pools import helper_pool, stop_pool
 from ..methods.learned import UnrolledDGD
 from ..core.train import new_model, to_cpu, train
 

@@ -1,129 +1,25 @@
-"""Protections any command can use: errors as one line, output folders checked before any work,
-a lock on the folder being written, atomic writes, negative numbers as flag values, Ctrl-C.
+"""Output folders checked before any work, a lock on the folder being written, atomic writes.
 
 Nothing here knows about SURF: a command calls
 
-  argv = join_negative_values(argv, parser)            # `--lr -1e-3` is a value, not a flag
   check_output_folder(out, force)                      # before the work: writable, empty, unlocked
   with claimed_output(out, force) as out: ...          # created, locked; removed again if the
                                                        # command fails before writing anything
-  return run_guarded("train", work, interrupted)       # one line and exit 2 / 130, no traceback
+  atomic_write_text(out / "summary.json", text)        # readers see the old file or the new one
+
+(one-line errors and exit codes: ``cli/errors.py``; helper process pools: ``runtime/pools.py``)
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import errno
 import fcntl
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 LOCK_NAME = ".surf-dist.lock"
 PROBE_PREFIX = ".surf-dist-probe-"
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
-USER_ERRORS = (ValueError, OSError, FloatingPointError)   # FileNotFoundError is an OSError
-NUMBER = re.compile(r"^-(\d|\.\d|inf(inity)?$|nan$)", re.IGNORECASE)
-
-
-class UsageError(ValueError):
-    """A command line argparse could not parse; ``prog`` is the (sub)command's name."""
-
-    def __init__(self, prog: str, message: str):
-        super().__init__(message)
-        self.prog = prog
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors raise ``UsageError`` (one line, no usage block), so
-    that the caller prints ``PROG: error: MESSAGE (see PROG --help)`` and returns 2."""
-
-    def error(self, message: str):
-        raise UsageError(self.prog, f"{message} (see {self.prog} --help)")
-
-
-def one_line(message) -> str:
-    """A message on one line: inner line breaks become '; '."""
-    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
-
-
-def describe_os_error(err: OSError) -> str:
-    """``strerror: filename`` of an OSError, with the fix for the common ones."""
-    what = err.strerror or type(err).__name__
-    where = f": {err.filename}" if err.filename else ""
-    hint = {errno.EACCES: "choose a folder you may write to",
-            errno.EROFS: "choose a folder on a writable file system",
-            errno.ENOSPC: "free disk space or choose another disk",
-            errno.ENAMETOOLONG: "use a shorter name"}.get(err.errno, "")
-    text = str(err) if not err.strerror else f"{what}{where}"
-    return text + (f"; {hint}" if hint else "")
-
-
-def error_line(command: str, err: BaseException) -> str:
-    """``surf-dist COMMAND: error: MESSAGE`` on one line."""
-    message = describe_os_error(err) if isinstance(err, OSError) and err.strerror else one_line(err)
-    return f"{command}: error: {message}"
-
-
-def run_guarded(command: str, work, interrupted=None, other_errors: dict | None = None) -> int:
-    """Run ``work()`` and turn what a user can cause into one line on stderr and an exit code.
-
-    ``command``: the prefix, e.g. ``surf-dist train``. ``interrupted()``: the line printed on
-    Ctrl-C (exit 130), e.g. the command that resumes. ``other_errors``: {exception type: exit
-    code} for errors that are not the user's (a lost worker: 1). Anything else is a bug: one
-    line asking for a report, exit 1 (``SURF_DIST_DEBUG=1`` shows the traceback)."""
-    try:
-        return work()
-    except KeyboardInterrupt:
-        text = interrupted() if interrupted else "interrupted"
-        print(f"{command}: error: {one_line(text)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except USER_ERRORS as err:
-        print(error_line(command, err), file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Exception as err:  # noqa: BLE001 - the last line of defence against a traceback
-        for kind, code in (other_errors or {}).items():
-            if isinstance(err, kind):
-                print(error_line(command, err), file=sys.stderr)
-                return code
-        if os.environ.get("SURF_DIST_DEBUG"):
-            raise
-        print(f"{command}: error: internal error {type(err).__name__}: {one_line(err)[:300]} "
-              "(a bug: please report it; SURF_DIST_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
-
-
-# --------------------------------------------------------------------------- numbers on the command line
-
-def join_negative_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """``--lr -1e-3`` -> ``--lr=-1e-3`` for every option of ``parser`` (or its subcommands) that
-    takes a value, so argparse reads a negative number as the value (it otherwise takes
-    ``-1e-3`` for an unknown flag) and the config check can say what is wrong with it."""
-    takes_value = _options_taking_a_value(parser)
-    joined, i = [], 0
-    while i < len(argv):
-        token = argv[i]
-        if token in takes_value and i + 1 < len(argv) and NUMBER.match(argv[i + 1]):
-            joined.append(f"{token}={argv[i + 1]}")
-            i += 2
-            continue
-        joined.append(token)
-        i += 1
-    return joined
-
-
-def _options_taking_a_value(parser: argparse.ArgumentParser) -> set[str]:
-    names = set()
-    for action in parser._actions:   # argparse has no public walk of its actions
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                names |= _options_taking_a_value(sub)
-        elif action.option_strings and action.nargs != 0:
-            names |= {s for s in action.option_strings if s.startswith("--")}
-    return names
 
 
 # --------------------------------------------------------------------------- output folders
@@ -332,40 +228,6 @@ def _remove_empty(created: list[Path]) -> None:
     for folder in created:            # deepest first
         with contextlib.suppress(OSError):
             folder.rmdir()            # only succeeds if nothing was written
-
-
-# --------------------------------------------------------------------------- helper processes
-
-def helper_pool(workers: int):
-    """A spawn-started ``ProcessPoolExecutor`` whose processes ignore Ctrl-C (the main process
-    alone reports it, in one line, then ``stop_pool`` ends them) and end with their parent if it
-    is killed (Linux), so no orphan keeps computing."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_helper_started)
-
-
-def _helper_started() -> None:
-    import ctypes
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:                                        # PR_SET_PDEATHSIG: SIGTERM when the parent dies
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-def stop_pool(pool) -> None:
-    """Cancel what ``pool`` has not started and end its processes now (after an error or Ctrl-C
-    its results are not wanted, and an orphan would keep computing)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle before 3.14
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=5)
 
 
 def rescue_text(text: str, name: str) -> Path:

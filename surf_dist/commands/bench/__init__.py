@@ -20,7 +20,7 @@ from ...core._malloc import keep_freed_memory
 from ...comm.local import LocalCommunicator
 from ...io.config import RunConfig, from_dict
 from ...core.engine import Worker
-from ...io.files import helper_pool, stop_pool
+from ...runtime.pools import helper_pool, stop_pool
 from ...methods.registry import METHODS
 from .limit import limit_on_test, limit_rounds, sampled_agents
 from .protocol import METRICS, BenchConfig, report_task_indices, val_task_indices
