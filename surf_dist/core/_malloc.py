@@ -8,7 +8,7 @@ grid (``release_freed_memory``): kept alone, with no release, a long bench's hel
 to 17.8 GB resident on a 24 GB machine. Measured with the release: a DGD grid of 18 replicas on
 10 tasks x 100 agents, 100 rounds, 45.9 s (25.5 s of it in the kernel) -> 21.4 s, and the
 resident size back from 5.7 to 0.34 GB after each pass of 12 replicas on 30 tasks.
-``benchmarks/train_step.py --malloc keep`` measures it on a meta-training step."""
+``studies/train_step.py --malloc keep`` measures it on a meta-training step."""
 from __future__ import annotations
 
 import ctypes

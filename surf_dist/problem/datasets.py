@@ -13,7 +13,7 @@ Sources
   in a local folder; train and test files are concatenated (train first).
 * ``synthetic512``: a seeded Gaussian mixture, 6,000 samples of 512 features in 10
   classes (class means ~N(0, I/4), unit noise): the size of the paper's CNN features
-  (512-d), made on the spot, for speed and memory checks (``benchmarks/gpu_check.py``).
+  (512-d), made on the spot, for speed and memory checks (``studies/gpu_check.py``).
 * ``synthetic64``: a harder seeded Gaussian mixture, 200,000 samples of 64 features in 10
   classes (class means ~N(0, 0.35^2 I), unit noise: overlapping classes), so that tasks with
   many samples per agent draw from pools far larger than any task (``surf-dist bench

@@ -1,4 +1,4 @@
-"""Benchmark: the same FedAvg workload in Flower's simulation engine and in surf-dist.
+"""The same FedAvg workload in Flower's simulation engine and in surf-dist: studies/results/flower_peer.json.
 
 Flower is not a dependency of surf-dist: install it in a separate venv (never /work/venv or
 the project's own). Pin torch first, or pip pulls a multi-GB CUDA build:
@@ -10,8 +10,8 @@ the project's own). Pin torch first, or pip pulls a multi-GB CUDA build:
 
 Run it from that venv (it runs both sides, one after the other, each in its own process):
 
-    /work/flwr-venv/bin/python benchmarks/flower_peer.py                 # 100 clients, 100 rounds
-    /work/flwr-venv/bin/python benchmarks/flower_peer.py --rounds 100 --local-steps 4 --lr 0.5
+    /work/flwr-venv/bin/python studies/flower_peer.py                 # 100 clients, 100 rounds
+    /work/flwr-venv/bin/python studies/flower_peer.py --rounds 100 --local-steps 4 --lr 0.5
 
 Workload (identical on both sides, checked): test task 0 of the ``default`` preset, drawn by
 surf-dist's ``TaskFamily`` (100 agents, Dirichlet(0.7) label skew, 12 seen + 4 held-out digits
@@ -36,7 +36,7 @@ own held-out samples, ``local_accuracy``; held-out loss) and the max |w_flower -
 Peak memory: the largest sum over the child's process tree (the child and all descendants,
 Ray's raylet, GCS and actors included) of RSS and of PSS, sampled from /proc every 0.1 s, and
 the child's own kernel high-water mark (ru_maxrss). RSS sums count shared pages once per
-process; PSS splits them. Results: benchmarks/results/flower_peer.json and a markdown table.
+process; PSS splits them. Results: studies/results/flower_peer.json and a markdown table.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "flower_peer.json"
 LOOPBACK = "127.0.0.1"
 VENV_HINT = ("flwr is not importable from {exe}: run this benchmark from the venv described in "
-             "its docstring (e.g. /work/flwr-venv/bin/python benchmarks/flower_peer.py)")
+             "its docstring (e.g. /work/flwr-venv/bin/python studies/flower_peer.py)")
 
 
 # ------------------------------------------------------------------ the maths, in numpy (Flower side)

@@ -1,7 +1,7 @@
-"""What pooled accuracy can R rounds of one-hop communication buy? The R-hop oracle.
+"""What pooled accuracy R rounds of one-hop communication can buy, the R-hop oracle: studies/results/reach_oracle.json (--out).
 
-    python benchmarks/reach_oracle.py --rounds 20                 # the default preset's budget, seed 0
-    python benchmarks/reach_oracle.py --rounds 20 --seed 1 --out benchmarks/results/reach_oracle_seed1.json
+    python studies/reach_oracle.py --rounds 20                 # the default preset's budget, seed 0
+    python studies/reach_oracle.py --rounds 20 --seed 1 --out studies/results/reach_oracle_seed1.json
 
 After R rounds in which every message travels one hop, what an agent holds can depend only on
 the data of the agents within R hops of it (its R-hop ball), whatever the method: DGD, DFedAvgM,

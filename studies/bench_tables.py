@@ -1,6 +1,6 @@
-"""Markdown tables of a ``surf-dist bench`` report, for docs/RESULTS.md and the README.
+"""Markdown tables of a ``surf-dist bench`` report (its bench.json) for docs/RESULTS.md and the README; printed, no result file.
 
-    python benchmarks/bench_tables.py runs/bench_digits/bench.json
+    python studies/bench_tables.py runs/bench_digits/bench.json
 
 Prints (1) per learned optimizer and metric: the rounds ratio, the bytes ratio and the
 fixed-budget gap with their intervals and the strongest baseline per draw; (2) every method

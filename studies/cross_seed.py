@@ -1,9 +1,9 @@
-"""A trained model on another seed's test tasks: is a weak seed its data or its meta-training?
+"""A trained model on another seed's test tasks (a weak seed: its data or its meta-training?): studies/results/cross_seed_*.json.
 
-    python benchmarks/cross_seed.py --run runs/v7/K1_L20_local_steps4_eps0.02_steps900_cosine \
+    python studies/cross_seed.py --run runs/v7/K1_L20_local_steps4_eps0.02_steps900_cosine \
         --seed 1 --baselines runs/v7s1/variants.json
-    python benchmarks/cross_seed.py --run pretrained --seed 2 --baselines runs/v7s2/variants.json
-    python benchmarks/cross_seed.py --run pretrained --seed 1 --split train --tasks 8
+    python studies/cross_seed.py --run pretrained --seed 2 --baselines runs/v7s2/variants.json
+    python studies/cross_seed.py --run pretrained --seed 1 --split train --tasks 8
 
 The seed draws the dataset's train / validation / test pools, the tasks, and the model's
 initialisation. Here the model trained on one seed runs, unchanged, on the test tasks of

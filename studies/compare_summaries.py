@@ -1,6 +1,6 @@
-"""Compare the numbers of two or more summary.json files (e.g. the same demo on two backends).
+"""The largest differences between summary.json files (e.g. one demo on two backends); printed, no result file.
 
-    python benchmarks/compare_summaries.py runs/local runs/torch2 runs/ray2
+    python studies/compare_summaries.py runs/local runs/torch2 runs/ray2
 
 Prints, against the first folder, the largest absolute and relative difference over every
 number under "methods", "centralized", "async" and "permuted_labels", and where it is.

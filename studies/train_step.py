@@ -1,9 +1,9 @@
-"""Benchmark: one primal-dual meta-training step, in one process (one torch thread).
+"""One primal-dual meta-training step in one process (one torch thread): studies/results/train_step_*.json (--out).
 
-    python benchmarks/train_step.py                                    # the default preset
-    python benchmarks/train_step.py --hops 1 --layers 20 --local-steps 4 --repeats 5
-    python benchmarks/train_step.py --malloc system      # glibc's default: freed pages go back
-    python benchmarks/train_step.py --threads 2          # as surf-dist train runs on 2 cores
+    python studies/train_step.py                                    # the default preset
+    python studies/train_step.py --hops 1 --layers 20 --local-steps 4 --repeats 5
+    python studies/train_step.py --malloc system      # glibc's default: freed pages go back
+    python studies/train_step.py --threads 2          # as surf-dist train runs on 2 cores
 
 Times (after one warm-up step, median of --repeats) a primal step (forward of the unrolled
 network on the task batch, the Lagrangian's backward, the optimizer step) plus the dual

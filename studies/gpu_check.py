@@ -1,7 +1,7 @@
-"""GPU check: the paper-sized problem on one GPU, and the same on the CPU for comparison.
+"""The paper-sized problem on one GPU and on the CPU: studies/results/gpu_check_*.json (--out).
 
-    python benchmarks/gpu_check.py                      # cuda (if visible) and cpu
-    python benchmarks/gpu_check.py --devices cpu        # what a machine without a GPU can run
+    python studies/gpu_check.py                      # cuda (if visible) and cpu
+    python studies/gpu_check.py --devices cpu        # what a machine without a GPU can run
 
 The problem: 100 agents, 512-d features (the ``synthetic512`` dataset: the size of the paper's
 CNN features), 10 classes, L = 10 layers, K = 2 hops, batch 10; otherwise the `paper` preset

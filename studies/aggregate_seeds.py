@@ -1,7 +1,7 @@
-"""Aggregate several demo runs (one per meta-training seed) into one table and plot.
+"""Several demo runs (one per meta-training seed) as one table and plot: OUT/seeds.json (kept: studies/results/seeds.json, async_seeds.png).
 
     for s in 0 1 2; do surf-dist demo --seed $s --out runs/demo_seed$s; done
-    python benchmarks/aggregate_seeds.py runs/demo_seed0 runs/demo_seed1 runs/demo_seed2 --out runs/seeds
+    python studies/aggregate_seeds.py runs/demo_seed0 runs/demo_seed1 runs/demo_seed2 --out runs/seeds
 
 Reports, for SURF (constrained) and plain unrolling, over seeds: final local accuracy, the
 permuted-label result, layer-to-layer rises of the mean test loss, and the asynchronous sweep

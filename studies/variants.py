@@ -1,10 +1,10 @@
-"""SURF variants against the tuned baselines: speed, memorisation, transfer (issue 7's table).
+"""SURF variants against the tuned baselines (speed, memorisation, transfer): OUT/variants.json (kept: studies/results/variants*.json).
 
-    python benchmarks/variants.py --out runs/variants                  # every variant (~16 cores: ~6 min)
-    python benchmarks/variants.py --out runs/v --only base,tracking --jobs 2
-    python benchmarks/variants.py --out runs/v --evaluate-only          # trained runs and baselines in runs/v
-    python benchmarks/variants.py --out runs/v1 --seed 1 --only base  # another seed: its tasks, its baselines
-    python benchmarks/variants.py --list
+    python studies/variants.py --out runs/variants                  # every variant (~16 cores: ~6 min)
+    python studies/variants.py --out runs/v --only base,tracking --jobs 2
+    python studies/variants.py --out runs/v --evaluate-only          # trained runs and baselines in runs/v
+    python studies/variants.py --out runs/v1 --seed 1 --only base  # another seed: its tasks, its baselines
+    python studies/variants.py --list
 
 Each variant is the `paper` preset (the default until issue 7: embedded digits, 100 agents,
 degree-3 circulant, L = 10, K = 2) with a few settings changed (``VARIANTS``). All variants meta-train in parallel

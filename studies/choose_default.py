@@ -1,6 +1,6 @@
-"""Which learned optimizer ships as the default, decided on validation tasks only.
+"""Which learned optimizer ships as the default, decided on validation tasks only: studies/results/choose_default.json (--out).
 
-    python benchmarks/choose_default.py [RUN ...] [--out FILE]
+    python studies/choose_default.py [RUN ...] [--out FILE]
 
 Runs each learned optimizer (default: the three shipped ones) on the bench's validation tasks
 (validation split, indices 1000-1009, the ones the baselines are tuned on; never a test task)

@@ -1,12 +1,12 @@
-"""Benchmark: one meta-training step and one baseline round at 100 agents, per backend.
+"""One meta-training step and one baseline round at 100 agents, per backend: studies/results/distributed_step.json.
 
-    python benchmarks/distributed_step.py                    # local, torch x2, torch x4, ray x2
-    python benchmarks/distributed_step.py --backends local torch:2
+    python studies/distributed_step.py                    # local, torch x2, torch x4, ray x2
+    python studies/distributed_step.py --backends local torch:2
 
 For each backend it times (after warm-up, median of --repeats) one primal-dual step of the
 `paper` preset (4 tasks x 100 agents, 10 layers, 2 hops) and one DGD round on the 10 test
 tasks, and reports the physical bytes that crossed worker boundaries and the time spent in
-collectives (summed over ranks, per step). Results go to stdout and benchmarks/results/.
+collectives (summed over ranks, per step). Results go to stdout and studies/results/.
 """
 from __future__ import annotations
 

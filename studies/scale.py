@@ -1,9 +1,9 @@
-"""Benchmark: SURF layers and DGD rounds at 100, 1,000 and 10,000 agents on one machine.
+"""SURF layers and DGD rounds at 100, 1,000 and 10,000 agents on one machine: studies/results/scale.json (+ scale.png).
 
-    python benchmarks/scale.py                                  # all cells (~15 min on 2 busy cores)
-    python benchmarks/scale.py --agents 100,1000 --families ring --reps 3
-    python benchmarks/scale.py --agents 10000 --families ring --torch-workers 2 --torch-only \
-        --out benchmarks/results/scale_torch.json               # torch backend, 2 gloo ranks
+    python studies/scale.py                                  # all cells (~15 min on 2 busy cores)
+    python studies/scale.py --agents 100,1000 --families ring --reps 3
+    python studies/scale.py --agents 10000 --families ring --torch-workers 2 --torch-only \
+        --out studies/results/scale_torch.json               # torch backend, 2 gloo ranks
 
 For every graph family (``ring``; ``er``: connected Erdos-Renyi with a fixed mean degree,
 ``--er-degree``, i.e. edge probability degree / (n - 1)) and every number of agents, one fresh
@@ -25,7 +25,7 @@ Time per agent-layer (round) is that time divided by n; ``ratio`` is it over the
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the cell's process at the end (imports, the
 dataset, the task family and everything measured); ``tensor_mib`` sums the bytes of the
 worker's shards, the model, the sparse shift and the tensors autograd saves for the backward
-of one forward (deduplicated by storage). Results: benchmarks/results/scale.json (+ scale.png).
+of one forward (deduplicated by storage). Results: studies/results/scale.json (+ scale.png).
 """
 from __future__ import annotations
 
@@ -383,7 +383,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     md = table(results)
-    doc = {"command": " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
+    doc = {"command": " ".join(["python", "studies/scale.py", *sys.argv[1:]]),
            "machine": info, "wall_s": time.perf_counter() - start,
            "settings": {"agents": agents, "families": families, "reps": args.reps, "min_time_s": args.min_time,
                         "dgd_rounds_per_call": args.dgd_rounds, "er_mean_degree": args.er_degree,

@@ -1,4 +1,4 @@
-"""Per-rank memory with a pixel dataset: each rank holds its agents' rows, not the dataset.
+"""Per-rank memory with a pixel dataset (each rank holds its agents' rows): studies/results/rank_memory.json.
 
 Writes MNIST-format files of the real size (70,000 random 28x28 images; nothing is downloaded)
 into a temporary folder, then on the local backend and on 2 and 4 torch.distributed ranks
@@ -7,7 +7,7 @@ builds each worker (the task family) and loads one batch of 4 tasks of the defau
 memory (VmHWM), the bytes of the dataset in its own memory and the bytes of its shards. ``--eager`` reads the whole standardised float64
 matrix into every rank first, as every rank did before ``pixel_rows.py``.
 
-    python benchmarks/rank_memory.py            # ~1 min; writes benchmarks/results/rank_memory.json
+    python studies/rank_memory.py            # ~1 min; writes studies/results/rank_memory.json
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
                 results.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python benchmarks/rank_memory.py", "machine": "2 cores, 24 GiB, "
+    args.out.write_text(json.dumps({"command": "python studies/rank_memory.py", "machine": "2 cores, 24 GiB, "
                                     "torch " + torch.__version__, "results": results}, indent=1))
     return 0
 
