@@ -431,7 +431,8 @@ def expand(argv, tmp, run, paper_dir):
 
 # --------------------------------------------------------------------------- the cases
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.slow, pytest.mark.timeout(60)])   # 2-5 s each
+                                  if c.subprocess else c for c in CASES], ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, trained, paper, monkeypatch, capsys):
     undo = case.setup(tmp_path, trained) if case.setup else None
     if case.patch:
@@ -481,6 +482,8 @@ def test_a_real_read_only_folder_is_refused(tmp_path, capsys):
     assert code == 2 and "cannot write in" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     """SIGINT to a real `surf-dist train` after its first checkpoint: exit 130, one line with the
     command that continues it, and that command does continue it."""
@@ -509,6 +512,8 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path):
     assert not (out / io_files.LOCK_NAME).exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     """A lock file left by a process that died (its pid gone, no flock held): taken over, said so."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

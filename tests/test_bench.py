@@ -166,7 +166,8 @@ def test_a_grid_of_replicas_equals_separate_runs(replica_setup, name):
 
 # ------------------------------------------------------------------ nothing chosen on test draws
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_no_choice_depends_on_the_test_draws():
     """Two report seeds (other test tasks): every baseline's choices are identical, while the
     test curves differ, so the check can fail."""
@@ -234,7 +235,8 @@ TINY_ARGS = ["--draws", "2", "--tasks-per-draw", "2", "--tune-tasks", "2", "--ro
              "--methods", "dgd,gradient_tracking,dgd_heavy_ball,chebyshev_dgd"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
     out = tmp_path / "b"
     assert main(["bench", "pretrained", "--quick", "--dtype", "float64", "--out", str(out), *TINY_ARGS]) == 0
@@ -264,7 +266,8 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
     assert "ratio" in capsys.readouterr().out
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(150)
 def test_a_bench_reuses_an_earlier_benchs_baselines_and_limit(tmp_path, capsys, monkeypatch):
     """--baselines-from: nothing is tuned or run again; the baselines, the centralized optimum
     and the limit are the earlier bench's, and the learned optimizer's limit distances match."""
@@ -301,8 +304,9 @@ def test_bench_refuses_bad_settings_before_writing(tmp_path, capsys):
         assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.equivalence
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(240)
 def test_bench_on_gloo_equals_the_single_process():
     bench = BenchConfig(**{**TINY, "methods": ("dgd", "gt_nesterov", "chebyshev_gt")}).__dict__
     kw = dict(bench=bench, runs=[("pretrained", str(HERE / "default"))], meta_training={"pretrained": {}},
@@ -321,6 +325,7 @@ def test_bench_on_gloo_equals_the_single_process():
 
 # ------------------------------------------------------------------ the demo replays the bench's choices
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_demo_replays_the_validation_choices_of_a_bench(tmp_path, capsys, monkeypatch):
     """A bench on the demo's own test draw, its choices saved, then the demo: the demo tunes

@@ -42,6 +42,8 @@ def test_baselines_quick_writes_a_complete_summary(tmp_path, capsys):
     assert "dgd" in text
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(150)
 def test_demo_shipped_optimizer_tunes_the_fallback_baselines_where_no_choices_ship(tmp_path, capsys):
     """The quick preset's tasks have no shipped baseline choices: the demo tunes the four
     one-hyperparameter baselines on validation tasks and compares them with the shipped optimizer."""
@@ -57,6 +59,8 @@ def test_demo_shipped_optimizer_tunes_the_fallback_baselines_where_no_choices_sh
     assert (out / "pooled_accuracy_vs_communication.png").is_file() and "ratio" in text
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_demo_train_quick_writes_a_complete_summary(tmp_path, capsys):
     out = tmp_path / "demo"
     code, text, _ = run(["demo", "--train", "--quick", "--out", str(out), "--no-progress"], capsys)

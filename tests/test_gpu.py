@@ -12,6 +12,7 @@ from surf_dist.runtime.common import make_worker, transport
 from surf_dist.core.train import build_state, dual_update, primal_step
 
 CUDA = torch.cuda.is_available()
+pytestmark = pytest.mark.slow   # ranks on GPUs, spawned processes
 CFG = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
 
 

@@ -51,6 +51,8 @@ def load_ray_entry():
 # ------------------------------------------------------------------ launch/ray_job.sh
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_job_submit_dry_run():
     words = dry_run("ray_job.sh", CLUSTER="launch/cluster-cloud.yaml", WORKERS="3",
                     ARGS="baselines --quick --out runs/x")
@@ -59,12 +61,16 @@ def test_ray_job_submit_dry_run():
     assert words[4:] == ["--", "--workers", "3", "baselines", "--quick", "--out", "runs/x"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_job_defaults_to_submit_on_the_local_cluster_file():
     words = dry_run("ray_job.sh")
     assert words[:3] == ["ray", "submit", "launch/cluster-local.yaml"]
     assert words[words.index("--") + 1:words.index("--") + 3] == ["--workers", "2"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_job_job_mode_dry_run():
     words = dry_run("ray_job.sh", MODE="job", WORKERS="4", RAY_JOB_ADDRESS="http://10.0.0.1:8265",
                     ARGS="demo --quick --out /tmp/demo")
@@ -80,6 +86,8 @@ def test_ray_job_job_mode_dry_run():
 
 @pytest.mark.parametrize("env, message", [({"MODE": "nope"}, "MODE"), ({"WORKERS": "0"}, "WORKERS"),
                                           ({"WORKERS": "two"}, "WORKERS")])
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_job_rejects_bad_settings(env, message):
     out = subprocess.run(["bash", "launch/ray_job.sh"], cwd=ROOT, text=True, capture_output=True,
                          env={**os.environ, "DRY_RUN": "1", **env}, timeout=30)
@@ -131,6 +139,8 @@ def test_ray_entry_runs_surf_dist_on_the_cluster(monkeypatch):
     assert (args.backend, args.workers) == ("ray", entry.DEFAULT_WORKERS)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_entry_needs_a_command():
     out = subprocess.run([sys.executable, str(LAUNCH / "ray_entry.py"), "--workers", "2"],
                          text=True, capture_output=True, timeout=30)
@@ -140,6 +150,8 @@ def test_ray_entry_needs_a_command():
 # ------------------------------------------------------------------ launch/torchrun.sh
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_torchrun_dry_run():
     words = dry_run("torchrun.sh", NPROC="4", ARGS="demo --out runs/demo")
     assert words[:2] == ["torchrun", "--standalone"]
@@ -296,7 +308,9 @@ def hadolint_binary() -> str | None:
     return found or (str(beside) if beside.is_file() else None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.timeout(60)
 def test_dockerfile_passes_hadolint(path):
     binary = hadolint_binary()
     if binary is None:

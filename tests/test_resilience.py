@@ -181,7 +181,8 @@ def test_resumed_metrics_drop_rows_written_after_the_checkpoint(tmp_path):
     assert [line.split(",")[:2] for line in lines[1:]] == [["0", "0.0"], ["1", "0.1"], ["2", "0.2"], ["3", "9.0"]]
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_local_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, uninterrupted):
     out = tmp_path / "run"
     code, _, _, _ = run_and_kill(out, ["--backend", "local"], victim=lambda pid: pid)
@@ -194,7 +195,8 @@ def test_local_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, uninterru
     assert_runs_equal(out, uninterrupted("local", 1))
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_torch_rank_killed_mid_run_fails_fast_naming_it_then_resumes_exactly(tmp_path, uninterrupted):
     out = tmp_path / "run"
     code, _, stderr, took = run_and_kill(out, ["--backend", "torch", "--workers", "2"],
@@ -225,7 +227,8 @@ def rank_actor_pid(cli_pid: int) -> int | None:
     return None
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_ray_actor_killed_mid_run_restarts_the_group_from_the_checkpoint_exactly(tmp_path, uninterrupted):
     """A rank actor SIGKILLed after the first checkpoint: the driver restarts the group, the
     training resumes from the checkpoint and ends bit for bit where an uninterrupted Ray run ends."""
@@ -274,8 +277,9 @@ def ray_cluster(ray_tmp):
         testbed.remove()
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(240)
 def test_two_node_ray_cluster_one_rank_per_node_matches_local(ray_cluster, tmp_path):
     import testbed
     steps = ["--steps", "3"]
@@ -355,6 +359,7 @@ def ray_daemons(pids) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.timeout(480)
 def test_ray_up_submit_a_training_ray_down_with_the_local_cluster_file(tmp_path, ray_tmp):

@@ -33,7 +33,7 @@ from surf_dist.problem.tasks import block_shift
 from surf_dist.problem.topology import ring, shift_operator, star
 from surf_dist.core.train import train, unroll
 
-pytestmark = pytest.mark.equivalence
+pytestmark = [pytest.mark.equivalence, pytest.mark.slow]   # spawned gloo ranks
 
 CFG = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
 TOL = dict(rtol=1e-9, atol=1e-9)
@@ -289,7 +289,8 @@ def test_torchrun_launcher_dry_run():
                                "baselines", "--quick", "--out", "/tmp/o", "--backend", "torch", "--workers", "3"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_a_real_torchrun_launch_trains_like_the_single_process(tmp_path):
     """launch/torchrun.sh starts 2 ranks with torchrun on loopback; the model and checkpoint
     they write equal a local run's (float64, to 1e-9)."""
@@ -350,12 +351,14 @@ def object_collectives_job(cfg, worker, progress: bool = False) -> dict:
     return {"loads": loads, "bare_bind": len(calls) - loads}
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.slow
+@pytest.mark.timeout(60)
 def test_loading_a_batch_needs_no_object_collective():
     assert run_job(object_collectives_job, CFG, "torch", 2) == {"loads": 0, "bare_bind": 1}
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_with_four_ranks_each_holds_a_quarter_of_the_samples_and_no_dataset(tmp_path):
     """MNIST-format files: each of 4 gloo ranks holds the rows of its own 2 agents of 8 (a
     quarter of the batch's seen and held-out samples), a share of the pooled held-out samples
