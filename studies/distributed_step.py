@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from surf_dist.methods.baselines import run_dgd
 from surf_dist.io.config import preset
+from surf_dist.methods.registry import METHODS
 from surf_dist.runtime import run_job
 from surf_dist.core.train import build_state, dual_update, primal_step
 
@@ -46,7 +46,7 @@ def bench_job(cfg, worker, repeats: int = 5, progress: bool = False) -> dict:
     alpha = torch.full((shards.init_weights.shape[0], 1), 1.0, dtype=worker.dtype)
     rounds = 20
     start = time.perf_counter()
-    for _ in run_dgd(shards.init_weights, shards, comm, alpha, [0, rounds]):
+    for _ in METHODS["dgd"].run(shards.init_weights, shards, comm, {"step": alpha}, rounds):
         pass
     round_s = (time.perf_counter() - start) / rounds
     round_bytes = comm.ledger.physical_bytes / rounds

@@ -22,7 +22,7 @@ client takes E local gradient steps (full batch by default, or ``--batch-size`` 
 surf-dist's ``minibatch_indices``, same positions on both sides) with step ``--lr`` on the
 mean cross-entropy, then the server averages (all weights 1/n: every client has m samples).
 
-- surf-dist: ``run_dfedavgm`` (momentum 0) on the complete graph with S = 1/n everywhere
+- surf-dist: the registry's ``dfedavgm`` (momentum 0) on the complete graph with S = 1/n everywhere
   through the ``LocalCommunicator`` (so the ledger counts the bytes), one process, one torch
   thread.
 - Flower: ``ClientApp`` (numpy, the same closed-form gradient as ``surf_dist.problem.softmax``) +
@@ -181,7 +181,7 @@ def surf_side(args, data_path: str) -> dict:
     import scipy.sparse as sp
     import torch
     torch.set_num_threads(1)
-    from surf_dist.methods.baselines import run_dfedavgm
+    from surf_dist.methods.registry import METHODS
     from surf_dist.commands.jobs import local_worker
     from surf_dist.problem.topology import validate_shift_operator
 
@@ -211,8 +211,8 @@ def surf_side(args, data_path: str) -> dict:
     setup_s = time.perf_counter() - t_setup
 
     stamps = []
-    for _, W in run_dfedavgm(W0, shards, worker.comm, alpha, list(range(args.rounds + 1)), batches,
-                             args.local_steps, momentum=0.0):
+    hyper = {"step": alpha, "momentum": 0.0, "local_steps": args.local_steps}
+    for W, _ in METHODS["dfedavgm"].run(W0, shards, worker.comm, hyper, args.rounds, batches):
         stamps.append(time.perf_counter())
     metrics = {k: float(v[0]) for k, v in worker.metrics(W, shards, shards.task_of_node, 1).items()}
     spread = float((W - W.mean(0)).abs().max())

@@ -38,10 +38,10 @@ from pathlib import Path
 
 import torch
 
-from surf_dist.methods.baselines import run_dgd
 from surf_dist.comm.local import LocalCommunicator
 from surf_dist.io.config import preset, with_overrides
 from surf_dist.core.evaluate import evaluate_unrolled
+from surf_dist.methods.registry import METHODS
 from surf_dist.runtime import run_job
 from surf_dist.runtime.common import make_worker
 from surf_dist.core.train import build_state, dual_update, primal_step
@@ -97,8 +97,8 @@ def check_job(cfg, worker, tasks_per_step=(4,), repeats: int = 5, progress: bool
     shards = worker.load(test_tasks)
     alpha = torch.full((shards.init_weights.shape[0], 1), 1.0, dtype=worker.dtype, device=device)
     rounds = 20
-    out["dgd_round_ms"] = 1e3 * timed(lambda: list(run_dgd(shards.init_weights, shards, worker.comm, alpha,
-                                                           [rounds])), device, 3) / rounds
+    out["dgd_round_ms"] = 1e3 * timed(lambda: [None for _ in METHODS["dgd"].run(
+        shards.init_weights, shards, worker.comm, {"step": alpha}, rounds)], device, 3) / rounds
     out["peak_memory_mb"] = peak_memory_mb(device)
     out["memory_kind"] = "torch max_memory_allocated" if device.type == "cuda" else "process peak RSS"
     return out

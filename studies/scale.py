@@ -17,7 +17,7 @@ it lasts at least ``--min-time`` seconds):
 - ``fwd``: one forward pass over the task without autograd (evaluation), per layer;
 - ``fwd+bwd``: the training forward plus the backward of that preset's Lagrangian
   (descent constraints of every layer + outer loss, as ``train.primal_step``), per layer;
-- ``dgd``: one round of ``baselines.run_dgd`` (full local gradients, step 1.0).
+- ``dgd``: one round of the registry's ``dgd`` (full local gradients, step 1.0).
 
 Time per agent-layer (round) is that time divided by n; ``ratio`` is it over the same family's
 100-agent figure (the target: at most 2). Bytes per agent come from the communicator's ledger
@@ -113,8 +113,8 @@ def rss_mib() -> float:
 def measure(cfg, worker, reps: int = 5, min_time: float = 0.3, dgd_rounds: int = 10,
             backward: bool = True) -> dict:
     """Every number of one cell on this worker (a job: runs on any backend)."""
-    from surf_dist.methods.baselines import run_dgd
     from surf_dist.methods.constraints import descent_values, lagrangian_share, slack_terms
+    from surf_dist.methods.registry import METHODS
     from surf_dist.core.train import new_model
     from surf_dist.problem.softmax import loss_per_agent
 
@@ -175,7 +175,7 @@ def measure(cfg, worker, reps: int = 5, min_time: float = 0.3, dgd_rounds: int =
     alpha = torch.full((N_local, 1), 1.0, dtype=worker.dtype)
 
     def dgd():
-        for _ in run_dgd(shards.init_weights, shards, comm, alpha, [0, dgd_rounds]):
+        for _ in METHODS["dgd"].run(shards.init_weights, shards, comm, {"step": alpha}, dgd_rounds):
             pass
     dgd()
     led = comm.ledger_per_agent()

@@ -1,5 +1,5 @@
 """surf_dist.methods.registry: every registered baseline against an independent dense hand recursion,
-exactness on a problem with a finite optimum, Chebyshev mixing rates, and the old baselines."""
+exactness on a problem with a finite optimum and Chebyshev mixing rates."""
 import functools
 import math
 
@@ -8,7 +8,6 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from surf_dist.methods.baselines import run_dfedavgm, run_dgd, run_gradient_tracking
 from surf_dist.methods.registry import METHODS
 from surf_dist.methods.accelerated import chebyshev_mix, spectral_lambda2
 from surf_dist.problem.softmax import grad_per_agent, loss_per_agent, solve_centralized
@@ -225,25 +224,6 @@ def test_hyperparameters_are_per_node_replicas(problem, bound_comm, ring_shift, 
                             (lambda i: torch.cat([batches(i)] * 2)) if method.stochastic else None))[-1][0]
     assert torch.allclose(joint, torch.cat(separate), atol=1e-13, rtol=0)
     assert not torch.allclose(separate[0], separate[1])            # the steps do matter
-
-
-def test_equal_to_the_existing_baselines(problem):
-    shards, S, comm, lam = problem
-    alpha = column(STEPS)
-    points = tuple(range(7))
-    batches = batches_of(seed=5)
-    pairs = [
-        ("dgd", None, run_dgd(shards.init_weights, shards, comm, alpha, points)),
-        ("dsgd", batches, run_dgd(shards.init_weights, shards, comm, alpha, points, batches)),
-        ("gradient_tracking", None, run_gradient_tracking(shards.init_weights, shards, comm, alpha, points)),
-        ("dfedavgm", batches, run_dfedavgm(shards.init_weights, shards, comm, alpha, points, batches,
-                                           local_steps=4, momentum=0.7)),
-    ]
-    for name, batch_schedule, reference in pairs:
-        reference = dict(reference)
-        hyper = hyper_for(METHODS[name], lam, momenta=[0.7] * N)
-        for r, (W, _) in enumerate(METHODS[name].run(shards.init_weights, shards, comm, hyper, 6, batch_schedule)):
-            assert torch.equal(W, reference[r]), (name, r)
 
 
 @pytest.mark.parametrize("name, setting, reference", [

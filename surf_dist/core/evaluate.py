@@ -14,16 +14,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..methods.baselines import BASELINES, run_dfedavgm, run_dgd, run_gradient_tracking
 from ..io.config import RunConfig
 from .engine import Worker
 from ..methods.learned import UnrolledDGD
+from ..methods.registry import METHODS
 from ..problem.softmax import pooled_accuracy, pooled_loss, solve_centralized
 from ..io.progress import bar as progress_bar
 from ..problem.tasks import materialize
 from .train import unroll
 
 METRICS = ("loss", "accuracy", "local_accuracy")
+BASELINES = ("dgd", "dsgd", "gradient_tracking", "dfedavgm")   # of the bench's registry; the order
+                                                            # numbers their mini-batch streams
 
 
 def evaluate_unrolled(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False) -> dict:
@@ -73,16 +75,17 @@ def run_baseline(name: str, cfg: RunConfig, worker: Worker, tasks, step_sizes, p
     alpha = torch.as_tensor(step_sizes, dtype=worker.dtype)[step_of_node][:, None].to(worker.device)
     stream = BASELINES.index(name) + 1
     batches = lambda r: worker.positions(replicas, [r], cfg.model.batch_size, stream)[0]
-    W0, comm = shards.init_weights, worker.comm
-    if name in ("dgd", "dsgd"):
-        iterates = run_dgd(W0, shards, comm, alpha, points, batches if name == "dsgd" else None)
-    elif name == "gradient_tracking":
-        iterates = run_gradient_tracking(W0, shards, comm, alpha, points)
-    else:
-        iterates = run_dfedavgm(W0, shards, comm, alpha, points, batches, cfg.eval.local_steps, cfg.eval.momentum)
+    method = METHODS[name]
+    hyper = {"step": alpha}
+    if name == "dfedavgm":
+        hyper.update(momentum=cfg.eval.momentum, local_steps=cfg.eval.local_steps)
+    iterates = method.run(shards.init_weights, shards, worker.comm, hyper, points[-1],
+                          batches if method.stochastic else None)
     rounds, table = [], {k: [] for k in METRICS}
     with torch.no_grad():
-        for r, W in iterates:
+        for r, (W, _) in enumerate(iterates):
+            if r not in points:
+                continue
             rounds.append(r)
             for k, v in worker.metrics(W, shards, step_of_node, len(step_sizes), pooled).items():
                 table[k].append(v.numpy())
