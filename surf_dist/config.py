@@ -18,6 +18,7 @@ OBJECTIVES = ("local", "pooled")
 STARTS = ("task", "zero")
 DTYPES = ("float32", "float64")
 ASYNC_MODES = ("zeros", "stale")
+COMBINES = ("cta", "atc")
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,10 @@ class ModelConfig:
     momentum_init: float = 0.5             # initial beta_l
     zero_init: bool = False                # compact net: the learned term starts at zero (untrained = DGD)
     start: str = "task"                    # the first iterate: the task's W_0, or zero (as a baseline may choose)
+    combine: str = "cta"                   # cta: filter W, then subtract the local update (DGD); atc: local update
+                                           # first, then filter the adapted iterate (diffusion: round 1 carries data)
+    correction: bool = False               # atc: + c_l * (the agent's previous local update), with momentum the
+                                           # exact-diffusion / NIDS correction (c = beta = 1, taps (1/2, 1/2))
 
     def __post_init__(self):
         _check_types(self)
@@ -80,6 +85,10 @@ class ModelConfig:
         _positive(self, "num_layers", "num_hops", "batch_size", "hidden", "local_steps")
         _choice(self, "local_net", LOCAL_NETS)
         _choice(self, "start", STARTS)
+        _choice(self, "combine", COMBINES)
+        if self.correction and self.combine != "atc":
+            raise ConfigError("correction", "correction needs combine = atc (the correction is applied before the "
+                                            "graph filter); pass --combine atc or --correction false")
         if self.init_step <= 0:
             raise ConfigError("init_step", f"init_step must be > 0, got {self.init_step}")
 

@@ -121,10 +121,15 @@ class UnrolledDGD(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         L, K = config.num_layers, config.num_hops
         taps = torch.zeros(L, K + 1)
-        taps[:, 1:] = 1.0 / K          # start as an average of the 1..K hop aggregations
+        if config.correction:          # exact diffusion / NIDS mixes with (I + S) / 2
+            taps[:, 0], taps[:, 1:] = 0.5, 0.5 / K
+        else:
+            taps[:, 1:] = 1.0 / K      # start as an average of the 1..K hop aggregations
         self.taps = nn.Parameter(taps)
         if config.momentum:     # a local term (W_(l-1) is the agent's own): no communication
             self.beta = nn.Parameter(torch.full((L,), config.momentum_init))
+        if config.correction:   # c_l times the agent's previous local update: local, no communication
+            self.correction = nn.Parameter(torch.ones(L))
         if config.local_net == "compact":
             self.local_net = CompactLocalNet(L, config.hidden, config.init_step, config.local_steps, gen,
                                              config.tracking, config.zero_init)
@@ -147,6 +152,14 @@ class UnrolledDGD(nn.Module):
         (its own previous iterate: no communication), which can accelerate consensus as it
         accelerates gradient descent.
 
+        With ``config.combine == "atc"`` (adapt then combine) every layer first moves each agent
+        locally, U = W - Psi_l(W, B_l) [+ beta_l (W - W_(l-1))] [+ c_l Psi_(l-1)], and then filters
+        the adapted iterate: W_l = H_l(U; S). The first round's messages already hold a local
+        step on the agent's data (with W_0 = 0 they hold nothing else). With momentum and
+        correction at beta = c = 1 and taps (1/2, 1/2) a layer is exact diffusion / NIDS with the
+        local network's update in place of the gradient step. The local network's disagreement
+        feature is the previous layer's U - S U (zero at the first layer).
+
         With ``config.tracking`` every agent also keeps a gradient tracker
         y_l = (S y)_{l-1} + g_l - g_{l-1} (y_0 = g_0; g_l: its gradient at W_l on B_l), sent with
         W in the first hop's message: the same rounds, twice the bytes on that hop.
@@ -159,6 +172,7 @@ class UnrolledDGD(nn.Module):
         last_sent: list[torch.Tensor | None] = [None] * K
         memory = torch.zeros_like(W0_nd)     # each agent's previous update (local state)
         tracker = mixed_tracker = grad_prev = previous_tracker = None
+        spread = None                        # atc: the previous layer's U - S U
         for layer in range(self.config.num_layers):
             W = Ws[-1]
             active = None if active_ln is None else active_ln[layer]
@@ -171,7 +185,20 @@ class UnrolledDGD(nn.Module):
                     tracker = torch.where(active[:, None], tracker, previous_tracker)
                     grad = torch.where(active[:, None], grad, grad_prev)
                 previous_tracker, grad_prev = tracker, grad
-            hops = [W]
+            atc = self.config.combine == "atc"
+            if atc:
+                disagreement = torch.zeros_like(W) if layer == 0 else spread
+                psi = self.local_net(layer, W, disagreement, X_b, Y_b, memory, tracker, grad)
+                U = W - psi
+                if self.config.momentum and layer:
+                    U = U + self.beta[layer] * (W - Ws[-2])
+                if self.config.correction:
+                    U = U + self.correction[layer] * memory
+                if active is not None:
+                    U = torch.where(active[:, None], U, W)
+                hops = [U]
+            else:
+                hops = [W]
             for k in range(K):
                 message = torch.cat([hops[-1], tracker], dim=1) if tracking and k == 0 else hops[-1]
                 if active is not None:
@@ -184,10 +211,14 @@ class UnrolledDGD(nn.Module):
                 if shifted.shape[1] > d:
                     shifted, mixed_tracker = shifted[:, :d], shifted[:, d:]
                 hops.append(shifted)
-            psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory, tracker, grad)
-            W_next = graph_filter(self.taps[layer], hops) - psi
-            if self.config.momentum and layer:     # W_(-1) = W_0: no term at the first layer
-                W_next = W_next + self.beta[layer] * (W - Ws[-2])
+            if atc:
+                spread = hops[0] - hops[1]
+                W_next = graph_filter(self.taps[layer], hops)
+            else:
+                psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory, tracker, grad)
+                W_next = graph_filter(self.taps[layer], hops) - psi
+                if self.config.momentum and layer:     # W_(-1) = W_0: no term at the first layer
+                    W_next = W_next + self.beta[layer] * (W - Ws[-2])
             if active is not None:
                 W_next = torch.where(active[:, None], W_next, W)
                 psi = torch.where(active[:, None], psi, memory)

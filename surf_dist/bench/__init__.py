@@ -102,7 +102,8 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
             reference["centralized"] = centralized_on_test(worker, test_tasks, bc.pool_cap)
         if worker.comm.rank == 0 and limit_at:
             start = time.perf_counter()
-            reference["limit"] = limit_on_test(worker, test_tasks, limit_at, bc.limit_agents, bc.pool_cap)
+            reference["limit"] = limit_on_test(worker, test_tasks, limit_at, bc.limit_agents, bc.pool_cap,
+                                               val_tasks=val_tasks)
             say(f"information limit at {len(limit_at)} round budgets ({time.perf_counter() - start:.0f} s)")
         if future is not None:
             baselines.update(future.result())
@@ -151,6 +152,11 @@ def add_arguments(parser) -> None:
                         help="take the baselines' test curves, the centralized optimum and the limit from an "
                              "earlier bench's folder (same task settings and protocol) instead of running them: "
                              "only the learned optimizers run (minutes instead of hours)")
+    parser.add_argument("--choices-from", metavar="FILE",
+                        help="replay the baselines' validation choices saved by an earlier bench (its bench.json, "
+                             "or a tuned_baselines.json) on this bench's test draws instead of tuning again: "
+                             "validation tasks do not depend on --report-seed, so a fresh report seed costs only "
+                             "the chosen configurations' test runs")
 
 
 def bench_config(args) -> BenchConfig:
@@ -204,6 +210,41 @@ def reused_results(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
     return raw
 
 
+def saved_choices(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
+    """{baseline: its saved validation choices} of ``--choices-from``, checked to be made for these
+    task settings and mini-batch (ValueError otherwise); None without the flag."""
+    if not getattr(args, "choices_from", None):
+        return None
+    import json
+    path = Path(args.choices_from)
+    if args.baselines_from:
+        raise ValueError("--choices-from and --baselines-from exclude each other: the first reruns the baselines' "
+                         "choices on this bench's test tasks, the second reuses an earlier bench's test curves")
+    try:
+        saved = json.loads(path.read_text())
+        if "methods" in saved:       # a bench.json
+            task, batch = saved["config"]["task"], saved["config"]["model"]["batch_size"]
+            choices = {n: m for n, m in saved["methods"].items() if m.get("kind") == "baseline"}
+        else:                        # a tuned_baselines.json (surf_dist/pretrained)
+            task, batch, choices = saved["task"], saved["batch_size"], saved["baselines"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--choices-from {path}: not a bench.json or tuned_baselines.json written by surf-dist "
+                         f"({type(exc).__name__}); name the bench.json of an earlier 'surf-dist bench'") from None
+    ours = cfg.to_dict()["task"]
+    for key in sorted(set(task) | set(ours)):
+        if task.get(key) != ours.get(key):
+            raise ValueError(f"--choices-from {path}: its choices were made for other tasks ({key} {task.get(key)!r} "
+                             f"there, {ours.get(key)!r} here); pass the same task settings or tune here")
+    if batch != cfg.model.batch_size:
+        raise ValueError(f"--choices-from {path}: its mini-batches hold {batch} samples, here {cfg.model.batch_size}; "
+                         "pass --batch-size to match")
+    missing = [n for n in methods_of(bc) if n not in choices]
+    if missing:
+        raise ValueError(f"--choices-from {path}: has no choices for {', '.join(missing)}; pass --methods with the ones "
+                         f"it has ({','.join(choices)})")
+    return {n: {**choices[n], "tuned": {"best": choices[n]["tuned"]["best"]}} for n in methods_of(bc)}
+
+
 def model_rounds(runs: list[tuple[str, str]]) -> dict[str, int]:
     """{label: communication rounds} of the learned optimizers."""
     from ..jobs import run_config
@@ -215,6 +256,7 @@ def check_arguments(args, cfg: RunConfig) -> None:
     """The bench's settings and models, checked (ValueError) before anything is written."""
     bc = bench_config(args)
     methods_of(bc)
+    saved_choices(args, cfg, bc)
     reused_results(args, cfg, bc)
     for label, rounds in model_rounds(learned_runs(args.models)).items():
         if rounds > bc.rounds:
@@ -246,7 +288,7 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     start = time.perf_counter()
     raw = run_job(bench_job, cfg, args.backend, args.workers, args.device, progress=progress,
                   bench=bc.__dict__, runs=runs, meta_training=meta, skip=skip, limit_at=limit_at,
-                  centralized="centralized" not in earlier)
+                  centralized="centralized" not in earlier, choices=saved_choices(args, cfg, bc))
     if raw is None or not is_coordinator():
         return 0
     raw["baselines"] = {n: (earlier["baselines"][n] if n in skip else raw["baselines"][n]) for n in methods_of(bc)}
@@ -263,6 +305,8 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     report["command"] = "surf-dist " + " ".join(sys.argv[1:])
     if skip:
         report["baselines_from"] = str(args.baselines_from)
+    if getattr(args, "choices_from", None):
+        report["baselines_from"] = f"validation choices of {args.choices_from}"
     written = write_bench(out, report)
     print(table(report))
     print(f"\nwall time {report['wall_seconds']:.0f} s; wrote " + ", ".join(p.name for p in written))
