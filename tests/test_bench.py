@@ -314,7 +314,6 @@ def test_a_bench_replays_saved_validation_choices_on_a_fresh_report_seed(tmp_pat
     assert b["baselines_from"] == f"validation choices of {saved}"
     capsys.readouterr()
     for extra, message in ((["--agents", "6"], "its choices were made for other tasks (num_agents 8 there, 6 here)"),
-                           (["--methods", "dgd,nids"], "has no choices for nids"),
                            (["--baselines-from", str(first)], "exclude each other")):
         assert main(["bench", "--out", str(tmp_path / "x"), "--choices-from", saved, *args[:3], *extra]) == 2
         err = capsys.readouterr().err
@@ -416,3 +415,23 @@ def test_the_limits_regularisation_is_chosen_on_validation_tasks_only(monkeypatc
     got_b = limit.limit_on_test(worker, tests_b, rounds, 2, 64, val_tasks=val)
     assert got_a["l2"] == got_b["l2"] == chosen
     assert seen[n_val] is tests_a[0] and all(any(t is v for v in val) for t in seen[:n_val])    # the test task only after the choice
+
+
+def test_saved_choices_of_a_changed_method_are_not_replayed(tmp_path):
+    """A saved choice is replayed only for the update it was made for: a method whose documented
+    formula changed since (here dgd) is tuned again; other task settings are refused."""
+    from types import SimpleNamespace
+
+    from surf_dist.bench import saved_choices
+    cfg = QUICK64
+    segments = {"best": {"accuracy": [{"from_round": 0, "to_round": 24, "config": {"start": "zero", "step": 1.0}}]}}
+    saved = {"config": {"task": cfg.to_dict()["task"], "model": {"batch_size": cfg.model.batch_size}},
+             "methods": {"dgd": {"kind": "baseline", "doc": "an older dgd", "tuned": segments},
+                         "nids": {"kind": "baseline", "doc": METHODS["nids"].doc, "tuned": segments}}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(saved))
+    args = SimpleNamespace(choices_from=str(path), baselines_from=None)
+    got = saved_choices(args, cfg, BenchConfig(methods=("dgd", "nids")))
+    assert list(got) == ["nids"] and got["nids"]["tuned"] == {"best": segments["best"]}
+    with pytest.raises(ValueError, match="made for other tasks"):
+        saved_choices(args, with_overrides(cfg, {"task": {"num_agents": 6}}), BenchConfig(methods=("nids",)))

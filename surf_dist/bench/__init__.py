@@ -238,11 +238,9 @@ def saved_choices(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
     if batch != cfg.model.batch_size:
         raise ValueError(f"--choices-from {path}: its mini-batches hold {batch} samples, here {cfg.model.batch_size}; "
                          "pass --batch-size to match")
-    missing = [n for n in methods_of(bc) if n not in choices]
-    if missing:
-        raise ValueError(f"--choices-from {path}: has no choices for {', '.join(missing)}; pass --methods with the ones "
-                         f"it has ({','.join(choices)})")
-    return {n: {**choices[n], "tuned": {"best": choices[n]["tuned"]["best"]}} for n in methods_of(bc)}
+    # a method whose update changed since (its documented formula differs) is tuned again here
+    usable = {n: c for n, c in choices.items() if n in METHODS and c.get("doc", METHODS[n].doc) == METHODS[n].doc}
+    return {n: {**usable[n], "tuned": {"best": usable[n]["tuned"]["best"]}} for n in methods_of(bc) if n in usable}
 
 
 def model_rounds(runs: list[tuple[str, str]]) -> dict[str, int]:
@@ -285,10 +283,15 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     if skip:
         _say(f"baselines {', '.join(skip)}, the centralized optimum{'' if limit_at else ' and the limit'} from "
              f"{args.baselines_from}")
+    choices = saved_choices(args, cfg, bc)
+    if choices is not None:
+        fresh = [n for n in methods_of(bc) if n not in choices]
+        _say(f"validation choices of {args.choices_from} replayed for {', '.join(choices) or 'no baseline'}"
+             + (f"; tuning {', '.join(fresh)} here (no saved choices for their current update)" if fresh else ""))
     start = time.perf_counter()
     raw = run_job(bench_job, cfg, args.backend, args.workers, args.device, progress=progress,
                   bench=bc.__dict__, runs=runs, meta_training=meta, skip=skip, limit_at=limit_at,
-                  centralized="centralized" not in earlier, choices=saved_choices(args, cfg, bc))
+                  centralized="centralized" not in earlier, choices=choices)
     if raw is None or not is_coordinator():
         return 0
     raw["baselines"] = {n: (earlier["baselines"][n] if n in skip else raw["baselines"][n]) for n in methods_of(bc)}
