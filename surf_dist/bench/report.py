@@ -165,6 +165,13 @@ def table(report: dict) -> str:
     budgets = sorted({report["methods"][n]["curves"][0]["rounds"][-1] for n in learned}) or [20]
     lines = [f"pooled accuracy / local accuracy / held-out loss, mean over {len(report['draws'])} draws "
              f"of {len(report['draws'][0]['test_task_indices'])} test tasks"]
+    task = (report.get("config") or {}).get("task")
+    if task:
+        held = task["samples_held"] * task["num_agents"]
+        lines.append(f"held-out samples per test task: {held} (pooled accuracy scored on "
+                     f"{min(held, report['protocol']['pool_cap'])} of them; local accuracy on each agent's "
+                     f"{task['samples_held']}); a difference of one sample is "
+                     f"{100 / min(held, report['protocol']['pool_cap']):.2f} pts of pooled accuracy per task")
     header = f"{'method':<22}" + "".join(f"{'@' + str(b) + ' rounds':>24}" for b in budgets) + f"{'@' + str(report['protocol']['rounds']):>24}"
     lines.append(header)
     for name, entry in report["methods"].items():
