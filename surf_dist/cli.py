@@ -73,6 +73,8 @@ OVERRIDES = {  # flag -> (section, field, type, help)
                 "(diffusion; the first round already carries each agent's data)"),
     "correction": ("model", "correction", boolean, "atc only: true adds a learned c_l times the previous local update "
                    "before the filter; with --momentum true the network starts as exact diffusion / NIDS"),
+    "warmup_steps": ("model", "warmup_steps", int, "compact net: plain local gradient steps with learned sizes before "
+                     "the first layer (no messages; counted as gradient evaluations); may be added when fine-tuning"),
     "local_steps": ("model", "local_steps", int, "compact net: local sub-steps per layer (no communication)"),
     "steps": ("train", "steps", int, "meta-training steps"),
     "lr": ("train", "lr", float, "Adam learning rate of the meta-parameters"),

@@ -76,6 +76,9 @@ class ModelConfig:
     start: str = "task"                    # the first iterate: the task's W_0, or zero (as a baseline may choose)
     combine: str = "cta"                   # cta: filter W, then subtract the local update (DGD); atc: local update
                                            # first, then filter the adapted iterate (diffusion: round 1 carries data)
+    warmup_steps: int = 0                  # compact net: plain local gradient steps (learned sizes) before the first
+                                           # layer's update, on the layers' mini-batches in turn: round 1 sends a
+                                           # locally trained model (the local-step baselines' first move)
     correction: bool = False               # atc: + c_l * (the agent's previous local update), with momentum the
                                            # exact-diffusion / NIDS correction (c = beta = 1, taps (1/2, 1/2))
 
@@ -86,6 +89,10 @@ class ModelConfig:
         _choice(self, "local_net", LOCAL_NETS)
         _choice(self, "start", STARTS)
         _choice(self, "combine", COMBINES)
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps", f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_steps and self.local_net != "compact":
+            raise ConfigError("warmup_steps", "warmup_steps needs the compact local network")
         if self.correction and self.combine != "atc":
             raise ConfigError("correction", "correction needs combine = atc (the correction is applied before the "
                                             "graph filter); pass --combine atc or --correction false")

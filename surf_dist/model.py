@@ -130,6 +130,8 @@ class UnrolledDGD(nn.Module):
             self.beta = nn.Parameter(torch.full((L,), config.momentum_init))
         if config.correction:   # c_l times the agent's previous local update: local, no communication
             self.correction = nn.Parameter(torch.ones(L))
+        if config.warmup_steps:  # learned sizes of the plain local steps before the first layer
+            self.log_warmup = nn.Parameter(torch.full((config.warmup_steps,), math.log(config.init_step)))
         if config.local_net == "compact":
             self.local_net = CompactLocalNet(L, config.hidden, config.init_step, config.local_steps, gen,
                                              config.tracking, config.zero_init)
@@ -175,6 +177,8 @@ class UnrolledDGD(nn.Module):
         spread = None                        # atc: the previous layer's U - S U
         for layer in range(self.config.num_layers):
             W = Ws[-1]
+            if layer == 0 and self.config.warmup_steps:
+                W = self.warm_up(W, shards, positions_lnb, active_ln)
             active = None if active_ln is None else active_ln[layer]
             X_b, Y_b = shards.minibatch(positions_lnb[layer])
             grad = None
@@ -225,3 +229,17 @@ class UnrolledDGD(nn.Module):
             memory = psi
             Ws.append(W_next)
         return Ws
+
+    def warm_up(self, W_nd: torch.Tensor, shards: Shards, positions_lnb: torch.Tensor,
+                active_ln: torch.Tensor | None) -> torch.Tensor:
+        """``warmup_steps`` plain local gradient steps, W <- W - exp(log_warmup[e]) grad f_i(W; B),
+        B the mini-batch of layer e mod L (each agent's own samples; no communication). An agent
+        asleep at the first layer does not move."""
+        start = W_nd
+        L = positions_lnb.shape[0]
+        for e in range(self.config.warmup_steps):
+            X_b, Y_b = shards.minibatch(positions_lnb[e % L])
+            W_nd = W_nd - self.log_warmup[e].exp() * grad_per_agent(W_nd, X_b, Y_b)
+        if active_ln is not None:
+            W_nd = torch.where(active_ln[0][:, None], W_nd, start)
+        return W_nd

@@ -547,3 +547,23 @@ def test_atc_correction_reaches_the_exact_optimum_where_diffusion_stalls(setup):
         finals[correction] = (float(spread), float(mean_grad))
     assert finals[True][0] < 1e-6 and finals[True][1] < 1e-6
     assert finals[False][0] > 1e-3
+
+
+def test_warm_up_steps_by_hand_before_the_first_layer(setup):
+    """warmup_steps = 3: W <- W - exp(log_warmup[e]) grad f_i(W; B_(e mod L)) three times, then
+    the first layer as usual (here atc with Psi = alpha grad and taps [0, 1])."""
+    shards, S, comm = setup
+    alpha, sizes = 0.3, [0.5, 0.2, 0.1]
+    cfg = ModelConfig(num_layers=2, num_hops=1, batch_size=BATCH, hidden=4, combine="atc", warmup_steps=3)
+    model = UnrolledDGD(cfg, P + 1, C).double()
+    dgd_local_net(model, alpha)
+    set_taps(model, [[0.0, 1.0]] * 2)
+    model.log_warmup.data.copy_(torch.tensor(sizes, dtype=torch.float64).log())
+    pos = positions(2)
+    Ws = model(shards.init_weights, shards, pos, comm)
+    W = shards.init_weights
+    for e, size in enumerate(sizes):
+        X, Y = shards.minibatch(pos[e % 2])
+        W = W - size * grad_per_agent(W, X, Y)
+    X, Y = shards.minibatch(pos[0])
+    assert torch.allclose(Ws[1], S @ (W - alpha * grad_per_agent(W, X, Y)), atol=1e-12)
