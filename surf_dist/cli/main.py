@@ -66,6 +66,13 @@ OVERRIDES = {  # flag -> (section, field, type, help)
                  "true: a learned heavy-ball term beta_l (W_l - W_(l-1)) in every layer (local, no messages)"),
     "start": ("model", "start", str, "the unrolled network's first iterate: task (the task's W_0) or zero "
               "(W_0 = 0, a start the baselines may also choose)"),
+    "combine": ("model", "combine", str, "cta: filter the iterate, then subtract the local update (unrolled DGD); "
+                "atc: adapt then combine: the local update first, then the graph filter on the adapted iterate "
+                "(diffusion; the first round already carries each agent's data)"),
+    "correction": ("model", "correction", boolean, "atc only: true adds a learned c_l times the previous local update "
+                   "before the filter; with --momentum true the network starts as exact diffusion / NIDS"),
+    "warmup_steps": ("model", "warmup_steps", int, "compact net: plain local gradient steps with learned sizes before "
+                     "the first layer (no messages; counted as gradient evaluations); may be added when fine-tuning"),
     "local_steps": ("model", "local_steps", int, "compact net: local sub-steps per layer (no communication)"),
     "steps": ("train", "steps", int, "meta-training steps"),
     "lr": ("train", "lr", float, "Adam learning rate of the meta-parameters"),

@@ -61,6 +61,11 @@ def build_state(cfg: RunConfig, worker: Worker, run_dir: Path | None = None) -> 
     return TrainState(model, optimizer, duals, coordinator, best_model=copy.deepcopy(model.state_dict()))
 
 
+# Parameters a fine-tuning run may add to a trained network (they start at their initial values:
+# warm-up steps of init_step before the first layer).
+ADDED_ON_FINE_TUNING = ("log_warmup",)
+
+
 def warm_start(model: UnrolledDGD, run_dir: str | Path, files=None) -> None:
     """Start from the weights of the model trained in ``run_dir`` (fine-tuning a trained
     optimizer on other tasks; the compact network's weights do not depend on d or n);
@@ -69,11 +74,12 @@ def warm_start(model: UnrolledDGD, run_dir: str | Path, files=None) -> None:
     saved, saved_cfg = load_model_file(run_dir / "model.pt", files)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(getattr(v, "shape", ())) for k, v in saved["model"].items()}
-    if ours != theirs:
+    added = {k: v for k, v in ours.items() if k not in theirs and k in ADDED_ON_FINE_TUNING}
+    if {k: v for k, v in ours.items() if k not in added} != theirs:
         raise ValueError(f"init_from {run_dir}: its network does not fit this one (trained with model "
                          f"settings {saved_cfg.model}; this run's are {model.config})")
-    check_state_dict(saved["model"], ours, run_dir / "model.pt")
-    model.load_state_dict(saved["model"])
+    check_state_dict(saved["model"], theirs, run_dir / "model.pt")
+    model.load_state_dict({**model.state_dict(), **saved["model"]})     # an added part keeps its initial value
 
 
 def unroll(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False):

@@ -18,6 +18,7 @@ OBJECTIVES = ("local", "pooled")
 STARTS = ("task", "zero")
 DTYPES = ("float32", "float64")
 ASYNC_MODES = ("zeros", "stale")
+COMBINES = ("cta", "atc")
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,13 @@ class ModelConfig:
     momentum_init: float = 0.5             # initial beta_l
     zero_init: bool = False                # compact net: the learned term starts at zero (untrained = DGD)
     start: str = "task"                    # the first iterate: the task's W_0, or zero (as a baseline may choose)
+    combine: str = "cta"                   # cta: filter W, then subtract the local update (DGD); atc: local update
+                                           # first, then filter the adapted iterate (diffusion: round 1 carries data)
+    warmup_steps: int = 0                  # compact net: plain local gradient steps (learned sizes) before the first
+                                           # layer's update, on the layers' mini-batches in turn: round 1 sends a
+                                           # locally trained model (the local-step baselines' first move)
+    correction: bool = False               # atc: + c_l * (the agent's previous local update), with momentum the
+                                           # exact-diffusion / NIDS correction (c = beta = 1, taps (1/2, 1/2))
 
     def __post_init__(self):
         _check_types(self)
@@ -80,6 +88,14 @@ class ModelConfig:
         _positive(self, "num_layers", "num_hops", "batch_size", "hidden", "local_steps")
         _choice(self, "local_net", LOCAL_NETS)
         _choice(self, "start", STARTS)
+        _choice(self, "combine", COMBINES)
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps", f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_steps and self.local_net != "compact":
+            raise ConfigError("warmup_steps", "warmup_steps needs the compact local network")
+        if self.correction and self.combine != "atc":
+            raise ConfigError("correction", "correction needs combine = atc (the correction is applied before the "
+                                            "graph filter); pass --combine atc or --correction false")
         if self.init_step <= 0:
             raise ConfigError("init_step", f"init_step must be > 0, got {self.init_step}")
 
@@ -332,6 +348,12 @@ PRESETS: dict[str, RunConfig] = {
     "large": RunConfig(task=TaskConfig(dataset="synthetic64", samples_seen=30, samples_held=10),
                        model=ModelConfig(num_layers=20, num_hops=1, local_steps=4, start="zero"),
                        train=TrainConfig(steps=450, eps=0.02, lr_floor=0.1, objective="pooled", anytime=True)),
+    # The default's network and training on MNIST-1D (random conv features, d = 650 as on the
+    # digits): 20,000 procedurally generated signals, 30 held-out samples per agent (3,000 a task).
+    "mnist1d": RunConfig(task=TaskConfig(dataset="mnist1d", samples_seen=12, samples_held=30, held_fraction=0.6),
+                         model=ModelConfig(num_layers=20, num_hops=1, local_steps=4, start="zero", combine="atc",
+                                           momentum=True, momentum_init=1.0, correction=True, zero_init=True),
+                         train=TrainConfig(steps=300, eps=0.02, lr_floor=0.1, objective="pooled", anytime=True)),
     # A small version for tests and smoke runs: seconds on 2 cores.
     "quick": RunConfig(
         task=TaskConfig(num_agents=8, topology="ring", samples_seen=8, samples_held=4),

@@ -5,13 +5,20 @@ Legend: N: nodes, d: params per agent, S: the shift (one ``shift`` call = one ro
 of S (N, 1), T_K: the Chebyshev polynomial of the first kind, g(x): each agent's local gradient.
 
   dgd_heavy_ball  w_{k+1} = S w_k - a g(w_k) + b (w_k - w_{k-1})
-  dgd_nesterov    v_k = w_k + b (w_k - w_{k-1});  w_{k+1} = S v_k - a g(v_k)
+  dgd_nesterov    v_k = w_k + b (w_k - w_{k-1});  w_{k+1} = S~ v_k - a g(v_k),  S~ = (I + S) / 2
   gt_heavy_ball   x_{k+1} = S x_k - a y_k + b (x_k - x_{k-1});  y_{k+1} = S y_k + g(x_{k+1}) - g(x_k)
-  gt_nesterov     v_k = x_k + b (x_k - x_{k-1});  x_{k+1} = S v_k - a y_k;
+  gt_nesterov     v_k = x_k + b (x_k - x_{k-1});  x_{k+1} = S~ v_k - a y_k;
                   y_{k+1} = S y_k + g(v_{k+1}) - g(v_k),  y_0 = g(v_0), v_0 = x_0
   chebyshev_dgd   w_{k+1} = P_K(S) (w_k - a g(w_k))
   chebyshev_gt    x_{k+1} = P_K(S) (x_k - a y_k);  y_{k+1} = P_K(S) y_k + g(x_{k+1}) - g(x_k)
   with  P_K(S) = T_K(S / lambda) / T_K(1 / lambda),  w_{-1} = w_0,  x_{-1} = x_0.
+
+The Nesterov forms mix the extrapolated point through the lazy S~ = (I + S) / 2 (one round, the
+same message as S): on a consensus mode of S with eigenvalue lambda the iteration is
+z^2 - mu (1 + b) z + mu b = 0 with mu = (1 + lambda) / 2. With S itself (mu = lambda) a negative
+lambda below about -1 / (1 + 2 b) puts a root outside the unit circle and the method diverges
+(the degree-3 circulant of the digits tasks has lambda_min = -0.499); with S~, mu lies in [0, 1]
+for every doubly stochastic S, where both roots lie inside the unit circle for any b in [0, 1).
 
 Each ``*_rounds`` function is an endless generator over communication rounds: it calls
 ``shift`` once per step and then yields the model after that round (a K-round Chebyshev
@@ -96,7 +103,7 @@ def dgd_nesterov_rounds(w: torch.Tensor, grad: Grad, shift: Shift, hyper: dict) 
     w_prev = w
     while True:
         v = w + b * (w - w_prev)
-        w_prev, w = w, shift(v) - a * grad(v)
+        w_prev, w = w, 0.5 * (v + shift(v)) - a * grad(v)
         yield w
 
 
@@ -118,7 +125,7 @@ def gt_nesterov_rounds(x: torch.Tensor, grad: Grad, shift: Shift, hyper: dict) -
     y = g
     while True:
         Sv, Sy = shift(torch.cat([v, y], 1)).chunk(2, dim=1)
-        x_new = Sv - a * y
+        x_new = 0.5 * (v + Sv) - a * y
         v = x_new + b * (x_new - x)
         g_new = grad(v)
         x, y, g = x_new, Sy + g_new - g, g_new

@@ -121,10 +121,17 @@ class UnrolledDGD(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         L, K = config.num_layers, config.num_hops
         taps = torch.zeros(L, K + 1)
-        taps[:, 1:] = 1.0 / K          # start as an average of the 1..K hop aggregations
+        if config.correction:          # exact diffusion / NIDS mixes with (I + S) / 2
+            taps[:, 0], taps[:, 1:] = 0.5, 0.5 / K
+        else:
+            taps[:, 1:] = 1.0 / K      # start as an average of the 1..K hop aggregations
         self.taps = nn.Parameter(taps)
         if config.momentum:     # a local term (W_(l-1) is the agent's own): no communication
             self.beta = nn.Parameter(torch.full((L,), config.momentum_init))
+        if config.correction:   # c_l times the agent's previous local update: local, no communication
+            self.correction = nn.Parameter(torch.ones(L))
+        if config.warmup_steps:  # learned sizes of the plain local steps before the first layer
+            self.log_warmup = nn.Parameter(torch.full((config.warmup_steps,), math.log(config.init_step)))
         if config.local_net == "compact":
             self.local_net = CompactLocalNet(L, config.hidden, config.init_step, config.local_steps, gen,
                                              config.tracking, config.zero_init)
@@ -147,6 +154,14 @@ class UnrolledDGD(nn.Module):
         (its own previous iterate: no communication), which can accelerate consensus as it
         accelerates gradient descent.
 
+        With ``config.combine == "atc"`` (adapt then combine) every layer first moves each agent
+        locally, U = W - Psi_l(W, B_l) [+ beta_l (W - W_(l-1))] [+ c_l Psi_(l-1)], and then filters
+        the adapted iterate: W_l = H_l(U; S). The first round's messages already hold a local
+        step on the agent's data (with W_0 = 0 they hold nothing else). With momentum and
+        correction at beta = c = 1 and taps (1/2, 1/2) a layer is exact diffusion / NIDS with the
+        local network's update in place of the gradient step. The local network's disagreement
+        feature is the previous layer's U - S U (zero at the first layer).
+
         With ``config.tracking`` every agent also keeps a gradient tracker
         y_l = (S y)_{l-1} + g_l - g_{l-1} (y_0 = g_0; g_l: its gradient at W_l on B_l), sent with
         W in the first hop's message: the same rounds, twice the bytes on that hop.
@@ -159,8 +174,11 @@ class UnrolledDGD(nn.Module):
         last_sent: list[torch.Tensor | None] = [None] * K
         memory = torch.zeros_like(W0_nd)     # each agent's previous update (local state)
         tracker = mixed_tracker = grad_prev = previous_tracker = None
+        spread = None                        # atc: the previous layer's U - S U
         for layer in range(self.config.num_layers):
             W = Ws[-1]
+            if layer == 0 and self.config.warmup_steps:
+                W = self.warm_up(W, shards, positions_lnb, active_ln)
             active = None if active_ln is None else active_ln[layer]
             X_b, Y_b = shards.minibatch(positions_lnb[layer])
             grad = None
@@ -171,7 +189,20 @@ class UnrolledDGD(nn.Module):
                     tracker = torch.where(active[:, None], tracker, previous_tracker)
                     grad = torch.where(active[:, None], grad, grad_prev)
                 previous_tracker, grad_prev = tracker, grad
-            hops = [W]
+            atc = self.config.combine == "atc"
+            if atc:
+                disagreement = torch.zeros_like(W) if layer == 0 else spread
+                psi = self.local_net(layer, W, disagreement, X_b, Y_b, memory, tracker, grad)
+                U = W - psi
+                if self.config.momentum and layer:
+                    U = U + self.beta[layer] * (W - Ws[-2])
+                if self.config.correction:
+                    U = U + self.correction[layer] * memory
+                if active is not None:
+                    U = torch.where(active[:, None], U, W)
+                hops = [U]
+            else:
+                hops = [W]
             for k in range(K):
                 message = torch.cat([hops[-1], tracker], dim=1) if tracking and k == 0 else hops[-1]
                 if active is not None:
@@ -184,13 +215,31 @@ class UnrolledDGD(nn.Module):
                 if shifted.shape[1] > d:
                     shifted, mixed_tracker = shifted[:, :d], shifted[:, d:]
                 hops.append(shifted)
-            psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory, tracker, grad)
-            W_next = graph_filter(self.taps[layer], hops) - psi
-            if self.config.momentum and layer:     # W_(-1) = W_0: no term at the first layer
-                W_next = W_next + self.beta[layer] * (W - Ws[-2])
+            if atc:
+                spread = hops[0] - hops[1]
+                W_next = graph_filter(self.taps[layer], hops)
+            else:
+                psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory, tracker, grad)
+                W_next = graph_filter(self.taps[layer], hops) - psi
+                if self.config.momentum and layer:     # W_(-1) = W_0: no term at the first layer
+                    W_next = W_next + self.beta[layer] * (W - Ws[-2])
             if active is not None:
                 W_next = torch.where(active[:, None], W_next, W)
                 psi = torch.where(active[:, None], psi, memory)
             memory = psi
             Ws.append(W_next)
         return Ws
+
+    def warm_up(self, W_nd: torch.Tensor, shards: Shards, positions_lnb: torch.Tensor,
+                active_ln: torch.Tensor | None) -> torch.Tensor:
+        """``warmup_steps`` plain local gradient steps, W <- W - exp(log_warmup[e]) grad f_i(W; B),
+        B the mini-batch of layer e mod L (each agent's own samples; no communication). An agent
+        asleep at the first layer does not move."""
+        start = W_nd
+        L = positions_lnb.shape[0]
+        for e in range(self.config.warmup_steps):
+            X_b, Y_b = shards.minibatch(positions_lnb[e % L])
+            W_nd = W_nd - self.log_warmup[e].exp() * grad_per_agent(W_nd, X_b, Y_b)
+        if active_ln is not None:
+            W_nd = torch.where(active_ln[0][:, None], W_nd, start)
+        return W_nd

@@ -15,7 +15,7 @@ local data, or a mini-batch for the stochastic methods), x_{-1} = x_0.
   nids               x_1 = x_0 - a g(x_0)  (no round);
                      x_{k+2} = S~ (2 x_{k+1} - x_k - a g(x_{k+1}) + a g(x_k))     1  d
   dgd_heavy_ball     w_{k+1} = S w_k - a g(w_k) + b (w_k - w_{k-1})                 1  d
-  dgd_nesterov       v_k = w_k + b (w_k - w_{k-1});  w_{k+1} = S v_k - a g(v_k)     1  d
+  dgd_nesterov       v_k = w_k + b (w_k - w_{k-1});  w_{k+1} = S~ v_k - a g(v_k)    1  d
   gt_heavy_ball      gradient tracking plus b (x_k - x_{k-1}) in the x update       1  2d (x, y)
   gt_nesterov        gradient tracking mixing v_k = x_k + b (x_k - x_{k-1})
                      and tracking g(v)                                             1  2d (v, y)
@@ -217,11 +217,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _method("dgd_heavy_ball", dgd_heavy_ball_rounds, ("step", "momentum"),
             "w+ = S w - a g(w) + b (w - w_prev); sends w (d)"),
     _method("dgd_nesterov", dgd_nesterov_rounds, ("step", "momentum"),
-            "v = w + b (w - w_prev), w+ = S v - a g(v); sends v (d)"),
+            "v = w + b (w - w_prev), w+ = S~ v - a g(v), S~ = (I + S) / 2; sends v (d)"),
     _method("gt_heavy_ball", gt_heavy_ball_rounds, ("step", "momentum"),
             "x+ = S x - a y + b (x - x_prev), y+ = S y + g(x+) - g(x); sends x and y (2d)"),
     _method("gt_nesterov", gt_nesterov_rounds, ("step", "momentum"),
-            "v = x + b (x - x_prev), x+ = S v - a y, y+ = S y + g(v+) - g(v); sends v and y (2d)"),
+            "v = x + b (x - x_prev), x+ = S~ v - a y, y+ = S y + g(v+) - g(v); sends v and y (2d)"),
     _method("chebyshev_dgd", chebyshev_dgd_rounds, ("step",),
             "w <- P_K(S) (w - a g(w)); K rounds, each sends d",
             {"gossip_rounds": GOSSIP_ROUNDS}, needs_spectrum=True),

@@ -18,6 +18,12 @@ Sources
   classes (class means ~N(0, 0.35^2 I), unit noise: overlapping classes), so that tasks with
   many samples per agent draw from pools far larger than any task (``surf-dist bench
   --preset large``); 64 features keep d = 650, as on the digits.
+* ``mnist1d``: MNIST-1D (the ``mnist1d`` package, Apache-2.0), 20,000 signals of 40 points in 10
+  classes generated procedurally on the spot (``make_dataset``; its download path is never
+  called), seed 42. A linear softmax on the raw signal reaches only ~0.34, so every signal goes
+  through a fixed feature map fitted on no data at all: 64 random filters of width 9
+  (seeded), ReLU, max over positions (shift-robust), then z-scored. 64 features keep d = 650,
+  as on the digits. Needs ``pip install mnist1d`` (the ``mnist1d`` extra).
 * ``cifar10``: the *binary* version (``data_batch_{1..5}.bin``,
   ``test_batch.bin``) in a local folder or its ``cifar-10-batches-bin``
   subfolder; each record is 1 label byte + 3072 pixel bytes (1024 red, 1024
@@ -46,7 +52,8 @@ from .data_files import (CIFAR10_NUM_CLASSES, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
                          map_cifar10_batch, map_idx, parse_idx)
 from .pixel_rows import PixelRows
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "wine", "breast_cancer", "iris", "synthetic512", "synthetic64")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "wine", "breast_cancer", "iris", "synthetic512", "synthetic64",
+            "mnist1d")
 
 SKLEARN_DATASETS = ("digits", "wine", "breast_cancer", "iris")
 MNIST_FILES = (
@@ -194,6 +201,35 @@ def gaussian_mixture(num_samples: int, num_features: int, num_classes: int,
     return means[labels] + rng.normal(size=(num_samples, num_features)), labels, num_classes
 
 
+MNIST1D_SAMPLES, MNIST1D_FILTERS, MNIST1D_WIDTH = 20_000, 64, 9
+
+
+def random_conv_features(signals: np.ndarray, num_filters: int = MNIST1D_FILTERS, width: int = MNIST1D_WIDTH,
+                         seed: int = SUBSAMPLE_SEED) -> np.ndarray:
+    """(n, length) signals -> (n, num_filters): max over positions of ReLU(window . filter),
+    filters ~N(0, I / width) drawn once from ``seed`` (fitted on nothing: no split can leak)."""
+    filters = np.random.default_rng(seed).normal(size=(num_filters, width)) / np.sqrt(width)
+    windows = np.lib.stride_tricks.sliding_window_view(np.asarray(signals, dtype=np.float64), width, axis=1)
+    out = np.empty((len(signals), num_filters))
+    for i in range(0, len(signals), 4096):          # bounded memory: (4096, positions, filters) at a time
+        out[i:i + 4096] = np.maximum(windows[i:i + 4096] @ filters.T, 0.0).max(axis=1)
+    return out
+
+
+def _load_mnist1d(num_samples: int = MNIST1D_SAMPLES) -> tuple[np.ndarray, np.ndarray, int]:
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise ValueError("dataset 'mnist1d' needs the mnist1d package: pip install mnist1d "
+                         "(or pip install 'surf-dist[mnist1d]')") from None
+    args = get_dataset_args()
+    args.num_samples, args.seed = num_samples, 42
+    data = make_dataset(args)          # generated here; nothing is downloaded
+    signals = np.concatenate([data["x"], data["x_test"]])
+    labels = np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
+    return random_conv_features(signals), labels, 10
+
+
 def standardise(features: np.ndarray) -> np.ndarray:
     """Z-score ``(n, d)`` features per column -> float64 ``(n, d)``; constant columns become 0."""
     features = np.asarray(features, dtype=np.float64)
@@ -251,6 +287,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: 
     elif canonical == "synthetic64":
         raw_features, raw_labels, num_classes = gaussian_mixture(200_000, 64, 10, mean_std=0.35)
         is_pixels = False
+    elif canonical == "mnist1d":
+        raw_features, raw_labels, num_classes = _load_mnist1d()
+        is_pixels = False
     elif canonical == "cifar10":
         raw_features, raw_labels = _load_cifar10(root)
         num_classes, is_pixels = CIFAR10_NUM_CLASSES, True
@@ -272,7 +311,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: 
 # and the "does this model fit that dataset" checks run before anything is loaded.
 SHAPES = {"digits": (64, 10, 1797), "wine": (13, 3, 178), "breast_cancer": (30, 2, 569), "iris": (4, 3, 150),
           "mnist": (784, 10, 70000), "fashion_mnist": (784, 10, 70000), "cifar10": (3072, 10, 60000),
-          "synthetic512": (512, 10, 6000), "synthetic64": (64, 10, 200_000)}
+          "synthetic512": (512, 10, 6000), "synthetic64": (64, 10, 200_000),
+          "mnist1d": (MNIST1D_FILTERS, 10, MNIST1D_SAMPLES)}
 
 
 def canonical_name(name) -> str:

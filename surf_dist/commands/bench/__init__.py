@@ -102,7 +102,8 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
             reference["centralized"] = centralized_on_test(worker, test_tasks, bc.pool_cap)
         if worker.comm.rank == 0 and limit_at:
             start = time.perf_counter()
-            reference["limit"] = limit_on_test(worker, test_tasks, limit_at, bc.limit_agents, bc.pool_cap)
+            reference["limit"] = limit_on_test(worker, test_tasks, limit_at, bc.limit_agents, bc.pool_cap,
+                                               val_tasks=val_tasks)
             say(f"information limit at {len(limit_at)} round budgets ({time.perf_counter() - start:.0f} s)")
         if future is not None:
             baselines.update(future.result())
@@ -145,19 +146,28 @@ def add_arguments(parser) -> None:
                         help="validation tasks every baseline is tuned on")
     parser.add_argument("--methods", help="comma-separated baselines (default: all of " + ", ".join(METHODS) + ")")
     parser.add_argument("--bootstrap", type=int, default=BenchConfig.bootstrap, help="bootstrap resamples of the intervals")
+    parser.add_argument("--pool-cap", type=int, default=BenchConfig.pool_cap,
+                        help="pooled held-out samples scored per test task (all when fewer): raise it where the "
+                             "tasks' held-out pools are large (MNIST-1D) so a point of accuracy means something")
     parser.add_argument("--limit-agents", type=int, default=BenchConfig.limit_agents,
                         help="agents per test task whose R-hop ball optimum estimates the information limit")
     parser.add_argument("--baselines-from", metavar="BENCH_DIR",
                         help="take the baselines' test curves, the centralized optimum and the limit from an "
                              "earlier bench's folder (same task settings and protocol) instead of running them: "
                              "only the learned optimizers run (minutes instead of hours)")
+    parser.add_argument("--choices-from", metavar="FILE",
+                        help="replay the baselines' validation choices saved by an earlier bench (its bench.json, "
+                             "or a tuned_baselines.json) on this bench's test draws instead of tuning again: "
+                             "validation tasks do not depend on --report-seed, so a fresh report seed costs only "
+                             "the chosen configurations' test runs")
 
 
 def bench_config(args) -> BenchConfig:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else ()
     return BenchConfig(report_seed=args.report_seed, draws=args.draws, tasks_per_draw=args.tasks_per_draw,
                        tune_tasks=args.tune_tasks, rounds=args.rounds or BenchConfig.rounds,
-                       bootstrap=args.bootstrap, methods=methods, limit_agents=args.limit_agents)
+                       bootstrap=args.bootstrap, methods=methods, limit_agents=args.limit_agents,
+                       pool_cap=args.pool_cap)
 
 
 SAME_PROTOCOL = ("report_seed", "draws", "tasks_per_draw", "tune_tasks", "rounds", "step_grid", "momentum_grid",
@@ -204,6 +214,39 @@ def reused_results(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
     return raw
 
 
+def saved_choices(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
+    """{baseline: its saved validation choices} of ``--choices-from``, checked to be made for these
+    task settings and mini-batch (ValueError otherwise); None without the flag."""
+    if not getattr(args, "choices_from", None):
+        return None
+    import json
+    path = Path(args.choices_from)
+    if args.baselines_from:
+        raise ValueError("--choices-from and --baselines-from exclude each other: the first reruns the baselines' "
+                         "choices on this bench's test tasks, the second reuses an earlier bench's test curves")
+    try:
+        saved = json.loads(path.read_text())
+        if "methods" in saved:       # a bench.json
+            task, batch = saved["config"]["task"], saved["config"]["model"]["batch_size"]
+            choices = {n: m for n, m in saved["methods"].items() if m.get("kind") == "baseline"}
+        else:                        # a tuned_baselines.json (surf_dist/pretrained)
+            task, batch, choices = saved["task"], saved["batch_size"], saved["baselines"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--choices-from {path}: not a bench.json or tuned_baselines.json written by surf-dist "
+                         f"({type(exc).__name__}); name the bench.json of an earlier 'surf-dist bench'") from None
+    ours = cfg.to_dict()["task"]
+    for key in sorted(set(task) | set(ours)):
+        if task.get(key) != ours.get(key):
+            raise ValueError(f"--choices-from {path}: its choices were made for other tasks ({key} {task.get(key)!r} "
+                             f"there, {ours.get(key)!r} here); pass the same task settings or tune here")
+    if batch != cfg.model.batch_size:
+        raise ValueError(f"--choices-from {path}: its mini-batches hold {batch} samples, here {cfg.model.batch_size}; "
+                         "pass --batch-size to match")
+    # a method whose update changed since (its documented formula differs) is tuned again here
+    usable = {n: c for n, c in choices.items() if n in METHODS and c.get("doc", METHODS[n].doc) == METHODS[n].doc}
+    return {n: {**usable[n], "tuned": {"best": usable[n]["tuned"]["best"]}} for n in methods_of(bc) if n in usable}
+
+
 def model_rounds(runs: list[tuple[str, str]]) -> dict[str, int]:
     """{label: communication rounds} of the learned optimizers."""
     from ..jobs import run_config
@@ -215,6 +258,7 @@ def check_arguments(args, cfg: RunConfig) -> None:
     """The bench's settings and models, checked (ValueError) before anything is written."""
     bc = bench_config(args)
     methods_of(bc)
+    saved_choices(args, cfg, bc)
     reused_results(args, cfg, bc)
     for label, rounds in model_rounds(learned_runs(args.models)).items():
         if rounds > bc.rounds:
@@ -243,10 +287,15 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     if skip:
         _say(f"baselines {', '.join(skip)}, the centralized optimum{'' if limit_at else ' and the limit'} from "
              f"{args.baselines_from}")
+    choices = saved_choices(args, cfg, bc)
+    if choices is not None:
+        fresh = [n for n in methods_of(bc) if n not in choices]
+        _say(f"validation choices of {args.choices_from} replayed for {', '.join(choices) or 'no baseline'}"
+             + (f"; tuning {', '.join(fresh)} here (no saved choices for their current update)" if fresh else ""))
     start = time.perf_counter()
     raw = run_job(bench_job, cfg, args.backend, args.workers, args.device, progress=progress,
                   bench=bc.__dict__, runs=runs, meta_training=meta, skip=skip, limit_at=limit_at,
-                  centralized="centralized" not in earlier)
+                  centralized="centralized" not in earlier, choices=choices)
     if raw is None or not is_coordinator():
         return 0
     raw["baselines"] = {n: (earlier["baselines"][n] if n in skip else raw["baselines"][n]) for n in methods_of(bc)}
@@ -263,6 +312,8 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     report["command"] = "surf-dist " + " ".join(sys.argv[1:])
     if skip:
         report["baselines_from"] = str(args.baselines_from)
+    if getattr(args, "choices_from", None):
+        report["baselines_from"] = f"validation choices of {args.choices_from}"
     written = write_bench(out, report)
     print(table(report))
     print(f"\nwall time {report['wall_seconds']:.0f} s; wrote " + ", ".join(p.name for p in written))

@@ -17,6 +17,8 @@ bench.json (every number of the report):
 - ``comparisons``: per learned optimizer and metric, ``ratio``, ``bytes_ratio`` and
   ``budget_gap`` as {per_draw, mean, low, high}, each baseline's ``rounds_to_target`` per
   draw, and the ``strongest`` baseline per draw (``None``: not reached within the rounds run);
+  ``every_budget``: per round budget R of 1, 2, 3, 5, 10, 15, 20, its pooled accuracy after R
+  rounds minus the strongest baseline's at R (each tuned for R), with its interval;
   ``limit``: per round budget R, the learned optimizer's pooled accuracy after R rounds minus
   the limit at R as {per_draw, mean, low, high}; ``permuted_labels``: its last layer's value
   on the same test tasks with permuted labels and the ``drop`` from the unpermuted value.
@@ -72,6 +74,7 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
                 bytes={n: np.tile(b["curves"]["best"][f"bytes_{m}"], (D, 1)) for n, b in raw["baselines"].items()},
                 learned_bytes=res["bytes"][-1])
             comparisons[label][m] = comp.summary(bench.bootstrap, bench.confidence)
+        comparisons[label]["every_budget"] = budget_differences(res, raw["baselines"], bench)
         if raw.get("limit") is not None:
             comparisons[label]["limit"] = limit_distances(res, raw["limit"], bench)
         if "permuted" in res:
@@ -83,7 +86,8 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
     limit = None
     if raw.get("limit") is not None:
         limit = {"rounds": raw["limit"]["rounds"], "agents_per_task": raw["limit"]["agents"],
-                 "accuracy": _draw_means(raw["limit"]["accuracy"], bench)}
+                 "accuracy": _draw_means(raw["limit"]["accuracy"], bench),
+                 "l2": raw["limit"].get("l2"), "validation": raw["limit"].get("validation")}
     return {"protocol": {**bench.__dict__, "step_grid": list(bench.step_grid),
                          "momentum_grid": list(bench.momentum_grid)},
             "draws": [{"report_seed": bench.report_seed, "draw": d, "test_task_indices": report_task_indices(bench, d)}
@@ -91,6 +95,29 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
             "validation_task_indices": val_task_indices(bench),
             "baselines": list(raw["baselines"]), "learned": list(raw["learned"]), "rounds_step": 1,
             "methods": methods, "centralized": centralized, "limit": limit, "comparisons": comparisons}
+
+
+EVERY_BUDGET = (1, 2, 3, 5, 10, 15, 20)    # the round budgets of the "every budget" comparison
+
+
+def budget_differences(learned: dict, baselines: dict, bench: BenchConfig) -> dict:
+    """{R: {learned, best_baseline, which, difference}} at every R of ``EVERY_BUDGET`` that is one
+    of the learned optimizer's round counts: its pooled accuracy after R rounds minus that of the
+    baseline whose mean over the test draw is highest at R (each baseline already tuned for R on
+    validation tasks; taking the strongest on the draw itself can only favour the baselines),
+    as a mean over draws with a bootstrap interval over test tasks within draws."""
+    D, T = bench.draws, bench.tasks_per_draw
+    out = {}
+    for R in EVERY_BUDGET:
+        if R not in learned["rounds"] or R > bench.rounds:
+            continue
+        mine = learned["accuracy"][:, learned["rounds"].index(R)].reshape(D, T)
+        per = {n: np.asarray(b["curves"]["best"]["accuracy"])[:, R].reshape(D, T) for n, b in baselines.items()}
+        which = [max(per, key=lambda n: per[n][d].mean()) for d in range(D)]
+        best = np.stack([per[which[d]][d] for d in range(D)])
+        out[str(R)] = {"learned": float(mine.mean()), "best_baseline": float(best.mean()), "which": which,
+                       "difference": mean_difference(mine, best, bench.bootstrap, bench.confidence)}
+    return out
 
 
 def limit_distances(learned: dict, limit: dict, bench: BenchConfig) -> dict:
@@ -138,6 +165,13 @@ def table(report: dict) -> str:
     budgets = sorted({report["methods"][n]["curves"][0]["rounds"][-1] for n in learned}) or [20]
     lines = [f"pooled accuracy / local accuracy / held-out loss, mean over {len(report['draws'])} draws "
              f"of {len(report['draws'][0]['test_task_indices'])} test tasks"]
+    task = (report.get("config") or {}).get("task")
+    if task:
+        held = task["samples_held"] * task["num_agents"]
+        lines.append(f"held-out samples per test task: {held} (pooled accuracy scored on "
+                     f"{min(held, report['protocol']['pool_cap'])} of them; local accuracy on each agent's "
+                     f"{task['samples_held']}); a difference of one sample is "
+                     f"{100 / min(held, report['protocol']['pool_cap']):.2f} pts of pooled accuracy per task")
     header = f"{'method':<22}" + "".join(f"{'@' + str(b) + ' rounds':>24}" for b in budgets) + f"{'@' + str(report['protocol']['rounds']):>24}"
     lines.append(header)
     for name, entry in report["methods"].items():
@@ -175,6 +209,9 @@ def table(report: dict) -> str:
         if "permuted_labels" in per_metric:
             drop = per_metric["permuted_labels"]["accuracy"]["drop"]
             lines.append(f"  permuted labels (same test tasks): pooled accuracy drops {_interval(drop, 100.0)} pts")
+        if per_metric.get("every_budget"):
+            lines.append("  pooled accuracy - the strongest baseline's after R rounds (pts): " + "; ".join(
+                f"R={r} {_interval(d['difference'], 100.0)}" for r, d in per_metric["every_budget"].items()))
         if "limit" in per_metric:
             last = max(int(r) for r in per_metric["limit"])
             shown = {r: d for r, d in per_metric["limit"].items() if int(r) in (*HEADLINE_BUDGETS, last)}

@@ -374,7 +374,7 @@ def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=Non
     out = {**{k: np.stack([m[k].numpy() for m in per_layer], axis=1) for k in METRICS},
            "rounds": [l * K for l in range(len(Ws))],
            "bytes": [cumulative[l * K] for l in range(len(Ws))],
-           "grad_evals": [l * steps for l in range(len(Ws))],
+           "grad_evals": [l * steps + (cfg.warmup_steps if l else 0) for l in range(len(Ws))],
            "model": {"num_layers": cfg.num_layers, "num_hops": K, "local_steps": steps,
                      "batch_size": cfg.batch_size, "local_net": cfg.local_net, "start": cfg.start},
            "descent": {**descent, "eps": trained.eps}}
