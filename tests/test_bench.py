@@ -254,7 +254,7 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
         for key in ("ratio", "budget_gap"):
             assert set(comp[metric][key]) == {"per_draw", "mean", "low", "high"}
             assert len(comp[metric][key]["per_draw"]) == 2
-    assert report["methods"]["pretrained"]["meta_training"]["meta_steps"] == 450
+    assert report["methods"]["pretrained"]["meta_training"]["meta_steps"] == 300
     assert report["limit"]["rounds"] == limit_rounds(20) and len(report["limit"]["accuracy"]) == 2
     assert report["methods"]["pretrained"]["descent"]["rose_layers_mean"] >= 0
     drop = comp["permuted_labels"]["accuracy"]

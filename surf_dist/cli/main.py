@@ -38,7 +38,8 @@ from ..methods.pretrained import resolve_run
 from ..io.checkpoint import CHECKPOINT
 
 DEMO_BASELINE_ROUNDS = 200
-SECONDS_PER_STEP = 7.0      # one default-preset meta-step, one core (the shipped default: 3,147 s for 450 steps)
+SECONDS_PER_STEP = 7.0      # one default-preset meta-step, one core, the other busy (the shipped default: 1,041 s for
+                            # 300 steps alone on its core; 3,384 s for a seed sharing a core with tests)
 
 
 def boolean(text: str) -> bool:
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             p.add_argument("runs", nargs="+", help="run folders written by 'surf-dist train'; 'pretrained': "
                                                    "the default optimizer shipped with the package (the default "
-                                                   "preset from scratch); 'pretrained:local', 'pretrained:scratch', "
+                                                   "preset from scratch); 'pretrained:cta', 'pretrained:local', 'pretrained:scratch', "
                                                    "'pretrained:robust': the former preset's (each agent's own "
                                                    "data; robust: trained with agents dropping out)")
         if name == "experiment":

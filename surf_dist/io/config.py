@@ -326,14 +326,22 @@ def _choice(obj, name, choices):
         raise ConfigError(name, f"{name} must be one of {choices}, got {getattr(obj, name)!r}")
 
 
+# The default network: adapt then combine, started as exact diffusion / NIDS with 4 local sub-steps.
+ATC_NIDS = ModelConfig(num_layers=20, num_hops=1, local_steps=4, start="zero", combine="atc", momentum=True,
+                       momentum_init=1.0, correction=True, zero_init=True)
+
 PRESETS: dict[str, RunConfig] = {
-    # The paper's federated setting scaled to the embedded digits (see README), unrolled as
-    # 20 layers of one hop (20 communication rounds) with 4 local gradient sub-steps per layer
-    # (issue 7), started at W_0 = 0 and meta-trained for the pooled held-out data at every layer
-    # (every round budget), 450 steps with a cosine learning rate: the closest to the
-    # information limit on validation tasks of docs/RESULTS.md section 11 (issue 17).
-    "default": RunConfig(model=ModelConfig(num_layers=20, num_hops=1, local_steps=4, start="zero"),
-                         train=TrainConfig(steps=450, eps=0.02, lr_floor=0.1, objective="pooled", anytime=True)),
+    # The paper's federated setting scaled to the embedded digits (see README): 20 layers of one
+    # hop (20 communication rounds), 4 local gradient sub-steps per layer, adapt then combine with
+    # the exact-diffusion correction (the untrained network is NIDS with 4 local sub-steps per
+    # round), started at W_0 = 0, meta-trained for the pooled held-out data at every layer (every
+    # round budget), 300 steps with a cosine learning rate (docs/RESULTS.md, "Adapt then combine").
+    "default": RunConfig(model=ATC_NIDS,
+                         train=TrainConfig(steps=300, eps=0.02, lr_floor=0.1, objective="pooled", anytime=True)),
+    # The default before adapt-then-combine layers (``pretrained:cta``): unrolled DGD layers
+    # (filter, then subtract the local update), 450 steps.
+    "cta": RunConfig(model=ModelConfig(num_layers=20, num_hops=1, local_steps=4, start="zero"),
+                     train=TrainConfig(steps=450, eps=0.02, lr_floor=0.1, objective="pooled", anytime=True)),
     # The default until issue 17: each agent's own held-out data, last layer only, from the
     # task's W_0, 900 steps (``pretrained:local``, ``:scratch`` and ``:robust`` were trained so).
     "local": RunConfig(model=ModelConfig(num_layers=20, num_hops=1, local_steps=4),
@@ -346,13 +354,12 @@ PRESETS: dict[str, RunConfig] = {
     # samples per agent (4,000 per task, 11x the distinct samples of a digits task), so task draws
     # barely overlap; d = 650 as on the digits, so the shipped optimizers run on it unchanged.
     "large": RunConfig(task=TaskConfig(dataset="synthetic64", samples_seen=30, samples_held=10),
-                       model=ModelConfig(num_layers=20, num_hops=1, local_steps=4, start="zero"),
-                       train=TrainConfig(steps=450, eps=0.02, lr_floor=0.1, objective="pooled", anytime=True)),
+                       model=ATC_NIDS,
+                       train=TrainConfig(steps=300, eps=0.02, lr_floor=0.1, objective="pooled", anytime=True)),
     # The default's network and training on MNIST-1D (random conv features, d = 650 as on the
     # digits): 20,000 procedurally generated signals, 30 held-out samples per agent (3,000 a task).
     "mnist1d": RunConfig(task=TaskConfig(dataset="mnist1d", samples_seen=12, samples_held=30, held_fraction=0.6),
-                         model=ModelConfig(num_layers=20, num_hops=1, local_steps=4, start="zero", combine="atc",
-                                           momentum=True, momentum_init=1.0, correction=True, zero_init=True),
+                         model=ATC_NIDS,
                          train=TrainConfig(steps=300, eps=0.02, lr_floor=0.1, objective="pooled", anytime=True)),
     # A small version for tests and smoke runs: seconds on 2 cores.
     "quick": RunConfig(

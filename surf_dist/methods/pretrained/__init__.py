@@ -8,12 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).parent
-NAMES = ("default", "local", "scratch", "robust")     # provenance and numbers: README.md here
+NAMES = ("default", "cta", "local", "scratch", "robust")     # provenance and numbers: README.md here
 DEVICE = "CPU, 2 cores shared with other jobs, one torch thread"
 ONE_CORE = "CPU, one core of 2 (taskset), one torch thread, the other core busy"
 TRAINING = {   # meta-training cost of each shipped model (README.md here)
-    "default": {"meta_steps": 450, "wall_seconds": 3147, "device": ONE_CORE,
-                "how": "the default preset from scratch (surf-dist train)"},
+    "default": {"meta_steps": 300, "wall_seconds": 1041, "device": ONE_CORE,
+                "how": "the default preset from scratch (surf-dist train), seed 0 of 3, chosen on validation"},
+    "cta": {"meta_steps": 450, "wall_seconds": 3147, "device": ONE_CORE,
+            "how": "the cta preset from scratch (the default before adapt-then-combine layers)"},
     "local": {"meta_steps": 1200, "wall_seconds": 3960, "device": DEVICE,
               "how": "scratch (900 steps, 2,960 s) + 300 steps with dual step 1.0 (~1,000 s)"},
     "scratch": {"meta_steps": 900, "wall_seconds": 2960, "device": DEVICE, "how": "the 'local' preset"},
