@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     command = surf_dist_argv(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("RAY_ADDRESS", "auto")    # join this node's cluster
     try:
-        from surf_dist.cli import main as surf_dist_main
+        from surf_dist.cli.main import main as surf_dist_main
     except ImportError as err:
         sys.exit(f"ray_entry.py: surf-dist is not installed for {sys.executable} on this node "
                  f"({err}); install it there (pip install -c constraints.txt .)")

@@ -29,7 +29,7 @@ fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 # shellcheck disable=SC2206  # ARGS is split into words on purpose
-cmd=("$TORCHRUN" "${rendezvous[@]}" --nproc-per-node "$NPROC" -m surf_dist.cli $ARGS
+cmd=("$TORCHRUN" "${rendezvous[@]}" --nproc-per-node "$NPROC" -m surf_dist.cli.main $ARGS
      --backend torch --workers "$WORLD")
 
 if [ "${DRY_RUN:-0}" = "1" ]; then

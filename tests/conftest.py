@@ -10,10 +10,10 @@ import pytest
 import scipy.sparse as sp
 
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.config import preset
-from surf_dist.problem import add_bias
-from surf_dist.tasks import Shards, TaskFamily
-from surf_dist.topology import ring, shift_operator, star
+from surf_dist.io.config import preset
+from surf_dist.problem.softmax import add_bias
+from surf_dist.problem.tasks import Shards, TaskFamily
+from surf_dist.problem.topology import ring, shift_operator, star
 
 
 @pytest.fixture(scope="session")

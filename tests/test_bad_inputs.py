@@ -4,8 +4,8 @@ and nothing is created or overwritten. The cases and their messages are docs/BAD
 the last test renders that table from this run and fails if the file has drifted
 (``SURF_DIST_WRITE_BAD_INPUTS=1 pytest tests/test_bad_inputs.py`` rewrites it).
 
-Most cases run ``surf_dist.cli.main(argv)`` in this process; those marked ``subprocess`` run
-``python -m surf_dist.cli`` to show that nothing reaches stderr but the one line.
+Most cases run ``surf_dist.cli.main.main(argv)`` in this process; those marked ``subprocess`` run
+``python -m surf_dist.cli.main`` to show that nothing reaches stderr but the one line.
 """
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from surf_dist import guards
-from surf_dist.checkpoint import save_checkpoint
-from surf_dist.cli import main
-from surf_dist.config import preset, with_overrides
-from surf_dist.datasets import MNIST_FILES
-from surf_dist.model import UnrolledDGD
+from surf_dist.cli import errors as cli_errors
+from surf_dist.io import files as io_files
+from surf_dist.io.checkpoint import save_checkpoint
+from surf_dist.cli.main import main
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.problem.datasets import MNIST_FILES
+from surf_dist.methods.learned import UnrolledDGD
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "docs" / "BAD_INPUTS.md"
@@ -112,7 +113,7 @@ def locked(folder_of):
     def setup(tmp, run):
         folder = folder_of(tmp, run)
         folder.mkdir(parents=True, exist_ok=True)
-        lock = guards.FolderLock(folder).acquire()
+        lock = io_files.FolderLock(folder).acquire()
         return lock.release
     return setup
 
@@ -125,7 +126,7 @@ def both(*setups):
 
 
 def interrupt_after(write_checkpoint: bool, signal_as=KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM: ``guards.Terminated``) in the middle of the work (after a checkpoint
+    """Ctrl-C (or SIGTERM: ``cli.errors.Terminated``) in the middle of the work (after a checkpoint
     was written, or before anything)."""
     def patch(monkeypatch, tmp, run):
         def interrupted(job, cfg, backend, workers, device, **options):
@@ -140,7 +141,7 @@ def read_only_disk(monkeypatch, tmp, run):
     """A read-only mount (root ignores chmod): the probe file fails as it would there."""
     def refuse(probe):
         raise OSError(30, "Read-only file system", str(probe))
-    monkeypatch.setattr(guards, "_create_and_remove_probe", refuse)
+    monkeypatch.setattr(io_files, "_create_and_remove_probe", refuse)
 
 
 def environment(name: str, value: str):
@@ -418,6 +419,8 @@ CASES = [
          [*B[:2], "--out", "", "--force"], "--out is an empty string", subprocess=True),
     Case("out-blanks", "data loss", "--out of blanks only", [*B[:2], "--out", "   "], "--out is only blanks"),
     Case("config-empty", "data loss", "--config \"\"", [*B, "--config", ""], "--config is an empty string"),
+    Case("choices-from-empty", "data loss", "bench --choices-from \"\"", ["bench", Q, *O, "--choices-from", ""],
+         "--choices-from is an empty string"),
     Case("evaluate-run-empty", "data loss", "evaluate \"\" (a run that is the current folder)",
          ["evaluate", "", *O], "a RUN argument is an empty string"),
     # ------------------------------------------------------------------ issue 25, hang: a graph that cannot connect
@@ -502,10 +505,10 @@ CASES = [
     # ------------------------------------------------------------------ issue 25, left behind: SIGTERM
     Case("sigterm-train", "SIGTERM", "SIGTERM after a checkpoint (was silent, a stale lock)", TR,
          "terminated (SIGTERM); continue with: surf-dist train", code=143, keeps="out/checkpoint.pt",
-         patch=interrupt_after(write_checkpoint=True, signal_as=guards.Terminated)),
+         patch=interrupt_after(write_checkpoint=True, signal_as=cli_errors.Terminated)),
     Case("sigterm-baselines", "SIGTERM", "SIGTERM before anything is written", B,
          "terminated (SIGTERM) before anything was written", code=143,
-         patch=interrupt_after(write_checkpoint=False, signal_as=guards.Terminated)),
+         patch=interrupt_after(write_checkpoint=False, signal_as=cli_errors.Terminated)),
     # ------------------------------------------------------------------ issue 25, unclear messages
     Case("config-link-loop", "unclear", "--config a loop of links (was 'a link to X, which does not exist')",
          [*B, "--config", "{tmp}/a.json"], "is a link that leads back to itself", setup=link_loop("a.json", "b.json")),
@@ -517,6 +520,8 @@ CASES = [
          "is a folder, not a file"),
     Case("config-fifo", "unclear", "--config a FIFO (was 'does not exist')", [*B, "--config", "{tmp}/fifo"],
          "is a FIFO (named pipe)", setup=lambda tmp, run: os.mkfifo(tmp / "fifo")),
+    Case("choices-from-folder", "unclear", "bench --choices-from a folder", ["bench", Q, *O, "--choices-from", "{tmp}"],
+         "is a folder, not a file"),
     Case("topology-folder", "unclear", "--topology a folder", [*B, "--topology", "{tmp}/g/"], "is a folder, not a file",
          setup=lambda tmp, run: (tmp / "g").mkdir()),
     Case("config-utf16", "unclear", "a UTF-16 config (was 'not text')", [*B, "--config", "{tmp}/cfg.json"],
@@ -582,7 +587,8 @@ def expand(argv, tmp, run, paper_dir):
 
 # --------------------------------------------------------------------------- the cases
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.slow, pytest.mark.timeout(60)])   # 2-5 s each
+                                  if c.subprocess else c for c in CASES], ids=[c.id for c in CASES])
 def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, trained, paper, monkeypatch, capsys):
     undo = case.setup(tmp_path, trained) if case.setup else None
     if case.patch:
@@ -593,7 +599,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, trained, paper
         if case.subprocess:
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             with open(case.stdout, "w") if case.stdout else contextlib.nullcontext(subprocess.PIPE) as out:
-                done = subprocess.run([sys.executable, "-m", "surf_dist.cli", *argv], stdout=out,
+                done = subprocess.run([sys.executable, "-m", "surf_dist.cli.main", *argv], stdout=out,
                                       stderr=subprocess.PIPE, text=True, timeout=120, env=env)
             code, err = done.returncode, done.stderr
         else:
@@ -634,6 +640,8 @@ def test_a_real_read_only_folder_is_refused(tmp_path, capsys):
     assert code == 2 and "cannot write in" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("sent, code, said", [(signal.SIGINT, 130, "interrupted"),
                                              (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path, sent, code, said):
@@ -646,7 +654,7 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path, sent, cod
     # a pytest started in the background of a non-interactive shell ignores SIGINT, and so would
     # its children (Python keeps an inherited SIG_IGN): give the child the terminal's default
     default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)   # noqa: E731
-    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli", *argv], stderr=subprocess.PIPE, text=True, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli.main", *argv], stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -654,7 +662,7 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path, sent, cod
     proc.send_signal(sent)
     try:
         err = proc.communicate(timeout=60)[1]
-    except subprocess.TimeoutExpired:         # stuck after Ctrl-C: show where (surf_dist.cli.entry), then end it
+    except subprocess.TimeoutExpired:         # stuck after Ctrl-C: show where (surf_dist.cli.main.entry), then end it
         proc.send_signal(signal.SIGUSR1)
         time.sleep(2)
         proc.kill()
@@ -662,7 +670,7 @@ def test_ctrl_c_of_a_real_training_prints_the_resume_command(tmp_path, sent, cod
     assert proc.returncode == code, err
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert f"error: {said}; continue with: surf-dist train --quick --steps 100000 --out {out} --no-progress --resume" in err
-    assert not (out / guards.LOCK_NAME).exists()
+    assert not (out / io_files.LOCK_NAME).exists()
 
 
 def test_resume_of_a_run_keeps_its_training_cost(tmp_path, trained, capsys):
@@ -691,7 +699,7 @@ def test_rounds_are_run_exactly(tmp_path, capsys):
 def test_a_partial_config_says_which_preset_fills_it(tmp_path, capsys):
     """Issue 25: the keys a --config leaves out come from the preset the command line names
     (they came from the 'paper' preset, whatever --preset said), and a note says so."""
-    from surf_dist.cli import build_parser, resolve_config
+    from surf_dist.cli.main import build_parser, resolve_config
     write(tmp_path / "cfg.json", json.dumps({"task": {"num_agents": 6}}))
     args = build_parser().parse_args(["baselines", "--quick", "--config", str(tmp_path / "cfg.json"), "--out", "x"])
     cfg = resolve_config(args)
@@ -700,10 +708,10 @@ def test_a_partial_config_says_which_preset_fills_it(tmp_path, capsys):
 
 
 def test_summary_json_is_strict_json():
-    """Issue 25: no bare NaN or Infinity reaches a results file (guards.results_json)."""
-    assert json.loads(guards.results_json({"a": [1.0, 2.0]}, "x.json")) == {"a": [1.0, 2.0]}
+    """Issue 25: no bare NaN or Infinity reaches a results file (io.files.results_json)."""
+    assert json.loads(io_files.results_json({"a": [1.0, 2.0]}, "x.json")) == {"a": [1.0, 2.0]}
     with pytest.raises(FloatingPointError, match=r"m.loss is inf at round 5 \(last finite round 2\)"):
-        guards.results_json({"m": {"rounds": [0, 2, 5], "loss": [1.0, 0.5, float("inf")]}}, "x.json")
+        io_files.results_json({"m": {"rounds": [0, 2, 5], "loss": [1.0, 0.5, float("inf")]}}, "x.json")
 
 
 def test_no_traceback_from_the_environment_or_a_closed_pipe():
@@ -711,10 +719,10 @@ def test_no_traceback_from_the_environment_or_a_closed_pipe():
     drawn by Agg: it is not used); a reader that stops reading (`surf-dist config | true`)
     ends the command quietly, exit 141 as SIGPIPE would, no BrokenPipeError traceback."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "nosuch"}
-    done = subprocess.run([sys.executable, "-m", "surf_dist.cli", "--help"], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-m", "surf_dist.cli.main", "--help"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert done.returncode == 0 and done.stderr == "" and "surf-dist" in done.stdout
-    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli", "config"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "surf_dist.cli.main", "config"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**env, "MPLBACKEND": ""})
     proc.stdout.close()                      # the reader is gone before the first byte
     err = proc.communicate(timeout=120)[1].decode()
@@ -726,7 +734,7 @@ def test_results_and_plots_share_their_permissions(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["baselines", "--quick", "--rounds", "2", "--out", str(out), "--no-progress"]) == 0
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
-    assert len(set(modes.values())) == 1 and modes["summary.json"] == 0o666 & ~guards.current_umask(), modes
+    assert len(set(modes.values())) == 1 and modes["summary.json"] == 0o666 & ~io_files.current_umask(), modes
 
 
 def test_a_failed_write_of_the_results_leaves_no_folder(tmp_path, monkeypatch, capsys):
@@ -736,7 +744,7 @@ def test_a_failed_write_of_the_results_leaves_no_folder(tmp_path, monkeypatch, c
     def full_disk(summary, out):
         (out / "half.png").write_bytes(b"\x89PNG")
         raise OSError(28, "No space left on device", str(out / "half.png"))
-    monkeypatch.setattr("surf_dist.report.write_all", full_disk)
+    monkeypatch.setattr("surf_dist.commands.results.write_all", full_disk)
     out = tmp_path / "out"
     argv = ["baselines", "--quick", "--rounds", "2", "--out", str(out), "--no-progress"]
     assert main(argv) == 2
@@ -749,16 +757,18 @@ def test_a_failed_write_of_the_results_leaves_no_folder(tmp_path, monkeypatch, c
     assert main(argv) == 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     """A lock file left by a process that died (its pid gone, no flock held): taken over, said so."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     folder = tmp_path / "out"
-    write(folder / guards.LOCK_NAME, dead.stdout)
-    with guards.FolderLock(folder):
-        assert (folder / guards.LOCK_NAME).read_text().strip() == str(os.getpid())
-    assert f"took over the stale lock {folder / guards.LOCK_NAME} of process {dead.stdout.strip()}" in \
+    write(folder / io_files.LOCK_NAME, dead.stdout)
+    with io_files.FolderLock(folder):
+        assert (folder / io_files.LOCK_NAME).read_text().strip() == str(os.getpid())
+    assert f"took over the stale lock {folder / io_files.LOCK_NAME} of process {dead.stdout.strip()}" in \
         capsys.readouterr().err
-    assert not (folder / guards.LOCK_NAME).exists()
+    assert not (folder / io_files.LOCK_NAME).exists()
 
 
 def test_evaluate_names_never_collide(tmp_path, trained, capsys):
@@ -776,7 +786,7 @@ def test_evaluate_names_never_collide(tmp_path, trained, capsys):
 
 def test_an_edge_list_sets_the_agents(tmp_path, capsys):
     """--topology FILE: the agents come from the file, its weights are the mixing weights."""
-    from surf_dist.jobs import run_config
+    from surf_dist.commands.jobs import run_config
     edges = write(tmp_path / "g.txt", "0 1 0.3\n1 2 0.3\n2 3 0.3\n3 4 0.3\n4 5 0.3\n5 0 0.3\n")
     out = tmp_path / "run"
     assert main(["train", "--quick", "--steps", "1", "--topology", str(edges), "--out", str(out),
@@ -798,7 +808,7 @@ def family_counts() -> dict[str, int]:
 def render(results: dict) -> str:
     lines = ["# Bad input and what it gets", "",
              "Every row is a case of `tests/test_bad_inputs.py`, which runs it (most in process, those marked",
-             "with `*` as a real `python -m surf_dist.cli`), checks that it exits with the code shown and",
+             "with `*` as a real `python -m surf_dist.cli.main`), checks that it exits with the code shown and",
              "exactly one line on stderr, and that it created or overwrote nothing; then it renders this",
              "table and fails if this file differs. Regenerate: "
              "`SURF_DIST_WRITE_BAD_INPUTS=1 pytest tests/test_bad_inputs.py`.",

@@ -1,13 +1,14 @@
-"""surf_dist.baselines: DGD / DSGD, gradient tracking and DFedAvgM against hand recursions."""
+"""The four baselines ``evaluate`` and ``demo --train`` run (DGD / DSGD, gradient tracking, DFedAvgM),
+from the bench's registry ``surf_dist.methods.registry``, against hand recursions."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
-from surf_dist.baselines import run_dfedavgm, run_dgd, run_gradient_tracking
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.engine import Worker
-from surf_dist.problem import grad_per_agent, loss_per_agent
+from surf_dist.core.engine import Worker
+from surf_dist.methods.registry import METHODS
+from surf_dist.problem.softmax import grad_per_agent, loss_per_agent
 
 N = 5
 
@@ -25,6 +26,26 @@ def batches_of(n=N, m=6, b=3, seed=0):
         gen = torch.Generator().manual_seed(seed * 1000 + it)
         return torch.stack([torch.randperm(m, generator=gen)[:b] for _ in range(n)])
     return batches
+
+
+def at_points(name, W0, shards, comm, hyper, points, batches=None):
+    """(r, W_r) of the registry's method ``name`` at the rounds ``points`` (as ``evaluate`` reads it)."""
+    for r, (W, _) in enumerate(METHODS[name].run(W0, shards, comm, hyper, points[-1], batches)):
+        if r in points:
+            yield r, W
+
+
+def run_dgd(W0, shards, comm, alpha, points, batches=None):
+    return at_points("dgd" if batches is None else "dsgd", W0, shards, comm, {"step": alpha}, points, batches)
+
+
+def run_gradient_tracking(W0, shards, comm, alpha, points):
+    return at_points("gradient_tracking", W0, shards, comm, {"step": alpha}, points)
+
+
+def run_dfedavgm(W0, shards, comm, alpha, points, batches, local_steps, momentum):
+    hyper = {"step": alpha, "momentum": momentum, "local_steps": local_steps}
+    return at_points("dfedavgm", W0, shards, comm, hyper, points, batches)
 
 
 def alphas(values):

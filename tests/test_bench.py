@@ -1,4 +1,4 @@
-"""surf_dist.bench: the protocol's numbers on hand-made curves, replicas against separate runs,
+"""surf_dist.commands.bench: the protocol's numbers on hand-made curves, replicas against separate runs,
 no choice influenced by a test draw, and ``surf-dist bench`` end to end (local and gloo)."""
 import json
 import math
@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from surf_dist.bench import bench_job
-from surf_dist.bench.limit import limit_of_task, limit_rounds, reach, sampled_agents
-from surf_dist.bench.protocol import (BenchConfig, Comparison, Grid, choose, crossings, mean_difference,
+from surf_dist.commands.bench import bench_job
+from surf_dist.commands.bench.limit import limit_of_task, limit_rounds, reach, sampled_agents
+from surf_dist.commands.bench.protocol import (BenchConfig, Comparison, Grid, choose, crossings, mean_difference,
                                       report_task_indices, val_task_indices)
-from surf_dist.bench.replicas import ReplicaProblem
-from surf_dist.bench.runner import selections, tuning_rounds
-from surf_dist.cli import main
-from surf_dist.config import preset, with_overrides
-from surf_dist.methods import METHODS
-from surf_dist.methods_accel import spectral_lambda2
-from surf_dist.pretrained import HERE
-from surf_dist.problem import correct_per_agent, grad_per_agent, loss_per_agent, pooled_accuracy
+from surf_dist.commands.bench.replicas import ReplicaProblem
+from surf_dist.commands.bench.runner import selections, tuning_rounds
+from surf_dist.cli.main import main
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.methods.registry import METHODS
+from surf_dist.methods.accelerated import spectral_lambda2
+from surf_dist.methods.pretrained import HERE
+from surf_dist.problem.softmax import correct_per_agent, grad_per_agent, loss_per_agent, pooled_accuracy
 from surf_dist.runtime import run_job
 
 QUICK64 = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
@@ -88,8 +88,8 @@ def test_grids_extend_at_their_edges():
 def test_a_configuration_chosen_early_runs_only_that_far_with_the_same_values():
     """``run_choices`` runs each configuration only to the last round it is chosen at (a run
     of 12 rounds for the first, 40 for the second): its values there equal a full run's."""
-    from surf_dist.bench.runner import run_choices, run_grid
-    from surf_dist.jobs import local_worker
+    from surf_dist.commands.bench.runner import run_choices, run_grid
+    from surf_dist.commands.jobs import local_worker
     worker = local_worker(QUICK64)
     bench = BenchConfig(rounds=40, pool_cap=16)
     tasks = worker.family.batch("test", report_task_indices(bench, 0))[:2]
@@ -166,7 +166,8 @@ def test_a_grid_of_replicas_equals_separate_runs(replica_setup, name):
 
 # ------------------------------------------------------------------ nothing chosen on test draws
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_no_choice_depends_on_the_test_draws():
     """Two report seeds (other test tasks): every baseline's choices are identical, while the
     test curves differ, so the check can fail."""
@@ -205,8 +206,8 @@ def test_reach_balls_on_a_ring_by_hand(ring_shift):
 def test_the_limit_grows_to_the_centralized_optimum_at_the_diameter():
     """On a ring of 8 every ball is the whole graph from R = 4: the limit there is the
     centralized optimum of the task (computed apart); below it, a smaller ball."""
-    from surf_dist.bench.runner import centralized_on_test
-    from surf_dist.jobs import local_worker
+    from surf_dist.commands.bench.runner import centralized_on_test
+    from surf_dist.commands.jobs import local_worker
     worker = local_worker(QUICK64)
     task = worker.family.batch("test", [100_000])[0]
     agents = sampled_agents(8, 10)
@@ -234,7 +235,8 @@ TINY_ARGS = ["--draws", "2", "--tasks-per-draw", "2", "--tune-tasks", "2", "--ro
              "--methods", "dgd,gradient_tracking,dgd_heavy_ball,chebyshev_dgd"]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
     out = tmp_path / "b"
     assert main(["bench", "pretrained", "--quick", "--dtype", "float64", "--out", str(out), *TINY_ARGS]) == 0
@@ -252,7 +254,7 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
         for key in ("ratio", "budget_gap"):
             assert set(comp[metric][key]) == {"per_draw", "mean", "low", "high"}
             assert len(comp[metric][key]["per_draw"]) == 2
-    assert report["methods"]["pretrained"]["meta_training"]["meta_steps"] == 450
+    assert report["methods"]["pretrained"]["meta_training"]["meta_steps"] == 300
     assert report["limit"]["rounds"] == limit_rounds(20) and len(report["limit"]["accuracy"]) == 2
     assert report["methods"]["pretrained"]["descent"]["rose_layers_mean"] >= 0
     drop = comp["permuted_labels"]["accuracy"]
@@ -264,11 +266,12 @@ def test_bench_cli_writes_the_documented_report(tmp_path, capsys):
     assert "ratio" in capsys.readouterr().out
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(150)
 def test_a_bench_reuses_an_earlier_benchs_baselines_and_limit(tmp_path, capsys, monkeypatch):
     """--baselines-from: nothing is tuned or run again; the baselines, the centralized optimum
     and the limit are the earlier bench's, and the learned optimizer's limit distances match."""
-    from surf_dist.bench import runner
+    from surf_dist.commands.bench import runner
     first, second = tmp_path / "first", tmp_path / "second"
     args = ["--quick", "--dtype", "float64", *TINY_ARGS]
     assert main(["bench", "pretrained", "--out", str(first), *args]) == 0
@@ -293,6 +296,34 @@ def test_a_bench_reuses_an_earlier_benchs_baselines_and_limit(tmp_path, capsys, 
         assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_bench_replays_saved_validation_choices_on_a_fresh_report_seed(tmp_path, capsys, monkeypatch):
+    """--choices-from: nothing is tuned again; on the same report seed the replayed choices give
+    the tuned bench's test curves exactly; on a fresh seed the same configurations run on other tasks."""
+    from surf_dist.commands.bench import runner
+    first, same, fresh = tmp_path / "first", tmp_path / "same", tmp_path / "fresh"
+    args = ["--quick", "--dtype", "float64", *TINY_ARGS]
+    assert main(["bench", "pretrained", "--out", str(first), *args]) == 0
+    monkeypatch.setattr(runner, "tune", lambda *a, **k: pytest.fail("tuned again"))
+    saved = str(first / "bench.json")
+    assert main(["bench", "pretrained", "--out", str(same), "--choices-from", saved, *args]) == 0
+    assert main(["bench", "pretrained", "--out", str(fresh), "--choices-from", saved, "--report-seed", "5", *args]) == 0
+    a, b, c = (json.loads((p / "bench.json").read_text()) for p in (first, same, fresh))
+    for name in a["baselines"]:
+        assert a["methods"][name]["tuned"]["best"] == b["methods"][name]["tuned"]["best"] == c["methods"][name]["tuned"]["best"]
+        assert a["methods"][name]["curves"] == b["methods"][name]["curves"]
+        assert a["methods"][name]["curves"] != c["methods"][name]["curves"]
+    assert b["baselines_from"] == f"validation choices of {saved}"
+    capsys.readouterr()
+    for extra, message in ((["--agents", "6"], "its choices were made for other tasks (num_agents 8 there, 6 here)"),
+                           (["--baselines-from", str(first)], "exclude each other")):
+        assert main(["bench", "--out", str(tmp_path / "x"), "--choices-from", saved, *args[:3], *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "x").exists()
+
+
 def test_bench_refuses_bad_settings_before_writing(tmp_path, capsys):
     for args, message in ((["--report-seed", "0"], "report_seed"), (["--methods", "dgd,newton"], "unknown bench method"),
                           (["no/such/run"], "holds no model.pt"), (["--rounds", "19"], "pass --rounds 20")):
@@ -301,8 +332,9 @@ def test_bench_refuses_bad_settings_before_writing(tmp_path, capsys):
         assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.equivalence
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(240)
 def test_bench_on_gloo_equals_the_single_process():
     bench = BenchConfig(**{**TINY, "methods": ("dgd", "gt_nesterov", "chebyshev_gt")}).__dict__
     kw = dict(bench=bench, runs=[("pretrained", str(HERE / "default"))], meta_training={"pretrained": {}},
@@ -321,11 +353,12 @@ def test_bench_on_gloo_equals_the_single_process():
 
 # ------------------------------------------------------------------ the demo replays the bench's choices
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_demo_replays_the_validation_choices_of_a_bench(tmp_path, capsys, monkeypatch):
     """A bench on the demo's own test draw, its choices saved, then the demo: the demo tunes
     nothing and reproduces the bench's baseline curves exactly."""
-    from surf_dist.bench import demo
+    from surf_dist.commands.bench import demo
     bench_out, demo_out = tmp_path / "bench", tmp_path / "demo"
     args = ["--quick", "--dtype", "float64", "--methods", "dgd,dgd_heavy_ball,chebyshev_gt", "--tune-tasks", "2",
             "--rounds", "24", "--bootstrap", "20"]
@@ -347,3 +380,63 @@ def test_demo_replays_the_validation_choices_of_a_bench(tmp_path, capsys, monkey
                 report["methods"][name]["curves"][0][metric], abs=1e-12)
     assert {"summary.json", "bench.png", "accuracy_vs_communication.png"} <= {p.name for p in demo_out.iterdir()}
     assert "ratio" in printed.out and "@20 rounds" in printed.out
+
+
+def test_every_budget_compares_with_the_strongest_baseline_at_each_round_by_hand():
+    from surf_dist.commands.bench.report import budget_differences
+    bench = BenchConfig(draws=2, tasks_per_draw=2, rounds=3, bootstrap=50)
+    learned = {"rounds": [0, 1, 2, 3], "accuracy": np.array([[0, .5, .6, .9], [0, .5, .6, .9],
+                                                            [0, .4, .6, .8], [0, .4, .6, .8]])}
+    a = np.array([[0, .6, .5, .5], [0, .6, .5, .5], [0, .3, .5, .5], [0, .3, .5, .5]])    # strong at R = 1, draw 0
+    b = np.array([[0, .1, .7, .5], [0, .1, .7, .5], [0, .5, .7, .5], [0, .5, .7, .5]])    # strong at R = 2; R = 1, draw 1
+    got = budget_differences(learned, {"a": {"curves": {"best": {"accuracy": a}}},
+                                       "b": {"curves": {"best": {"accuracy": b}}}}, bench)
+    assert set(got) == {"1", "2", "3"}
+    assert got["1"]["which"] == ["a", "b"] and got["2"]["which"] == ["b", "b"]
+    assert got["1"]["difference"]["per_draw"] == pytest.approx([-0.1, -0.1])
+    assert got["2"]["difference"]["mean"] == pytest.approx(-0.1) and got["3"]["difference"]["mean"] == pytest.approx(0.35)
+    assert got["3"]["difference"]["low"] == pytest.approx(0.35) == got["3"]["difference"]["high"]
+
+
+@pytest.mark.slow
+def test_the_limits_regularisation_is_chosen_on_validation_tasks_only(monkeypatch):
+    """The l2 per budget is the validation argmax (recomputed by hand from limit_of_task on the
+    validation tasks), the same whatever the test tasks; it fails if a test task is consulted."""
+    from surf_dist.commands.bench import limit
+    from surf_dist.commands.jobs import local_worker
+    worker = local_worker(QUICK64)
+    val = worker.family.batch("val", [1000, 1001])
+    rounds, agents = [1, 2], sampled_agents(8, 2)
+    by_hand = np.array([[limit.limit_of_task(worker.family, t, rounds, agents, 64, l2) for t in val]
+                        for l2 in limit.L2_GRID]).mean(1)
+    chosen, means = limit.choose_l2(worker.family, val, rounds, agents, 64)
+    assert np.allclose(means, by_hand) and chosen == [limit.L2_GRID[int(np.argmax(by_hand[:, j]))] for j in range(2)]
+    tests_a, tests_b = (worker.family.batch("test", [100_000 + k]) for k in (0, 7))
+    seen = []
+    real = limit.limit_of_task
+    monkeypatch.setattr(limit, "limit_of_task", lambda fam, task, *a, **k: seen.append(task) or real(fam, task, *a, **k))
+    got_a = limit.limit_on_test(worker, tests_a, rounds, 2, 64, val_tasks=val)
+    n_val = len(seen) - 1
+    got_b = limit.limit_on_test(worker, tests_b, rounds, 2, 64, val_tasks=val)
+    assert got_a["l2"] == got_b["l2"] == chosen
+    assert seen[n_val] is tests_a[0] and all(any(t is v for v in val) for t in seen[:n_val])    # the test task only after the choice
+
+
+def test_saved_choices_of_a_changed_method_are_not_replayed(tmp_path):
+    """A saved choice is replayed only for the update it was made for: a method whose documented
+    formula changed since (here dgd) is tuned again; other task settings are refused."""
+    from types import SimpleNamespace
+
+    from surf_dist.commands.bench import saved_choices
+    cfg = QUICK64
+    segments = {"best": {"accuracy": [{"from_round": 0, "to_round": 24, "config": {"start": "zero", "step": 1.0}}]}}
+    saved = {"config": {"task": cfg.to_dict()["task"], "model": {"batch_size": cfg.model.batch_size}},
+             "methods": {"dgd": {"kind": "baseline", "doc": "an older dgd", "tuned": segments},
+                         "nids": {"kind": "baseline", "doc": METHODS["nids"].doc, "tuned": segments}}}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(saved))
+    args = SimpleNamespace(choices_from=str(path), baselines_from=None)
+    got = saved_choices(args, cfg, BenchConfig(methods=("dgd", "nids")))
+    assert list(got) == ["nids"] and got["nids"]["tuned"] == {"best": segments["best"]}
+    with pytest.raises(ValueError, match="made for other tasks"):
+        saved_choices(args, with_overrides(cfg, {"task": {"num_agents": 6}}), BenchConfig(methods=("nids",)))

@@ -1,4 +1,4 @@
-"""surf_dist.checkpoint: atomic saves, safe loads, helpful errors; a training state round trip."""
+"""surf_dist.io.checkpoint: atomic saves, safe loads, helpful errors; a training state round trip."""
 import json
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from surf_dist import checkpoint
-from surf_dist.checkpoint import load_checkpoint, save_checkpoint
-from surf_dist.config import with_overrides
+from surf_dist.io import checkpoint
+from surf_dist.io.checkpoint import load_checkpoint, save_checkpoint
+from surf_dist.io.config import with_overrides
 
 
 def _state(cfg, value=1.0):
@@ -153,8 +153,8 @@ def test_interrupted_first_save_leaves_nothing(tmp_path, quick_cfg, monkeypatch)
 def test_training_state_round_trip(tmp_path, quick_cfg, digits_family):
     """snapshot -> save -> load -> restore gives the same model, optimizer, duals and mask stream."""
     from surf_dist.comm.local import LocalCommunicator
-    from surf_dist.engine import Worker
-    from surf_dist.train import build_state, primal_step, restore, snapshot
+    from surf_dist.core.engine import Worker
+    from surf_dist.core.train import build_state, primal_step, restore, snapshot
 
     cfg = with_overrides(quick_cfg, {"train": {"dtype": "float64", "async_train": 1}})
     worker = Worker(digits_family, LocalCommunicator(), np.arange(cfg.task.num_agents), torch.float64)

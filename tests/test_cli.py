@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from surf_dist.cli import main
+from surf_dist.cli.main import main
 
 CURVE_KEYS = {"rounds", "bytes_per_agent", "loss", "accuracy", "local_accuracy"}
 
@@ -42,10 +42,12 @@ def test_baselines_quick_writes_a_complete_summary(tmp_path, capsys):
     assert "dgd" in text
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(150)
 def test_demo_shipped_optimizer_tunes_the_fallback_baselines_where_no_choices_ship(tmp_path, capsys):
     """The quick preset's tasks have no shipped baseline choices: the demo tunes the four
     one-hyperparameter baselines on validation tasks and compares them with the shipped optimizer."""
-    from surf_dist.bench.demo import FALLBACK_METHODS
+    from surf_dist.commands.bench.demo import FALLBACK_METHODS
     out = tmp_path / "demo"
     code, text, err = run(["demo", "--quick", "--rounds", "24", "--out", str(out), "--no-progress"], capsys)
     assert code == 0, err
@@ -57,6 +59,8 @@ def test_demo_shipped_optimizer_tunes_the_fallback_baselines_where_no_choices_sh
     assert (out / "pooled_accuracy_vs_communication.png").is_file() and "ratio" in text
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_demo_train_quick_writes_a_complete_summary(tmp_path, capsys):
     out = tmp_path / "demo"
     code, text, _ = run(["demo", "--train", "--quick", "--out", str(out), "--no-progress"], capsys)
@@ -98,7 +102,7 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
 def test_async_train_and_objective_flags_reach_the_run(tmp_path, capsys):
     """--async-train N meta-trains with N agents dropped per task and layer (train.async_train);
     --objective pooled trains the last layer for the task's pooled data (train.objective)."""
-    from surf_dist.jobs import run_config
+    from surf_dist.commands.jobs import run_config
     run_dir = tmp_path / "run"
     code, _, _ = run(["train", "--quick", "--out", str(run_dir), "--no-progress", "--steps", "2",
                       "--async-train", "2", "--objective", "pooled"], capsys)
@@ -180,10 +184,10 @@ def test_init_from_starts_training_from_a_trained_model(tmp_path, capsys):
     """--init-from RUN: meta-training starts from RUN's weights (fine-tuning); a network that
     does not fit, or a folder without a model, is a clear error that writes no model."""
     import torch
-    from surf_dist.checkpoint import load_checkpoint
-    from surf_dist.config import preset, with_overrides
-    from surf_dist.jobs import local_worker
-    from surf_dist.train import build_state, warm_start
+    from surf_dist.io.checkpoint import load_checkpoint
+    from surf_dist.io.config import preset, with_overrides
+    from surf_dist.commands.jobs import local_worker
+    from surf_dist.core.train import build_state, warm_start
     source = tmp_path / "source"
     assert run(["train", "--quick", "--out", str(source), "--no-progress", "--steps", "2"], capsys)[0] == 0
     cfg = with_overrides(preset("quick"), {"train": {"seed": 3}})

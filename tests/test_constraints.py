@@ -1,12 +1,12 @@
-"""surf_dist.constraints: descent values, slacks, the Lagrangian share and the dual step, by hand;
+"""surf_dist.methods.constraints: descent values, slacks, the Lagrangian share and the dual step, by hand;
 the Lagrangian's gradient in the model parameters against central finite differences."""
 import pytest
 import torch
 
-from surf_dist.config import ModelConfig
-from surf_dist.constraints import descent_values, dual_step, lagrangian_share, slack_terms
-from surf_dist.model import UnrolledDGD
-from surf_dist.problem import grad_per_agent, loss_per_agent
+from surf_dist.io.config import ModelConfig
+from surf_dist.methods.constraints import descent_values, dual_step, lagrangian_share, slack_terms
+from surf_dist.methods.learned import UnrolledDGD
+from surf_dist.problem.softmax import grad_per_agent, loss_per_agent
 
 
 def test_descent_values_loss_and_grad_norm(make_shards):
@@ -123,9 +123,9 @@ def test_primal_step_gradient_and_slacks_match_the_hand_built_lagrangian(digits_
     import numpy as np
 
     from surf_dist.comm.local import LocalCommunicator
-    from surf_dist.config import with_overrides
-    from surf_dist.engine import Worker
-    from surf_dist.train import build_state, primal_step, unroll
+    from surf_dist.io.config import with_overrides
+    from surf_dist.core.engine import Worker
+    from surf_dist.core.train import build_state, primal_step, unroll
 
     cfg = with_overrides(quick_cfg, {"train": {"dtype": "float64", "eps": 0.1, "descent": "grad_norm"}})
     worker = Worker(digits_family, LocalCommunicator(), np.arange(cfg.task.num_agents), torch.float64)
@@ -155,9 +155,9 @@ def test_the_anytime_objective_is_the_mean_of_every_layers_loss(digits_family, q
     import numpy as np
 
     from surf_dist.comm.local import LocalCommunicator
-    from surf_dist.config import with_overrides
-    from surf_dist.engine import Worker
-    from surf_dist.train import build_state, primal_step, unroll
+    from surf_dist.io.config import with_overrides
+    from surf_dist.core.engine import Worker
+    from surf_dist.core.train import build_state, primal_step, unroll
 
     cfg = with_overrides(quick_cfg, {"train": {"dtype": "float64", "anytime": True, "constrained": False}})
     worker = Worker(digits_family, LocalCommunicator(), np.arange(cfg.task.num_agents), torch.float64)

@@ -1,4 +1,4 @@
-"""Tests for surf_dist.datasets: bundled sets, idx / CIFAR-10 parsing, errors, pool splits."""
+"""Tests for surf_dist.problem.datasets: bundled sets, idx / CIFAR-10 parsing, errors, pool splits."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surf_dist import datasets
-from surf_dist.datasets import (
+from surf_dist.problem import datasets
+from surf_dist.problem.datasets import (
     CIFAR10_FILES,
     DATASETS,
     MNIST_FILES,
@@ -18,7 +18,7 @@ from surf_dist.datasets import (
     load_dataset,
     split_pools,
 )
-from surf_dist.data_files import write_cifar10_batch, write_idx
+from surf_dist.problem.data_files import write_cifar10_batch, write_idx
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -149,7 +149,7 @@ def test_mnist_round_trip(tmp_path: Path, gz: bool) -> None:
 def test_pixel_rows_are_read_on_demand_and_equal_the_whole_matrix_standardised(tmp_path, max_samples):
     """Plain idx files are memory-mapped (nothing of them in the process's own memory); the
     rows asked for, in any order and shape, equal those of the whole matrix standardised."""
-    from surf_dist.datasets import standardise, stratified_subsample
+    from surf_dist.problem.datasets import standardise, stratified_subsample
     images, labels = _write_mnist_folder(tmp_path, gz=False, num_train=40, num_test=10)
     dataset = load_dataset("mnist", root=tmp_path, max_samples=max_samples)
     assert dataset.features.resident_bytes() == 0
@@ -391,8 +391,34 @@ def test_split_pools_rejects_non_1d_labels() -> None:
 
 def test_every_dataset_has_its_shape_known_before_loading() -> None:
     """The size checks read ``SHAPES`` before anything loads (``--preset large`` once failed here)."""
-    from surf_dist.datasets import SHAPES
+    from surf_dist.problem.datasets import SHAPES
     assert set(SHAPES) == set(DATASETS)
     for name in ("digits", "synthetic64"):
         data = load_dataset(name)
         assert SHAPES[name] == (data.num_features, data.num_classes, data.num_samples)
+
+
+def test_random_conv_features_ignore_where_a_pattern_sits():
+    """Max over positions: a pattern moved inside a zero signal gives the same features; another
+    pattern other features; the filters depend on the seed only (fitted on no data)."""
+    from surf_dist.problem.datasets import random_conv_features
+    base = np.zeros((3, 40))
+    pattern = np.sin(np.arange(12))
+    base[0, 8:20], base[1, 20:32] = pattern, pattern     # at least 8 zeros on each side
+    base[2, 8:20] = pattern[::-1]
+    f = random_conv_features(base)
+    assert f.shape == (3, 64)
+    assert np.allclose(f[0], f[1]) and not np.allclose(f[0], f[2])
+    assert np.array_equal(random_conv_features(base), f)
+
+
+def test_mnist1d_is_generated_offline_and_fits_a_softmax():
+    pytest.importorskip("mnist1d")
+    from sklearn.linear_model import LogisticRegression
+
+    from surf_dist.problem.datasets import _load_mnist1d
+    features, labels, classes = _load_mnist1d(1000)
+    assert features.shape == (1000, 64) and classes == 10 and set(labels.tolist()) == set(range(10))
+    x = (features - features[:800].mean(0)) / features[:800].std(0)
+    score = LogisticRegression(max_iter=500).fit(x[:800], labels[:800]).score(x[800:], labels[800:])
+    assert score > 0.6       # the raw 40-point signal gives ~0.34 (DESIGN.md section 1)

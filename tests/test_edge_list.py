@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from surf_dist import topology as topo
-from surf_dist.edge_list import read_edge_list
-from surf_dist.topology import PRESET_DIR, load_topology_preset
+from surf_dist.problem import topology as topo
+from surf_dist.problem.edge_list import read_edge_list
+from surf_dist.problem.topology import PRESET_DIR, load_topology_preset
 
 
 def write(tmp_path, text, name="g.txt"):

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from surf_dist import jobs
-from surf_dist.cli import main
+from surf_dist.commands import jobs
+from surf_dist.cli.main import main
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.constraints import descent_values
-from surf_dist.evaluate import evaluate_unrolled
-from surf_dist.experiments import exceeds, layer_statistics, summarize_descent
-from surf_dist.problem import loss_per_agent
+from surf_dist.methods.constraints import descent_values
+from surf_dist.core.evaluate import evaluate_unrolled
+from surf_dist.commands.experiments import exceeds, layer_statistics, summarize_descent
+from surf_dist.problem.softmax import loss_per_agent
 from surf_dist.runtime.common import make_worker
-from surf_dist.train import unroll
+from surf_dist.core.train import unroll
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,14 @@ import pytest
 import torch
 
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.config import preset, with_overrides
-from surf_dist.evaluate import evaluate_unrolled
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.core.evaluate import evaluate_unrolled
 from surf_dist.runtime import run_job
 from surf_dist.runtime.common import make_worker, transport
-from surf_dist.train import build_state, dual_update, primal_step
+from surf_dist.core.train import build_state, dual_update, primal_step
 
 CUDA = torch.cuda.is_available()
+pytestmark = pytest.mark.slow   # ranks on GPUs, spawned processes
 CFG = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
 
 
@@ -84,3 +85,15 @@ def test_the_transport_is_nccl_only_with_a_gpu_per_rank():
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(ValueError, match="no CUDA GPU is visible"):
         run_job(steps_job, CFG, "local", 1, "cuda")
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
+def test_group_mean_of_gpu_values_with_a_gpu_index_equals_the_cpus():
+    """The bench hands group_mean a task index already on the GPU (Shards.to): the means are made
+    there and come back on the CPU, equal to the CPU's."""
+    values = torch.arange(6, dtype=torch.float64)
+    groups = torch.tensor([0, 0, 1, 1, 1, 2])
+    cpu = LocalCommunicator().group_mean(values, groups, 3)
+    gpu = LocalCommunicator().group_mean(values.cuda(), groups.cuda(), 3)
+    assert gpu.device.type == "cpu" and torch.equal(gpu, cpu)
+    assert cpu.tolist() == [0.5, 3.0, 5.0]

@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from surf_dist import cli
-
+from surf_dist.cli import main as cli
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
 DOCKERFILES = [ROOT / "docker" / "Dockerfile.cpu", ROOT / "docker" / "Dockerfile.cuda"]
@@ -52,6 +51,8 @@ def load_ray_entry():
 # ------------------------------------------------------------------ launch/ray_job.sh
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_job_submit_dry_run():
     words = dry_run("ray_job.sh", CLUSTER="launch/cluster-cloud.yaml", WORKERS="3",
                     ARGS="baselines --quick --out runs/x")
@@ -60,12 +61,16 @@ def test_ray_job_submit_dry_run():
     assert words[4:] == ["--", "--workers", "3", "baselines", "--quick", "--out", "runs/x"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_job_defaults_to_submit_on_the_local_cluster_file():
     words = dry_run("ray_job.sh")
     assert words[:3] == ["ray", "submit", "launch/cluster-local.yaml"]
     assert words[words.index("--") + 1:words.index("--") + 3] == ["--workers", "2"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_job_job_mode_dry_run():
     words = dry_run("ray_job.sh", MODE="job", WORKERS="4", RAY_JOB_ADDRESS="http://10.0.0.1:8265",
                     ARGS="demo --quick --out /tmp/demo")
@@ -81,6 +86,8 @@ def test_ray_job_job_mode_dry_run():
 
 @pytest.mark.parametrize("env, message", [({"MODE": "nope"}, "MODE"), ({"WORKERS": "0"}, "WORKERS"),
                                           ({"WORKERS": "two"}, "WORKERS")])
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_job_rejects_bad_settings(env, message):
     out = subprocess.run(["bash", "launch/ray_job.sh"], cwd=ROOT, text=True, capture_output=True,
                          env={**os.environ, "DRY_RUN": "1", **env}, timeout=30)
@@ -132,6 +139,8 @@ def test_ray_entry_runs_surf_dist_on_the_cluster(monkeypatch):
     assert (args.backend, args.workers) == ("ray", entry.DEFAULT_WORKERS)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_ray_entry_needs_a_command():
     out = subprocess.run([sys.executable, str(LAUNCH / "ray_entry.py"), "--workers", "2"],
                          text=True, capture_output=True, timeout=30)
@@ -141,11 +150,13 @@ def test_ray_entry_needs_a_command():
 # ------------------------------------------------------------------ launch/torchrun.sh
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(30)
 def test_torchrun_dry_run():
     words = dry_run("torchrun.sh", NPROC="4", ARGS="demo --out runs/demo")
     assert words[:2] == ["torchrun", "--standalone"]
     assert words[words.index("--nproc-per-node") + 1] == "4"
-    assert words[words.index("-m") + 1] == "surf_dist.cli"
+    assert words[words.index("-m") + 1] == "surf_dist.cli.main"
     assert words[-4:] == ["--backend", "torch", "--workers", "4"]
     assert ["demo", "--out", "runs/demo"] == words[words.index("-m") + 2:-4]
 
@@ -297,7 +308,9 @@ def hadolint_binary() -> str | None:
     return found or (str(beside) if beside.is_file() else None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.timeout(60)
 def test_dockerfile_passes_hadolint(path):
     binary = hadolint_binary()
     if binary is None:

@@ -120,3 +120,9 @@ def test_local_backend_refuses_partial_hosting(ring_shift):
     comm = LocalCommunicator()
     with pytest.raises(ValueError, match="every node"):
         comm.bind(ring_shift(6), np.arange(3))
+
+
+def test_group_mean_per_group_by_hand_on_the_cpu():
+    from surf_dist.comm.local import LocalCommunicator
+    means = LocalCommunicator().group_mean(torch.tensor([1.0, 3.0, 10.0]), torch.tensor([1, 1, 0]), 3)
+    assert means.device.type == "cpu" and means[:2].tolist() == [10.0, 2.0] and torch.isnan(means[2])

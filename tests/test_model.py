@@ -1,4 +1,4 @@
-"""surf_dist.model: graph filter, local networks and the unrolled network, against analytic oracles.
+"""surf_dist.methods.learned: graph filter, local networks and the unrolled network, against analytic oracles.
 
 Oracles: a silenced local network reduces a layer to the graph filter H(W; S) = sum_k h_k S^k W
 (dense S by hand); taps [0, 1] with Psi = alpha * grad is one DGD step on the same mini-batch;
@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from surf_dist.config import ModelConfig
-from surf_dist.model import CompactLocalNet, PaperLocalNet, UnrolledDGD, graph_filter, rms
-from surf_dist.problem import grad_per_agent, loss_per_agent
+from surf_dist.io.config import ModelConfig
+from surf_dist.methods.learned import CompactLocalNet, PaperLocalNet, UnrolledDGD, graph_filter, rms
+from surf_dist.problem.softmax import grad_per_agent, loss_per_agent
 
 N_AGENTS, N_SEEN, BATCH = 6, 6, 3
 P, C = 3, 3                 # raw features, classes: d = (P + 1) * C = 12
@@ -445,10 +445,10 @@ def test_model_is_deterministic_in_its_seed():
 def test_default_preset_communicates_as_much_as_the_paper_unrolling():
     """The default (20 layers of 1 hop, 4 local sub-steps) and the ``paper`` preset (10 layers of
     2 hops) send the same messages: 20 rounds and the same bytes per agent (ledger counts)."""
-    from surf_dist.config import preset, with_overrides
-    from surf_dist.evaluate import evaluate_unrolled
-    from surf_dist.jobs import local_worker
-    from surf_dist.train import new_model
+    from surf_dist.io.config import preset, with_overrides
+    from surf_dist.core.evaluate import evaluate_unrolled
+    from surf_dist.commands.jobs import local_worker
+    from surf_dist.core.train import new_model
 
     ends = {}
     for name in ("default", "paper"):
@@ -459,3 +459,111 @@ def test_default_preset_communicates_as_much_as_the_paper_unrolling():
     assert preset("default").model.local_steps == 4 and preset("paper").model.local_steps == 1
     assert ends["default"] == ends["paper"]
     assert ends["default"][0] == 20 and ends["default"][1] > 0
+
+
+# ------------------------------------------------------------------------- adapt then combine
+
+
+def atc_model(num_layers, alpha, momentum=False, correction=False, start="task"):
+    cfg = ModelConfig(num_layers=num_layers, num_hops=1, batch_size=BATCH, hidden=4, combine="atc",
+                      momentum=momentum, momentum_init=1.0, correction=correction, start=start)
+    model = UnrolledDGD(cfg, P + 1, C).double()
+    dgd_local_net(model, alpha)
+    return model
+
+
+def test_atc_first_layer_moves_from_zero_on_its_neighbours_data(setup):
+    """atc from W_0 = 0: W_1 = h0 U + h1 S U with U = -alpha grad f_i(0; B): the first round's
+    messages already carry data, so an agent's W_1 changes when only a neighbour's data does."""
+    shards, S, comm = setup
+    alpha = 0.37
+    model = atc_model(1, alpha, start="zero")
+    set_taps(model, [[0.25, 0.75]])
+    pos = positions(1)
+    Ws = model(shards.init_weights, shards, pos, comm)
+    zero = torch.zeros_like(shards.init_weights)
+    X, Y = shards.minibatch(pos[0])
+    U = zero - alpha * grad_per_agent(zero, X, Y)
+    assert torch.allclose(Ws[1], 0.25 * U + 0.75 * (S @ U), atol=1e-12)
+    assert Ws[1].abs().max() > 1e-3
+    # agent 0's neighbour 1 gets other labels: agent 0's first iterate moves, agent 3 (not a neighbour) does not
+    assert S[0, 1] > 0 and S[3, 1] == 0
+    shards.Y_seen[1] = (shards.Y_seen[1] + 1) % C
+    moved = model(shards.init_weights, shards, pos, comm)[1]
+    assert (moved[0] - Ws[1][0]).abs().max() > 1e-6
+    assert torch.allclose(moved[3], Ws[1][3], atol=1e-15)
+
+
+def test_cta_first_layer_from_zero_ignores_the_neighbours_data(setup):
+    """The contrast that makes the test above mean something: unrolled DGD (cta) sends W_0 = 0
+    in its first round, so agent 0's first iterate does not depend on its neighbour's data."""
+    shards, S, comm = setup
+    model = make_model(num_layers=1)
+    model.config = ModelConfig(**{**model.config.__dict__, "start": "zero"})
+    dgd_local_net(model, 0.37)
+    pos = positions(1)
+    before = model(shards.init_weights, shards, pos, comm)[1]
+    shards.Y_seen[1] = (shards.Y_seen[1] + 1) % C
+    after = model(shards.init_weights, shards, pos, comm)[1]
+    assert torch.allclose(before[0], after[0], atol=1e-15)
+
+
+def test_atc_with_correction_is_nids_by_hand(setup):
+    """momentum + correction at beta = c = 1, taps (1/2, 1/2), Psi = alpha grad: NIDS / exact
+    diffusion, x_1 = S~(x_0 - a g_0), x_(k+1) = S~(2 x_k - x_(k-1) - a g_k + a g_(k-1)), S~ = (I + S)/2."""
+    shards, S, comm = setup
+    alpha, L = 0.3, 4
+    model = atc_model(L, alpha, momentum=True, correction=True)
+    assert torch.allclose(model.taps.data, torch.tensor([[0.5, 0.5]] * L, dtype=torch.float64))
+    pos = positions(L)
+    Ws = model(shards.init_weights, shards, pos, comm)
+    S_half = (torch.eye(N_AGENTS, dtype=torch.float64) + S) / 2
+    xs, gs = [shards.init_weights], []
+    for l in range(L):
+        X, Y = shards.minibatch(pos[l])
+        gs.append(grad_per_agent(xs[-1], X, Y))
+        if l == 0:
+            xs.append(S_half @ (xs[0] - alpha * gs[0]))
+        else:
+            xs.append(S_half @ (2 * xs[-1] - xs[-2] - alpha * gs[-1] + alpha * gs[-2]))
+    for got, want in zip(Ws, xs):
+        assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_atc_correction_reaches_the_exact_optimum_where_diffusion_stalls(setup):
+    """A property, not a re-derivation: with full local batches the corrected network (NIDS) reaches
+    consensus at a stationary point of the network objective (disagreement and mean gradient ~0),
+    while plain adapt-then-combine with the same step keeps a disagreement floor."""
+    shards, S, comm = setup
+    alpha, L = 0.5, 400
+    full = torch.arange(N_SEEN).expand(L, N_AGENTS, N_SEEN)
+    finals = {}
+    for correction in (False, True):
+        model = atc_model(L, alpha, momentum=correction, correction=correction)
+        with torch.no_grad():
+            W = model(shards.init_weights, shards, full, comm)[-1]
+        spread = (W - W.mean(0)).norm() / W.norm()
+        mean_grad = grad_per_agent(W, shards.X_seen, shards.Y_seen).mean(0).norm()
+        finals[correction] = (float(spread), float(mean_grad))
+    assert finals[True][0] < 1e-6 and finals[True][1] < 1e-6
+    assert finals[False][0] > 1e-3
+
+
+def test_warm_up_steps_by_hand_before_the_first_layer(setup):
+    """warmup_steps = 3: W <- W - exp(log_warmup[e]) grad f_i(W; B_(e mod L)) three times, then
+    the first layer as usual (here atc with Psi = alpha grad and taps [0, 1])."""
+    shards, S, comm = setup
+    alpha, sizes = 0.3, [0.5, 0.2, 0.1]
+    cfg = ModelConfig(num_layers=2, num_hops=1, batch_size=BATCH, hidden=4, combine="atc", warmup_steps=3)
+    model = UnrolledDGD(cfg, P + 1, C).double()
+    dgd_local_net(model, alpha)
+    set_taps(model, [[0.0, 1.0]] * 2)
+    model.log_warmup.data.copy_(torch.tensor(sizes, dtype=torch.float64).log())
+    pos = positions(2)
+    Ws = model(shards.init_weights, shards, pos, comm)
+    W = shards.init_weights
+    for e, size in enumerate(sizes):
+        X, Y = shards.minibatch(pos[e % 2])
+        W = W - size * grad_per_agent(W, X, Y)
+    X, Y = shards.minibatch(pos[0])
+    assert torch.allclose(Ws[1], S @ (W - alpha * grad_per_agent(W, X, Y)), atol=1e-12)

@@ -1,10 +1,9 @@
-"""Tests for surf_dist.plots: files written, valid PNGs, optional plots skipped."""
+"""Tests for surf_dist.io.plots: files written, valid PNGs, optional plots skipped."""
 import math
 
 import matplotlib.pyplot as plt
 
-from surf_dist import plots
-
+from surf_dist.io import plots
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -2,13 +2,14 @@
 and that each still does what its README records with the code as it is now."""
 import torch
 
-from surf_dist.config import preset, with_overrides
-from surf_dist.evaluate import async_sweep, evaluate_unrolled
-from surf_dist.jobs import load_model, local_worker, run_config
-from surf_dist.pretrained import NAMES, resolve_run
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.core.evaluate import async_sweep, evaluate_unrolled
+from surf_dist.commands.jobs import load_model, local_worker, run_config
+from surf_dist.methods.pretrained import NAMES, resolve_run
 
-TRAINED_AS = {   # name -> (preset, these settings on top) (surf_dist/pretrained/README.md)
+TRAINED_AS = {   # name -> (preset, these settings on top) (surf_dist/methods/pretrained/README.md)
     "default": ("default", {}),
+    "cta": ("cta", {}),
     "scratch": ("local", {}),
     "local": ("local", {"train": {"init_from": "pretrained", "dual_lr": 1.0, "steps": 300, "lr": 1e-3}}),
     "robust": ("local", {"train": {"async_train": 5}}),
@@ -17,7 +18,7 @@ TRAINED_AS = {   # name -> (preset, these settings on top) (surf_dist/pretrained
 
 def test_shipped_models_are_the_presets_trained_as_documented():
     """A change of a preset that a shipped model no longer matches fails here: retrain it
-    (surf_dist/pretrained/README.md) or keep the preset. The default model is exactly what
+    (surf_dist/methods/pretrained/README.md) or keep the preset. The default model is exactly what
     `surf-dist train` gives with the default settings (seed 0)."""
     assert set(TRAINED_AS) == set(NAMES)
     for name, (base, overrides) in TRAINED_AS.items():
@@ -42,15 +43,17 @@ def test_shipped_models_optimize_a_test_task_and_one_with_permuted_labels():
 def test_local_model_descends_at_every_layer_where_scratch_does_not():
     """The larger dual step's fine-tune removed the scratch model's one rise of the mean test
     loss (recorded on these 3 tasks: 0 rises against 1 of +0.0056; on 10 tasks: 0 against 1);
-    the default model (trained for every layer) does not rise either."""
+    the former default (``cta``, trained for every layer) does not rise either. The default (adapt
+    then combine, trained for the pooled loss at every layer) rises at 2 layers of 20 here: its
+    descent constraints hold on the seen-data loss, not on this held-out local loss (recorded)."""
     torch.set_num_threads(1)
     worker = local_worker(preset("default"))
     tasks = worker.family.batch("test", [0, 1, 2])
     rises = {}
-    for name in ("default", "local", "scratch"):
+    for name in ("default", "cta", "local", "scratch"):
         loss = evaluate_unrolled(load_model(resolve_run(f"pretrained:{name}"), worker), worker, tasks)["loss"]
         rises[name] = sum(b > a for a, b in zip(loss, loss[1:]))
-    assert rises == {"default": 0, "local": 0, "scratch": 1}
+    assert rises == {"default": 2, "cta": 0, "local": 0, "scratch": 1}
 
 
 def test_robust_model_keeps_accuracy_where_agents_drop():
@@ -72,8 +75,8 @@ def test_a_fine_tunes_cost_counts_the_model_it_started_from(tmp_path):
     the shipped model's; a start that is gone is said, not counted."""
     import json
 
-    from surf_dist.checkpoint import load_checkpoint
-    from surf_dist.pretrained import HERE, TRAINING, training_cost
+    from surf_dist.io.checkpoint import load_checkpoint
+    from surf_dist.methods.pretrained import HERE, TRAINING, training_cost
     saved = dict(load_checkpoint(HERE / "local" / "model.pt"))
     cfg = json.loads(saved["config"])
     cfg["train"].update(steps=7, init_from="pretrained")

@@ -1,8 +1,8 @@
-"""surf_dist.problem: the softmax classifier's loss, closed-form gradient, accuracy, reference."""
+"""surf_dist.problem.softmax: the softmax classifier's loss, closed-form gradient, accuracy, reference."""
 import pytest
 import torch
 
-from surf_dist.problem import (add_bias, correct_per_agent, grad_per_agent, logits, loss_per_agent,
+from surf_dist.problem.softmax import (add_bias, correct_per_agent, grad_per_agent, logits, loss_per_agent,
                                num_params, pooled_accuracy, solve_centralized)
 
 
@@ -128,8 +128,8 @@ def test_outer_loss_local_and_pooled_by_hand():
     """``local``: each agent's cross-entropy on its own held-out samples; ``pooled``: on the
     pooled held-out samples of its own task (two tasks, pools of different sizes), with
     gradients equal to the hand formula's."""
-    from surf_dist.tasks import Shards
-    from surf_dist.train import outer_loss
+    from surf_dist.problem.tasks import Shards
+    from surf_dist.core.train import outer_loss
     gen = torch.Generator().manual_seed(1)
     n, p, C = 4, 3, 3
     X_held = add_bias(torch.randn(n, 2, p, generator=gen, dtype=torch.float64))

@@ -1,7 +1,5 @@
 """Progress in logs: where stderr is not a terminal, a line with the count and the time left."""
-from surf_dist import progress
-
-
+from surf_dist.io import progress
 def test_a_log_gets_lines_with_the_count_and_the_time_left(monkeypatch, capsys):
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
     bar = progress.bar(range(2, 5), "train", True, total=5, initial=2)

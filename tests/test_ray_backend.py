@@ -17,14 +17,14 @@ import pytest
 import ray
 import torch
 
-from surf_dist.cli import main
+from surf_dist.cli.main import main
 from surf_dist.comm.local import LocalCommunicator
 from surf_dist.runtime import run_job
 from surf_dist.runtime import ray_runtime
 from surf_dist.runtime.common import make_worker
 from test_torch_backend import CFG, assert_tree_close, dying_job, failing_job, group_job
 
-pytestmark = pytest.mark.equivalence
+pytestmark = [pytest.mark.equivalence, pytest.mark.slow]   # Ray actors and gloo groups
 
 WORKERS = 2
 
@@ -83,7 +83,8 @@ def summary_numbers(path):
 # ------------------------------------------------------------------ equivalence
 
 
-@pytest.mark.timeout(300)     # the first one pays for the module's Ray job (~1 min quiet)
+@pytest.mark.slow
+@pytest.mark.timeout(240)     # the first one pays for the module's Ray job (~1 min quiet)
 def test_unrolled_outputs_and_meta_gradients_match(on_ray, reference):
     for name in ("sync", "stale"):
         assert np.abs(reference["model"][f"{name}_grads"]).max() > 0   # the check can fail
@@ -91,7 +92,8 @@ def test_unrolled_outputs_and_meta_gradients_match(on_ray, reference):
         assert_tree_close(on_ray["model"][f"{name}_grads"], reference["model"][f"{name}_grads"], name)
 
 
-@pytest.mark.timeout(300)     # the first one pays for the module's Ray job (~1 min quiet)
+@pytest.mark.slow
+@pytest.mark.timeout(240)     # the first one pays for the module's Ray job (~1 min quiet)
 def test_primal_dual_steps_match_with_the_coordinator_in_its_own_actor(on_ray, reference):
     assert (reference["train"]["duals"] > 0).any(), "eps = 0.5 should make some dual positive"
     assert_tree_close(on_ray["train"], reference["train"])
@@ -103,14 +105,16 @@ def test_primal_dual_steps_match_with_the_coordinator_in_its_own_actor(on_ray, r
     assert_tree_close(coordinators["reuse"]["fresh_duals"], np.zeros(2))
 
 
-@pytest.mark.timeout(300)     # the first one pays for the module's Ray job (~1 min quiet)
+@pytest.mark.slow
+@pytest.mark.timeout(240)     # the first one pays for the module's Ray job (~1 min quiet)
 def test_baselines_unrolled_curve_and_async_sweep_match(on_ray, reference):
     assert_tree_close(on_ray["baselines"], reference["baselines"])
     assert_tree_close(on_ray["model"]["unrolled_curve"], reference["model"]["unrolled_curve"])
     assert_tree_close(on_ray["model"]["async_sweep"], reference["model"]["async_sweep"])
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_command_line_baselines_match_local(ray_instance, tmp_path):
     for backend, workers in (("local", 1), ("ray", WORKERS)):
         code = main(["baselines", "--quick", "--dtype", "float64", "--no-progress", "--backend", backend,
@@ -122,6 +126,7 @@ def test_command_line_baselines_match_local(ray_instance, tmp_path):
 # ------------------------------------------------------------------ failures
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_dead_actor_restarts_the_group_then_fails_naming_its_rank_once_retries_are_spent(ray_instance, capfd):
     start = time.monotonic()
@@ -137,7 +142,8 @@ def test_dead_actor_restarts_the_group_then_fails_naming_its_rank_once_retries_a
     assert ray.available_resources().get("CPU", 0) == WORKERS, "actors and placement group freed"
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.slow
+@pytest.mark.timeout(60)
 def test_a_job_error_fails_at_once_without_restarting_the_group(ray_instance, capfd):
     """Only a lost worker restarts the group; an error raised by the job fails with its message."""
     from surf_dist.runtime.common import JobError

@@ -5,7 +5,7 @@ Ray cluster in two network namespaces (tests/testbed.py) gives the local backend
 with one rank on each node; ``ray up`` with launch/cluster-local.yaml brings up both namespace
 hosts over ssh, runs a training submitted by launch/ray_job.sh, and ``ray down`` stops it.
 
-Every run goes through the command line in a subprocess (``python -m surf_dist.cli``), so a
+Every run goes through the command line in a subprocess (``python -m surf_dist.cli.main``), so a
 process can be killed from outside with SIGKILL, as a crash or the OOM killer would.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.resilience
 # Timeouts are generous (each test takes 20 s to 2 min on the quiet 2-core machine) so that a
 # loaded machine does not fail them; a hung collective still fails within the runs' own 60 s.
 
-CLI = [sys.executable, "-m", "surf_dist.cli"]
+CLI = [sys.executable, "-m", "surf_dist.cli.main"]
 STEPS = 12            # the quick preset checkpoints every val_every = 3 steps
 TRAIN = ["train", "--quick", "--dtype", "float64", "--steps", str(STEPS), "--no-progress"]
 
@@ -170,7 +170,7 @@ def uninterrupted(tmp_path_factory):
 def test_resumed_metrics_drop_rows_written_after_the_checkpoint(tmp_path):
     """A run that stopped after its checkpoint at step 3 left rows 3 and 4 and half a row 5;
     the resumed run (first step 3) keeps rows 0-2 and writes its own from step 3 on."""
-    from surf_dist.metrics_log import MetricsLogger
+    from surf_dist.io.metrics_log import MetricsLogger
     header = "step,outer_loss\r\n"
     (tmp_path / "metrics.csv").write_text(header + "".join(f"{s},0.{s}\r\n" for s in range(5)) + "5,0.")
     logger = MetricsLogger(tmp_path, 1, append=True, first_step=3)
@@ -181,7 +181,8 @@ def test_resumed_metrics_drop_rows_written_after_the_checkpoint(tmp_path):
     assert [line.split(",")[:2] for line in lines[1:]] == [["0", "0.0"], ["1", "0.1"], ["2", "0.2"], ["3", "9.0"]]
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_local_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, uninterrupted):
     out = tmp_path / "run"
     code, _, _, _ = run_and_kill(out, ["--backend", "local"], victim=lambda pid: pid)
@@ -194,7 +195,8 @@ def test_local_run_killed_after_a_checkpoint_resumes_exactly(tmp_path, uninterru
     assert_runs_equal(out, uninterrupted("local", 1))
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_torch_rank_killed_mid_run_fails_fast_naming_it_then_resumes_exactly(tmp_path, uninterrupted):
     out = tmp_path / "run"
     code, _, stderr, took = run_and_kill(out, ["--backend", "torch", "--workers", "2"],
@@ -225,7 +227,8 @@ def rank_actor_pid(cli_pid: int) -> int | None:
     return None
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_ray_actor_killed_mid_run_restarts_the_group_from_the_checkpoint_exactly(tmp_path, uninterrupted):
     """A rank actor SIGKILLed after the first checkpoint: the driver restarts the group, the
     training resumes from the checkpoint and ends bit for bit where an uninterrupted Ray run ends."""
@@ -274,8 +277,9 @@ def ray_cluster(ray_tmp):
         testbed.remove()
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(240)
 def test_two_node_ray_cluster_one_rank_per_node_matches_local(ray_cluster, tmp_path):
     import testbed
     steps = ["--steps", "3"]
@@ -355,6 +359,7 @@ def ray_daemons(pids) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 @pytest.mark.timeout(480)
 def test_ray_up_submit_a_training_ray_down_with_the_local_cluster_file(tmp_path, ray_tmp):

@@ -1,4 +1,4 @@
-"""surf_dist.tasks: reproducible task draws, disjoint pools, held-out discipline, label skew,
+"""surf_dist.problem.tasks: reproducible task draws, disjoint pools, held-out discipline, label skew,
 label permutation, mini-batch streams and per-worker materialization."""
 import dataclasses
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from surf_dist.tasks import (TaskFamily, block_shift, dirichlet_shards, materialize,
+from surf_dist.problem.tasks import (TaskFamily, block_shift, dirichlet_shards, materialize,
                              minibatch_indices)
 
 

@@ -1,12 +1,12 @@
-"""Tests for surf_dist.topology: generators, normalisations, validation, loaders, placement."""
+"""Tests for surf_dist.problem.topology: generators, normalisations, validation, loaders, placement."""
 import json
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from surf_dist import spectra
-from surf_dist import topology as topo
+from surf_dist.problem import spectra
+from surf_dist.problem import topology as topo
 
 SIZES = (6, 11, 40)
 FAMILY_KWARGS = {

@@ -20,20 +20,20 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from surf_dist.cli import main
+from surf_dist.cli.main import main
 from surf_dist.comm.local import LocalCommunicator
-from surf_dist.config import preset, with_overrides
-from surf_dist.coordinator import draw_async_masks
-from surf_dist.evaluate import async_sweep, evaluate_unrolled, run_baseline
-from surf_dist.model import UnrolledDGD
-from surf_dist.problem import loss_per_agent
+from surf_dist.io.config import preset, with_overrides
+from surf_dist.core.coordinator import draw_async_masks
+from surf_dist.core.evaluate import async_sweep, evaluate_unrolled, run_baseline
+from surf_dist.methods.learned import UnrolledDGD
+from surf_dist.problem.softmax import loss_per_agent
 from surf_dist.runtime import run_job
 from surf_dist.runtime.common import make_worker
-from surf_dist.tasks import block_shift
-from surf_dist.topology import ring, shift_operator, star
-from surf_dist.train import train, unroll
+from surf_dist.problem.tasks import block_shift
+from surf_dist.problem.topology import ring, shift_operator, star
+from surf_dist.core.train import train, unroll
 
-pytestmark = pytest.mark.equivalence
+pytestmark = [pytest.mark.equivalence, pytest.mark.slow]   # spawned gloo ranks
 
 CFG = with_overrides(preset("quick"), {"train": {"dtype": "float64"}})
 TOL = dict(rtol=1e-9, atol=1e-9)
@@ -285,11 +285,12 @@ def test_torchrun_launcher_dry_run():
     script = Path(__file__).parents[1] / "launch" / "torchrun.sh"
     env = {**os.environ, "DRY_RUN": "1", "NPROC": "3", "ARGS": "baselines --quick --out /tmp/o"}
     printed = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=True).stdout
-    assert printed.split() == ["torchrun", "--standalone", "--nproc-per-node", "3", "-m", "surf_dist.cli",
+    assert printed.split() == ["torchrun", "--standalone", "--nproc-per-node", "3", "-m", "surf_dist.cli.main",
                                "baselines", "--quick", "--out", "/tmp/o", "--backend", "torch", "--workers", "3"]
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_a_real_torchrun_launch_trains_like_the_single_process(tmp_path):
     """launch/torchrun.sh starts 2 ranks with torchrun on loopback; the model and checkpoint
     they write equal a local run's (float64, to 1e-9)."""
@@ -350,18 +351,20 @@ def object_collectives_job(cfg, worker, progress: bool = False) -> dict:
     return {"loads": loads, "bare_bind": len(calls) - loads}
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.slow
+@pytest.mark.timeout(60)
 def test_loading_a_batch_needs_no_object_collective():
     assert run_job(object_collectives_job, CFG, "torch", 2) == {"loads": 0, "bare_bind": 1}
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_with_four_ranks_each_holds_a_quarter_of_the_samples_and_no_dataset(tmp_path):
     """MNIST-format files: each of 4 gloo ranks holds the rows of its own 2 agents of 8 (a
     quarter of the batch's seen and held-out samples), a share of the pooled held-out samples
     and none of the dataset itself."""
-    from surf_dist.data_files import write_idx
-    from surf_dist.datasets import MNIST_FILES
+    from surf_dist.problem.data_files import write_idx
+    from surf_dist.problem.datasets import MNIST_FILES
     rng = np.random.default_rng(0)
     for name, n in zip(MNIST_FILES, (300, 300, 100, 100)):
         write_idx(tmp_path / name, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) if "images" in name

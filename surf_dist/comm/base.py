@@ -76,12 +76,16 @@ class Communicator(ABC):
             offset += g.numel()
 
     def group_mean(self, values_n: torch.Tensor, group_n: torch.Tensor, num_groups: int) -> torch.Tensor:
-        """Mean of per-node values within each group (e.g. task), over all workers: (G,)."""
-        sums = torch.zeros(2, num_groups, dtype=torch.float64)
-        sums[0].index_add_(0, group_n, values_n.detach().double().cpu())
-        sums[1].index_add_(0, group_n, torch.ones_like(group_n, dtype=torch.float64))
+        """Mean of per-node values within each group (e.g. task), over all workers: (G,) on the
+        CPU. The sums are made on the values' device (the group index moves there: under nccl
+        both live on the GPU), so nothing crosses to the host before the all-reduce."""
+        device = values_n.device
+        group = group_n.to(device)
+        sums = torch.zeros(2, num_groups, dtype=torch.float64, device=device)
+        sums[0].index_add_(0, group, values_n.detach().double())
+        sums[1].index_add_(0, group, torch.ones_like(group, dtype=torch.float64))
         sums = self.all_reduce(sums)
-        return sums[0] / sums[1]
+        return (sums[0] / sums[1]).cpu()
 
     def ledger_per_agent(self) -> dict:
         """Cumulative logical cost of the bound graph: rounds, messages and bytes per agent."""

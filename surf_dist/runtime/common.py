@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 from ..comm.base import Communicator
-from ..engine import TORCH_DTYPES, Worker
-from ..tasks import TaskFamily
-from ..topology import place_agents
+from ..core.engine import TORCH_DTYPES, Worker
+from ..problem.tasks import TaskFamily
+from ..problem.topology import place_agents
 
 DEVICES = ("cpu", "cuda")
 

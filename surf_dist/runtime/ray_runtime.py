@@ -50,10 +50,10 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
-from ..checkpoint import CHECKPOINT
-from ..coordinator import Coordinator
-from ..shipped import for_job
-from ..topology import place_agents
+from ..io.checkpoint import CHECKPOINT
+from ..core.coordinator import Coordinator
+from .job_files import for_job
+from ..problem.topology import place_agents
 from .common import DEVICES, WorkerLostError
 from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
                    process_group, rank_device, run_rank)

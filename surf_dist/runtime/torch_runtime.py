@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..topology import place_agents
+from ..problem.topology import place_agents
 from .common import check_device, transport
 from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
                    process_group, rank_device, run_rank)

@@ -1,0 +1,110 @@
+"""Everything about a command that can be checked before it starts, in the order a user would
+fix it: where it runs, where it writes, how big it is, the graph, the data, the runs it reads.
+
+``check_command`` creates nothing; it raises ValueError (or FileNotFoundError) with one line
+naming the problem and the fix. What it cannot know (a corrupt dataset file, a run that
+diverges) still fails later, and then the output folder it had not written is removed again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..commands import jobs
+from ..io.checkpoint import load_model_file
+from ..io.config import RunConfig
+from ..problem.datasets import canonical_name, check_available
+from ..io.files import check_input_file, check_output_folder
+from ..methods.pretrained import resolve_run
+from .memory_estimate import check_size
+from ..problem.topology import load_topology_preset
+from ..io.checkpoint import CHECKPOINT
+
+
+def check_command(args, cfg: RunConfig, out: Path) -> None:
+    """All of the checks below for a parsed command line ``args`` and its settings ``cfg``."""
+    from ..runtime import is_coordinator
+    resume = getattr(args, "resume", False)
+    check_launch(args.backend, args.workers, args.device, cfg.task.num_agents)
+    if is_coordinator():
+        check_output_folder(out, args.force, resume)
+    features, classes, _ = check_available(cfg.task.dataset, cfg.task.data_root or None)
+    check_size(cfg, args.command, features, classes)
+    check_graph(cfg)
+    if resume:
+        check_resumable(out, cfg, features, classes)
+    if cfg.train.init_from and args.command in ("train", "demo", "experiment"):
+        load_model_file(resolve_run(cfg.train.init_from) / "model.pt")
+    if args.command == "evaluate":
+        for run in args.runs:
+            check_run_fits(Path(run), cfg.task.dataset, features, classes)
+    if args.command == "bench":
+        from ..commands.bench import learned_runs
+        for _, folder in learned_runs(args.models):
+            check_run_fits(Path(folder), cfg.task.dataset, features, classes)
+    if args.command == "experiment" and args.runs:
+        for run in args.runs:
+            load_model_file(Path(run) / "model.pt")
+
+
+def check_launch(backend: str, workers: int, device: str, num_agents: int) -> None:
+    """The backend exists, the worker count fits the agents, the device is there."""
+    from ..runtime import BACKENDS, check_device
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {BACKENDS}, got {backend!r}")
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: needs at least 1 worker")
+    if backend == "local" and workers != 1:
+        raise ValueError(f"--workers {workers}: the local backend runs one worker; use --backend torch or "
+                         "ray for more")
+    if workers > num_agents:
+        raise ValueError(f"--workers {workers}: cannot place {num_agents} agents on {workers} workers (every "
+                         f"worker hosts at least one agent); pass --workers {num_agents} or fewer")
+    check_device(device)
+
+
+def check_graph(cfg: RunConfig) -> None:
+    """One draw of the topology for ``num_agents`` agents: connected, a valid mixing matrix (a
+    random family draws with the training seed, as the first task will)."""
+    spec = load_topology_preset(cfg.task.topology)
+    try:
+        spec.sample(cfg.task.num_agents, np.random.default_rng(cfg.train.seed))
+    except ValueError as err:
+        named = spec.edge_list if spec.family == "edge_list" else cfg.task.topology
+        if named in str(err):
+            raise
+        raise ValueError(f"topology {named} with {cfg.task.num_agents} agents: {err}") from None
+
+
+def check_resumable(out: Path, cfg: RunConfig, features: int, classes: int) -> None:
+    """``out`` holds a training checkpoint that ``cfg`` can continue (``train.load_resumable``)."""
+    from ..methods.learned import UnrolledDGD
+    from ..core.train import load_resumable
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"--resume: {out} holds no {CHECKPOINT} to continue from; drop --resume to start "
+                         "a new run (in an empty folder)")
+    load_resumable(path, cfg, UnrolledDGD(cfg.model, features + 1, classes))
+
+
+def check_runs_exist(runs: list[str]) -> None:
+    """Every run folder to read exists and holds a ``model.pt``."""
+    for run in map(Path, runs):
+        if run.is_file():
+            raise ValueError(f"{run} is a file; name the run folder that holds it ({run.parent}), written by "
+                             "'surf-dist train'")
+        if run.is_symlink() and not run.exists():
+            check_input_file(run, "run folder")          # a loop of links, a link to nothing: say which
+        if not run.is_dir():
+            raise ValueError(f"run folder {run} does not exist (a folder written by 'surf-dist train', "
+                             "or pretrained[:scratch|:robust])")
+        if not (run / "model.pt").is_file():
+            raise ValueError(f"{run} holds no model.pt: is it a run folder of 'surf-dist train' that finished? "
+                             "(an interrupted one: continue it with 'surf-dist train --resume --out RUN')")
+
+
+def check_run_fits(run: Path, dataset: str, features: int, classes: int) -> None:
+    """A run folder holds an intact ``model.pt`` that can be evaluated on ``dataset``."""
+    saved, run_cfg = load_model_file(run / "model.pt")
+    jobs.fitted_model(run, saved, run_cfg, canonical_name(dataset), features, classes)

@@ -1,0 +1,253 @@
+"""The task family: a task is a draw of (graph S, partition of data over agents, W_0).
+
+Legend: n: agents per task, T: tasks in a batch, N = T * n nodes, m / h: seen / held-out
+samples per agent, b: mini-batch, L: layers, p: features + bias column, C: classes.
+
+Everything random comes from one seed: task ``k`` of split ``s`` draws from
+``SeedSequence([seed, s, k])``, so a task is the same on every backend and worker count.
+A task is indices (cheap, global); ``materialize`` gathers the features of only the agents a
+worker hosts, so a worker's memory holds its own shards and nothing else. A task's pooled
+held-out set (the distinct held-out samples of all its agents: evaluation data for the
+``accuracy`` metric, never seen by the optimizer) is split the same way: each sample is held
+by the worker hosting the first agent that holds it (``pool_share``), and ``Shards.on_pools``
+scores every model of the task on every share, moving models, not samples.
+
+Sampling (documented contract):
+- The dataset is split once into train / validation / test pools (60/20/20, stratified).
+- Each task splits its pool at random into a seen part and a held-out part
+  (``held_fraction``): no held-out sample of a task is ever seen by any of its agents.
+- Agent i draws class proportions q_i ~ Dirichlet(alpha) (uniform when alpha is inf), then
+  m seen and h held-out labels i.i.d. from q_i, then samples of those classes without
+  replacement within the agent where the part has enough of them, with replacement otherwise.
+  Different agents may share samples: with 100 agents the pools are far smaller than n (m + h).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..io.config import TaskConfig
+from .datasets import Dataset, load_dataset, split_pools
+from .softmax import add_bias, num_params
+from .topology import load_topology_preset
+
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass(frozen=True)
+class Task:
+    shift: sp.csr_matrix          # (n, n) validated shift operator
+    seen_idx: np.ndarray          # (n, m) dataset indices
+    held_idx: np.ndarray          # (n, h) dataset indices
+    init_weights: np.ndarray      # (n, d) W_0
+    label_map: np.ndarray         # (C,) label permutation (identity unless permuted)
+    seed: int                     # root of this task's per-agent streams (noise, mini-batches)
+
+    @property
+    def num_agents(self) -> int:
+        return self.shift.shape[0]
+
+
+class TaskFamily:
+    """Draws tasks from disjoint train / validation / test pools of one dataset."""
+
+    def __init__(self, config: TaskConfig, dataset: Dataset | None = None, seed: int = 0):
+        self.config = config
+        self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_root or None)
+        self.topology = load_topology_preset(config.topology)
+        self.seed = seed
+        self.pools = dict(zip(SPLITS, split_pools(self.dataset.labels, (0.6, 0.2, 0.2), seed=seed)))
+        self.num_classes = self.dataset.num_classes
+        self.num_params = num_params(self.dataset.num_features, self.num_classes)
+        for split, pool in self.pools.items():
+            held = int(len(pool) * config.held_fraction)
+            if held < 1 or len(pool) - held < 1:
+                raise ValueError(f"the {split} pool of {self.dataset.name} has {len(pool)} samples: "
+                                 "too few to split into seen and held-out parts")
+
+    def sample(self, split: str, index: int, permute_labels: bool = False) -> Task:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
+        cfg = self.config
+        ss = np.random.SeedSequence([self.seed, SPLITS[split], index])
+        graph_ss, part_ss, init_ss, perm_ss, stream_ss = ss.spawn(5)
+        shift = self.topology.sample(cfg.num_agents, np.random.default_rng(graph_ss))
+        pool = np.random.default_rng(part_ss).permutation(self.pools[split])
+        num_held = int(len(pool) * cfg.held_fraction)
+        rng = np.random.default_rng(part_ss.spawn(1)[0])
+        seen_idx, held_idx = dirichlet_shards(self.dataset.labels, pool[num_held:], pool[:num_held],
+                                              cfg.num_agents, cfg.samples_seen, cfg.samples_held,
+                                              cfg.alpha, rng)
+        init = np.random.default_rng(init_ss).normal(0.0, cfg.init_std, (cfg.num_agents, self.num_params))
+        label_map = (np.random.default_rng(perm_ss).permutation(self.num_classes) if permute_labels
+                     else np.arange(self.num_classes))
+        return Task(shift, seen_idx, held_idx, init, label_map, int(stream_ss.generate_state(1)[0]))
+
+    def batch(self, split: str, indices, permute_labels: bool = False) -> list[Task]:
+        return [self.sample(split, int(i), permute_labels) for i in indices]
+
+
+def dirichlet_shards(labels, seen_pool, held_pool, num_agents, samples_seen, samples_held, alpha, rng):
+    """Label-skewed shards: (n, m) seen and (n, h) held-out dataset indices (see module doc)."""
+    classes = np.unique(labels)
+    by_class_seen = {c: seen_pool[labels[seen_pool] == c] for c in classes}
+    by_class_held = {c: held_pool[labels[held_pool] == c] for c in classes}
+    usable = np.array([len(by_class_seen[c]) > 0 and len(by_class_held[c]) > 0 for c in classes])
+    if not usable.any():
+        raise ValueError("no class has samples in both the seen and held-out parts of the pool")
+    seen = np.empty((num_agents, samples_seen), dtype=np.int64)
+    held = np.empty((num_agents, samples_held), dtype=np.int64)
+    for i in range(num_agents):
+        if math.isinf(alpha):
+            q = usable / usable.sum()
+        else:
+            q = rng.dirichlet(np.full(len(classes), alpha)) * usable
+            q = q / q.sum() if q.sum() > 0 else usable / usable.sum()
+        seen[i] = _draw(rng, classes, q, samples_seen, by_class_seen)
+        held[i] = _draw(rng, classes, q, samples_held, by_class_held)
+    return seen, held
+
+
+def _draw(rng, classes, q, count, by_class):
+    counts = rng.multinomial(count, q)
+    out = []
+    for c, k in zip(classes, counts):
+        if k:
+            candidates = by_class[c]
+            out.append(rng.choice(candidates, size=k, replace=k > len(candidates)))
+    return rng.permutation(np.concatenate(out))
+
+
+def minibatch_indices(task: Task, steps, batch_size: int, stream: int = 0) -> np.ndarray:
+    """I.i.d. mini-batches of each agent's own seen samples: (len(steps), n, b) positions in [0, m).
+
+    Step ``s`` of stream ``stream`` always draws the same batch, whatever else is drawn, so
+    iterations can ask for their batches one at a time. Within one step an agent's batch has
+    no repeats; steps are independent. Streams: 0 the unrolled layers, 1 baseline iterations.
+    """
+    n, m = task.seen_idx.shape
+    out = np.empty((len(steps), n, batch_size), dtype=np.int64)
+    for i, step in enumerate(steps):
+        keys = np.random.default_rng(np.random.SeedSequence([task.seed, 1, stream, step])).random((n, m))
+        out[i] = np.argsort(keys, axis=-1)[:, :batch_size]
+    return out
+
+
+@dataclass
+class Shards:
+    """The data one worker holds for the nodes it hosts, stacked over (task, agent)."""
+    X_seen: torch.Tensor          # (N, m, p)
+    Y_seen: torch.Tensor          # (N, m)
+    X_held: torch.Tensor          # (N, h, p)
+    Y_held: torch.Tensor          # (N, h)
+    X_pool: list[torch.Tensor]    # per task: (s_w, p) this worker's share of the task's pooled held-out samples
+    Y_pool: list[torch.Tensor]
+    task_of_node: torch.Tensor    # (N,) index of the node's task in the batch
+    init_weights: torch.Tensor    # (N, d)
+    pool_at: list[torch.Tensor] | None = None   # per task: (s_w,) the share's positions in the whole pool
+    pool_size: list[int] | None = None          # per task: s, the whole pool (None: the shares are whole)
+    agents: np.ndarray | None = None            # the hosted agents (indices within a task)
+    num_agents: int = 0                         # agents per task
+
+    def to(self, device: torch.device) -> "Shards":
+        """The same shards on ``device`` (no copy where they already are)."""
+        move = lambda t: t.to(device)
+        return Shards(*(list(map(move, v)) if isinstance(v, list) else move(v)
+                        for v in (self.X_seen, self.Y_seen, self.X_held, self.Y_held, self.X_pool,
+                                  self.Y_pool, self.task_of_node, self.init_weights)),
+                      self.pool_at, self.pool_size, self.agents, self.num_agents)
+
+    def pool(self, t: int, cap: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Task ``t``'s share (X, Y) among its pool's first ``cap`` samples, and how many samples
+        those are in all (every share together)."""
+        X, Y = self.X_pool[t], self.Y_pool[t]
+        size = X.shape[0] if self.pool_size is None else self.pool_size[t]
+        if cap is None or cap >= size:
+            return X, Y, size
+        if self.pool_at is None:
+            return X[:cap], Y[:cap], cap
+        keep = self.pool_at[t] < cap
+        return X[keep], Y[keep], cap
+
+    def on_pools(self, fn, W_nd: torch.Tensor, comm=None, cap: int | None = None) -> torch.Tensor:
+        """The mean over each task's pooled held-out samples (its first ``cap``), per node:
+        (N, ...). ``fn(W (k, ...), X (s, p), Y (s,))`` gives per model the *sum* over the given
+        samples (k, ...). Where the pool is split between workers (``comm`` with more than one),
+        each worker scores every model of the batch on its shares: the models are summed across
+        workers (each adds its own rows into zeros) and so are the scores, both differentiably
+        (``comm.sum_across``), two collectives for the whole batch. Differentiable in ``W_nd``."""
+        pools = [self.pool(t, cap) for t in range(len(self.X_pool))]
+        if comm is None or comm.world_size == 1:
+            rows = [torch.nonzero(self.task_of_node == t).squeeze(1) for t in range(len(pools))]
+            values = torch.cat([fn(W_nd[r], X, Y) / size for r, (X, Y, size) in zip(rows, pools)])
+            return values[torch.argsort(torch.cat(rows))]          # back in node order
+        T, k = len(pools), len(self.agents)          # every task's hosted rows, task by task
+        where = (torch.arange(T, device=W_nd.device)[:, None], torch.as_tensor(self.agents, device=W_nd.device)[None])
+        zeros = W_nd.new_zeros(T, self.num_agents, *W_nd.shape[1:])
+        everyone = comm.sum_across(zeros.index_put(where, W_nd.reshape(T, k, *W_nd.shape[1:])))
+        scores = comm.sum_across(torch.stack([fn(everyone[t], X, Y) for t, (X, Y, _) in enumerate(pools)]))
+        sizes = torch.tensor([size for _, _, size in pools], dtype=W_nd.dtype, device=W_nd.device)
+        return (scores[where] / sizes.reshape(T, *[1] * (scores.dim() - 1))).reshape(T * k, *scores.shape[2:])
+
+    def minibatch(self, positions_nb: torch.Tensor):
+        """Gather rows of the seen shards: positions (N, b) -> X (N, b, p), Y (N, b)."""
+        X = torch.gather(self.X_seen, 1, positions_nb[..., None].expand(-1, -1, self.X_seen.shape[-1]))
+        return X, torch.gather(self.Y_seen, 1, positions_nb)
+
+
+def materialize(dataset: Dataset, tasks: list[Task], agents: np.ndarray, noise_std: float = 0.0,
+                dtype=torch.float64) -> Shards:
+    """Gather the shards of ``agents`` (indices within a task) for every task of the batch."""
+    Xs, Ys, Xh, Yh, Xp, Yp, W0, At, Sizes = [], [], [], [], [], [], [], [], []
+    for task in tasks:
+        seen_x, seen_y = _features(dataset, task, task.seen_idx[agents], noise_std, 0, agents)
+        held_x, held_y = _features(dataset, task, task.held_idx[agents], noise_std, 1, agents)
+        pool_ids, at, size = pool_share(task.held_idx, agents)
+        noise = None
+        if noise_std > 0:     # the whole pool's stream, so that every share draws what the whole pool draws
+            rng = np.random.default_rng(np.random.SeedSequence([task.seed, 2, 2, 0]))
+            noise = rng.normal(0.0, noise_std, (size, dataset.features.shape[-1]))[at][None]
+        pool_x, pool_y = _features(dataset, task, pool_ids[None], noise_std, 2, agents, noise)
+        Xs.append(seen_x); Ys.append(seen_y); Xh.append(held_x); Yh.append(held_y)
+        Xp.append(pool_x[0]); Yp.append(pool_y[0]); At.append(torch.as_tensor(at)); Sizes.append(size)
+        W0.append(task.init_weights[agents])
+    as_t = lambda a: torch.as_tensor(np.concatenate(a), dtype=dtype)
+    as_i = lambda a: torch.as_tensor(np.concatenate(a), dtype=torch.int64)
+    task_of_node = torch.arange(len(tasks)).repeat_interleave(len(agents))
+    return Shards(as_t(Xs), as_i(Ys), as_t(Xh), as_i(Yh),
+                  [torch.as_tensor(x, dtype=dtype) for x in Xp], [torch.as_tensor(y) for y in Yp],
+                  task_of_node, as_t(W0), At, Sizes, np.asarray(agents), len(tasks[0].held_idx) if tasks else 0)
+
+
+def pool_share(held_idx: np.ndarray, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The part of a task's pooled held-out set (its distinct held-out samples, by dataset
+    index) that ``agents`` hold: the samples whose first holder (the lowest agent index holding
+    it) is one of them, so the shares of disjoint agent sets partition the pool. (dataset
+    indices, their positions in the pool, the pool's size)."""
+    ids, first = np.unique(held_idx, return_index=True)       # first place in (agent, slot) order
+    at = np.flatnonzero(np.isin(first // held_idx.shape[1], agents))
+    return ids[at], at, len(ids)
+
+
+def _features(dataset, task, idx, noise_std, part, agents, noise=None):
+    """Features with bias column, and labels, for the (k, s) index array of ``agents``.
+
+    Augmentation noise is drawn per agent (its own stream), so a worker that hosts a subset
+    of the agents draws exactly what the single process draws for them."""
+    X = dataset.features[idx]                      # (k, s, p_raw)
+    if noise is not None:                          # drawn by the caller
+        X = X + noise
+    elif noise_std > 0:
+        X = X + np.stack([np.random.default_rng(np.random.SeedSequence([task.seed, 2, part, int(a)]))
+                          .normal(0.0, noise_std, X.shape[1:]) for a in agents])
+    X = add_bias(torch.as_tensor(X)).numpy()
+    return X, task.label_map[dataset.labels[idx]]
+
+
+def block_shift(tasks: list[Task]) -> sp.csr_matrix:
+    """The batch as one graph: the disjoint union of the tasks' graphs, (T n, T n)."""
+    return sp.block_diag([t.shift for t in tasks], format="csr")
