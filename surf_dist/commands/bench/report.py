@@ -21,7 +21,8 @@ bench.json (every number of the report):
   rounds minus the strongest baseline's at R (each tuned for R), with its interval;
   ``limit``: per round budget R, the learned optimizer's pooled accuracy after R rounds minus
   the limit at R as {per_draw, mean, low, high}; ``permuted_labels``: its last layer's value
-  on the same test tasks with permuted labels and the ``drop`` from the unpermuted value.
+  on the same test tasks with permuted labels and the ``drop`` from the unpermuted value, both
+  started at the tasks' W_0 (from W_0 = 0 the drop is zero by symmetry).
 """
 from __future__ import annotations
 
@@ -77,9 +78,11 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
         if raw.get("limit") is not None:
             comparisons[label]["limit"] = limit_distances(res, raw["limit"], bench)
         if "permuted" in res:
+            # raw results of a bench before the check started at the tasks' W_0 hold no such key
+            same = res.get("unpermuted_from_task_start") or {m: res[m][:, -1] for m in METRICS}
             comparisons[label]["permuted_labels"] = {
-                m: {"value": float(np.mean(res["permuted"][m])),
-                    "drop": mean_difference(res[m][:, -1].reshape(D, T), res["permuted"][m].reshape(D, T),
+                m: {"value": float(np.mean(res["permuted"][m])), "unpermuted": float(np.mean(same[m])),
+                    "drop": mean_difference(np.asarray(same[m]).reshape(D, T), res["permuted"][m].reshape(D, T),
                                             bench.bootstrap, bench.confidence)} for m in ("accuracy", "local_accuracy")}
     centralized = {m: _draw_means(raw["centralized"][m], bench) for m in METRICS}
     limit = None
@@ -209,7 +212,9 @@ def table(report: dict) -> str:
                      f"n.r.: no baseline reaches it within {report['protocol']['rounds']} rounds")
         if "permuted_labels" in per_metric:
             drop = per_metric["permuted_labels"]["accuracy"]["drop"]
-            lines.append(f"  permuted labels (same test tasks): pooled accuracy drops {_interval(drop, 100.0)} pts")
+            lines.append(f"  permuted labels (same test tasks, both from the tasks' W_0): pooled accuracy "
+                         f"{per_metric['permuted_labels']['accuracy']['unpermuted']:.3f} -> "
+                         f"{per_metric['permuted_labels']['accuracy']['value']:.3f}, drop {_interval(drop, 100.0)} pts")
         if per_metric.get("every_budget"):
             lines.append("  pooled accuracy - the strongest baseline's after R rounds (pts): " + "; ".join(
                 f"R={r} {_interval(d['difference'], 100.0)}" for r, d in per_metric["every_budget"].items()))
