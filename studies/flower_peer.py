@@ -1,17 +1,17 @@
 """The same FedAvg workload in Flower's simulation engine and in surf-dist: studies/results/flower_peer.json.
 
-Flower is not a dependency of surf-dist: install it in a separate venv (never /work/venv or
-the project's own). Pin torch first, or pip pulls a multi-GB CUDA build:
+Flower is not a dependency of surf-dist: install it in a separate venv (never the project's own
+). Pin torch first, or pip pulls a multi-GB CUDA build:
 
-    python3 -m venv /work/flwr-venv
-    /work/flwr-venv/bin/pip install torch==2.13.0
-    /work/flwr-venv/bin/pip install 'flwr[simulation]'
-    /work/flwr-venv/bin/pip install -e /work/main
+    python3 -m venv .flwr-venv
+    .flwr-venv/bin/pip install torch==2.13.0
+    .flwr-venv/bin/pip install 'flwr[simulation]'
+    .flwr-venv/bin/pip install -e .
 
 Run it from that venv (it runs both sides, one after the other, each in its own process):
 
-    /work/flwr-venv/bin/python studies/flower_peer.py                 # 100 clients, 100 rounds
-    /work/flwr-venv/bin/python studies/flower_peer.py --rounds 100 --local-steps 4 --lr 0.5
+    .flwr-venv/bin/python studies/flower_peer.py                 # 100 clients, 100 rounds
+    .flwr-venv/bin/python studies/flower_peer.py --rounds 100 --local-steps 4 --lr 0.5
 
 Workload (identical on both sides, checked): test task 0 of the ``default`` preset, drawn by
 surf-dist's ``TaskFamily`` (100 agents, Dirichlet(0.7) label skew, 12 seen + 4 held-out digits
@@ -62,7 +62,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "flower_peer.json"
 LOOPBACK = "127.0.0.1"
 VENV_HINT = ("flwr is not importable from {exe}: run this benchmark from the venv described in "
-             "its docstring (e.g. /work/flwr-venv/bin/python studies/flower_peer.py)")
+             "its docstring (e.g. .flwr-venv/bin/python studies/flower_peer.py)")
 
 
 # ------------------------------------------------------------------ the maths, in numpy (Flower side)
