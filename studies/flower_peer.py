@@ -1,7 +1,7 @@
 """The same FedAvg workload in Flower's simulation engine and in surf-dist: studies/results/flower_peer.json.
 
-Flower is not a dependency of surf-dist: install it in a separate venv (never the project's own
-). Pin torch first, or pip pulls a multi-GB CUDA build:
+Flower is not a dependency of surf-dist: install it in a separate venv, never the
+project's own. Pin torch first, or pip pulls a multi-GB CUDA build:
 
     python3 -m venv .flwr-venv
     .flwr-venv/bin/pip install torch==2.13.0
