@@ -271,6 +271,23 @@ def test_hanging_rank_times_out_with_context():
     assert time.monotonic() - start < 30
 
 
+@pytest.mark.timeout(60)
+def test_the_collective_timeout_comes_from_the_environment(monkeypatch, tmp_path, capsys):
+    """SURF_DIST_COLLECTIVE_TIMEOUT_S reaches every collective through run_job (a 3 s wait
+    fails after 3 s, naming it); a value that is no number of seconds is one line before any work."""
+    monkeypatch.setenv("SURF_DIST_COLLECTIVE_TIMEOUT_S", "3")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"timed out after 3 s"):
+        run_job(hanging_job, CFG, "torch", 2)
+    assert time.monotonic() - start < 30
+    for bad in ("0", "-5", "inf", "nan", "soon"):
+        monkeypatch.setenv("SURF_DIST_COLLECTIVE_TIMEOUT_S", bad)
+        code = main(["baselines", "--quick", "--backend", "torch", "--workers", "2", "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert code == 2 and "SURF_DIST_COLLECTIVE_TIMEOUT_S" in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.timeout(30)
 def test_more_workers_than_agents_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ValueError, match="cannot place 8 agents on 9 workers"):

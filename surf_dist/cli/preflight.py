@@ -50,9 +50,11 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
 
 def check_launch(backend: str, workers: int, device: str, num_agents: int) -> None:
     """The backend exists, the worker count fits the agents, the device is there."""
-    from ..runtime import BACKENDS, check_device
+    from ..runtime import BACKENDS, check_device, collective_timeout_s
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "local":
+        collective_timeout_s()
     if workers < 1:
         raise ValueError(f"--workers {workers}: needs at least 1 worker")
     if backend == "local" and workers != 1:

@@ -19,6 +19,28 @@ def is_coordinator() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+COLLECTIVE_TIMEOUT_ENV = "SURF_DIST_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 60.0
+
+
+def collective_timeout_s() -> float:
+    """Seconds a collective may wait for a peer before the run fails naming it:
+    ``SURF_DIST_COLLECTIVE_TIMEOUT_S`` if set (a slow but alive rank, e.g. a large task on a busy
+    host, needs more than the default), else 60 s. ValueError naming the variable otherwise."""
+    text = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_COLLECTIVE_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not (0 < seconds <= 86_400):
+        raise ValueError(f"{COLLECTIVE_TIMEOUT_ENV}={text[:40]!r} (environment) must be a number of seconds in (0, 86400]; "
+                         f"set it to how long a collective may wait for a slow rank, or unset it for "
+                         f"{DEFAULT_COLLECTIVE_TIMEOUT_S:g} s")
+    return seconds
+
+
 def run_job(job, cfg, backend: str = "local", workers: int = 1, device: str = "cpu", **options):
     """Run ``job(cfg, worker, **options)`` on every worker; return the coordinator's result
     (None on the other ranks of a torchrun launch). ``device`` "cuda": each worker's shards
@@ -34,8 +56,9 @@ def run_job(job, cfg, backend: str = "local", workers: int = 1, device: str = "c
             raise ValueError("the local backend runs one worker; use --backend torch or ray for more")
         check_device(device)
         return job(cfg, make_worker(cfg, LocalCommunicator(), device), **options)
+    timeout_s = collective_timeout_s()
     if backend == "ray":
         from .ray_runtime import run_ray
-        return run_ray(job, cfg, workers, device=device, **options)
+        return run_ray(job, cfg, workers, timeout_s, device=device, **options)
     from .torch_runtime import run_torch
-    return run_torch(job, cfg, workers, device=device, **options)
+    return run_torch(job, cfg, workers, timeout_s, device=device, **options)
