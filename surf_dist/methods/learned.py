@@ -174,7 +174,8 @@ class UnrolledDGD(nn.Module):
         last_sent: list[torch.Tensor | None] = [None] * K
         memory = torch.zeros_like(W0_nd)     # each agent's previous update (local state)
         tracker = mixed_tracker = grad_prev = previous_tracker = None
-        spread = None                        # atc: the previous layer's U - S U
+        atc = self.config.combine == "atc"
+        spread = torch.zeros_like(W0_nd)     # atc: the previous layer's U - S U (none before the first)
         for layer in range(self.config.num_layers):
             W = Ws[-1]
             if layer == 0 and self.config.warmup_steps:
@@ -189,13 +190,11 @@ class UnrolledDGD(nn.Module):
                     tracker = torch.where(active[:, None], tracker, previous_tracker)
                     grad = torch.where(active[:, None], grad, grad_prev)
                 previous_tracker, grad_prev = tracker, grad
-            atc = self.config.combine == "atc"
+            # heavy ball on the agent's own previous iterate (W_(-1) = W_0: none at the first layer)
+            heavy = self.beta[layer] * (W - Ws[-2]) if self.config.momentum and layer else 0.0
             if atc:
-                disagreement = torch.zeros_like(W) if layer == 0 else spread
-                psi = self.local_net(layer, W, disagreement, X_b, Y_b, memory, tracker, grad)
-                U = W - psi
-                if self.config.momentum and layer:
-                    U = U + self.beta[layer] * (W - Ws[-2])
+                psi = self.local_net(layer, W, spread, X_b, Y_b, memory, tracker, grad)
+                U = W - psi + heavy
                 if self.config.correction:
                     U = U + self.correction[layer] * memory
                 if active is not None:
@@ -220,9 +219,7 @@ class UnrolledDGD(nn.Module):
                 W_next = graph_filter(self.taps[layer], hops)
             else:
                 psi = self.local_net(layer, W, W - hops[1], X_b, Y_b, memory, tracker, grad)
-                W_next = graph_filter(self.taps[layer], hops) - psi
-                if self.config.momentum and layer:     # W_(-1) = W_0: no term at the first layer
-                    W_next = W_next + self.beta[layer] * (W - Ws[-2])
+                W_next = graph_filter(self.taps[layer], hops) - psi + heavy
             if active is not None:
                 W_next = torch.where(active[:, None], W_next, W)
                 psi = torch.where(active[:, None], psi, memory)

@@ -208,14 +208,8 @@ def reused_results(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
         return None
     folder = args.baselines_from
     report, raw = _saved_bench(str(folder))
-    theirs, ours = report["config"]["task"], cfg.to_dict()["task"]
-    for key in sorted(set(theirs) | set(ours)):
-        if theirs.get(key) != ours.get(key):
-            raise ValueError(f"--baselines-from {folder}: its tasks differ ({key} {theirs.get(key)!r} there, "
-                             f"{ours.get(key)!r} here); pass the same task settings or run the baselines here")
-    if report["config"]["model"]["batch_size"] != cfg.model.batch_size:
-        raise ValueError(f"--baselines-from {folder}: its mini-batches hold {report['config']['model']['batch_size']} "
-                         f"samples, here {cfg.model.batch_size}; pass --batch-size to match")
+    check_same_tasks(f"--baselines-from {folder}", report["config"]["task"], report["config"]["model"]["batch_size"],
+                     cfg, "its tasks differ", "run the baselines here")
     for key in SAME_PROTOCOL:
         here = getattr(bc, key)
         if report["protocol"].get(key) != (list(here) if isinstance(here, tuple) else here):
@@ -250,17 +244,28 @@ def saved_choices(args, cfg: RunConfig, bc: BenchConfig) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"--choices-from {path}: not a bench.json or tuned_baselines.json written by surf-dist "
                          f"({type(exc).__name__}); name the bench.json of an earlier 'surf-dist bench'") from None
+    check_same_tasks(f"--choices-from {path}", task, batch, cfg, "its choices were made for other tasks", "tune here")
+    # a method whose update changed since (its documented formula differs) is tuned again here
+    usable = {n: c for n, c in choices.items() if n in METHODS and c.get("doc", METHODS[n].doc) == METHODS[n].doc}
+    return best_start_only({n: usable[n] for n in methods_of(bc) if n in usable})
+
+
+def best_start_only(choices: dict) -> dict:
+    """Saved choices reduced to the best start per round (the bench also reports each start alone)."""
+    return {n: {**c, "tuned": {"best": c["tuned"]["best"]}} for n, c in choices.items()}
+
+
+def check_same_tasks(where: str, task: dict, batch: int, cfg: RunConfig, differ: str, fix: str) -> None:
+    """ValueError naming the first task setting, or the mini-batch, in which saved results (``task``,
+    ``batch``) differ from ``cfg``'s."""
     ours = cfg.to_dict()["task"]
     for key in sorted(set(task) | set(ours)):
         if task.get(key) != ours.get(key):
-            raise ValueError(f"--choices-from {path}: its choices were made for other tasks ({key} {task.get(key)!r} "
-                             f"there, {ours.get(key)!r} here); pass the same task settings or tune here")
+            raise ValueError(f"{where}: {differ} ({key} {task.get(key)!r} there, {ours.get(key)!r} here); pass the "
+                             f"same task settings or {fix}")
     if batch != cfg.model.batch_size:
-        raise ValueError(f"--choices-from {path}: its mini-batches hold {batch} samples, here {cfg.model.batch_size}; "
-                         "pass --batch-size to match")
-    # a method whose update changed since (its documented formula differs) is tuned again here
-    usable = {n: c for n, c in choices.items() if n in METHODS and c.get("doc", METHODS[n].doc) == METHODS[n].doc}
-    return {n: {**usable[n], "tuned": {"best": usable[n]["tuned"]["best"]}} for n in methods_of(bc) if n in usable}
+        raise ValueError(f"{where}: its mini-batches hold {batch} samples, here {cfg.model.batch_size}; pass "
+                         "--batch-size to match")
 
 
 def model_rounds(runs: list[tuple[str, str]]) -> dict[str, int]:

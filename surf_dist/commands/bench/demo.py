@@ -19,7 +19,7 @@ from pathlib import Path
 from ...io.config import RunConfig
 from ...methods.pretrained import HERE, training_cost
 from ...io.checkpoint import load_checkpoint
-from . import _say, bench_job
+from . import _say, bench_job, best_start_only
 from .protocol import BenchConfig
 
 DEMO_REPORT_SEED = 7
@@ -37,8 +37,7 @@ def shipped_choices(cfg: RunConfig) -> dict | None:
     same = saved["task"] == cfg.to_dict()["task"] and saved["batch_size"] == cfg.model.batch_size
     if not same:
         return None
-    # the best start per round only (the bench also reports each start alone)
-    return {n: {**b, "tuned": {"best": b["tuned"]["best"]}} for n, b in saved["baselines"].items()}
+    return best_start_only(saved["baselines"])
 
 
 def write_choices(report: dict, path: Path | None = None, names: list[str] | None = None) -> Path:
