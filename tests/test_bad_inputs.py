@@ -277,6 +277,12 @@ CASES = [
          [*B, "--backend", "torch", "--workers", "9"], "cannot place 8 agents on 9 workers"),
     Case("async-train-all", "numbers", "every agent dropped", [*TR, "--async-train", "8"],
          "async_train must lie in [0, num_agents = 8)"),
+    Case("mixture-unknown-preset", "numbers", "--mixture of a preset that is not one", [*TR, "--mixture", "big"],
+         "expected PRESET[:TOPOLOGY[:AGENTS]]"),
+    Case("mixture-unknown-topology", "numbers", "--mixture of a topology that is not one",
+         [*TR, "--mixture", "quick:nowhere"], "unknown topology preset 'nowhere'"),
+    Case("mixture-one-agent", "numbers", "--mixture of one agent", [*TR, "--mixture", "quick:ring:1"],
+         "num_agents must be at least 2"),
     Case("bool-word", "numbers", "--tracking maybe", [*TR, "--tracking", "maybe"], "expected true or false"),
     # ------------------------------------------------------------------ sizes
     Case("agents-millions", "sizes", "3,000,000 agents (used to hang for minutes)", [*TR, "--agents", "3000000"],

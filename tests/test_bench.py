@@ -401,6 +401,22 @@ def test_every_budget_compares_with_the_strongest_baseline_at_each_round_by_hand
     assert got["3"]["difference"]["low"] == pytest.approx(0.35) == got["3"]["difference"]["high"]
 
 
+def test_learned_optimizers_are_chosen_per_budget_on_validation_only():
+    """At each R the learned optimizer with the best validation accuracy at R (among those that
+    run R rounds) is reported, whatever its test numbers: ``short`` is best on test at R = 1 but
+    worse on validation, so ``long`` is chosen there; at R = 3 only ``long`` runs."""
+    from surf_dist.commands.bench.report import per_budget
+    bench = BenchConfig(draws=2, tasks_per_draw=2, rounds=3, bootstrap=50)
+    base = {"a": {"curves": {"best": {"accuracy": np.full((4, 4), 0.5)}}}}
+    long = {"rounds": [0, 1, 2, 3], "accuracy": np.full((4, 4), 0.4), "validation": {"accuracy": [0, .6, .6, .6]}}
+    short = {"rounds": [0, 1, 2], "accuracy": np.full((4, 3), 0.9), "validation": {"accuracy": [0, .5, .7]}}
+    limit = {"rounds": [1, 3], "accuracy": np.full((4, 2), 0.95)}
+    got = per_budget({"long": long, "short": short}, base, limit, bench)
+    assert {r: d["chosen"] for r, d in got.items()} == {"1": "long", "2": "short", "3": "long"}
+    assert got["1"]["difference"]["mean"] == pytest.approx(-0.1) and got["2"]["difference"]["mean"] == pytest.approx(0.4)
+    assert got["3"]["distance"]["mean"] == pytest.approx(-0.55) and "distance" not in got["2"]
+
+
 @pytest.mark.slow
 def test_the_limits_regularisation_is_chosen_on_validation_tasks_only(monkeypatch):
     """The l2 per budget is the validation argmax (recomputed by hand from limit_of_task on the

@@ -550,8 +550,8 @@ def test_atc_correction_reaches_the_exact_optimum_where_diffusion_stalls(setup):
 
 
 def test_warm_up_steps_by_hand_before_the_first_layer(setup):
-    """warmup_steps = 3: W <- W - exp(log_warmup[e]) grad f_i(W; B_(e mod L)) three times, then
-    the first layer as usual (here atc with Psi = alpha grad and taps [0, 1])."""
+    """warmup_steps = 3: W <- W - exp(log_warmup[e]) grad f_i(W) on the agent's whole seen data
+    three times, then the first layer as usual (here atc with Psi = alpha grad and taps [0, 1])."""
     shards, S, comm = setup
     alpha, sizes = 0.3, [0.5, 0.2, 0.1]
     cfg = ModelConfig(num_layers=2, num_hops=1, batch_size=BATCH, hidden=4, combine="atc", warmup_steps=3)
@@ -562,8 +562,28 @@ def test_warm_up_steps_by_hand_before_the_first_layer(setup):
     pos = positions(2)
     Ws = model(shards.init_weights, shards, pos, comm)
     W = shards.init_weights
-    for e, size in enumerate(sizes):
-        X, Y = shards.minibatch(pos[e % 2])
-        W = W - size * grad_per_agent(W, X, Y)
+    for size in sizes:
+        W = W - size * grad_per_agent(W, shards.X_seen, shards.Y_seen)
     X, Y = shards.minibatch(pos[0])
     assert torch.allclose(Ws[1], S @ (W - alpha * grad_per_agent(W, X, Y)), atol=1e-12)
+
+
+def test_a_mixture_takes_its_steps_in_turn_and_validates_on_every_setting(monkeypatch):
+    """train(..., mixture=(w2,)): step s runs on setting s mod 2 (own first), and the validation
+    objective is the mean of each setting's own."""
+    from surf_dist.commands.jobs import local_worker, mixture_workers
+    from surf_dist.core import train as training
+    from surf_dist.io.config import preset, with_overrides
+    cfg = with_overrides(preset("quick"), {"train": {"steps": 4, "val_every": 4, "mixture": ["quick:ring:6"]}})
+    worker = local_worker(cfg)
+    mixture = mixture_workers(cfg, worker)
+    assert [w.num_agents for w in mixture] == [6] and mixture[0].comm is worker.comm
+    seen, real_step, real_validate = [], training.primal_step, training.validate
+    monkeypatch.setattr(training, "primal_step", lambda state, w, tasks, c: seen.append(w.num_agents)
+                        or real_step(state, w, tasks, c))
+    values = []
+    monkeypatch.setattr(training, "validate", lambda *a: values.append(real_validate(*a)) or values[-1])
+    state = training.train(cfg, worker, None, progress=False, mixture=mixture)
+    assert seen == [8, 6, 8, 6]
+    assert [v["objective"] for v in values[:2]] != [values[0]["objective"]] * 2
+    assert state.history[-1]["val_loss"] == pytest.approx((values[0]["objective"] + values[1]["objective"]) / 2)

@@ -54,6 +54,11 @@ def boolean(text: str) -> bool:
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return value
 
+def names(text: str) -> tuple[str, ...]:
+    """``a,b`` on the command line -> ("a", "b")."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 OVERRIDES = {  # flag -> (section, field, type, help)
     "dataset": ("task", "dataset", str, "dataset name (digits is embedded; mnist, fashion_mnist, cifar10 need --data-root)"),
     "data_root": ("task", "data_root", str, "folder holding the dataset's files"),
@@ -95,6 +100,9 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "init_from": ("train", "init_from", str, "a trained run folder whose model starts meta-training "
                   "(fine-tuning; same layers and local network); 'pretrained[:local|:scratch|:robust]': "
                   "a shipped optimizer"),
+    "mixture": ("train", "mixture", names, "more meta-training settings, comma-separated PRESET[:TOPOLOGY[:AGENTS]] "
+                "(e.g. large,mnist1d,default:ring:30): the steps take their tasks from the run's own setting and "
+                "these in turn; validation averages over them"),
     "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
     "dtype": ("train", "dtype", str, "float32 or float64"),
     "test_tasks": ("eval", "test_tasks", int, "test tasks"),
@@ -237,7 +245,9 @@ def resolve_config(args):
         cfg = with_overrides(cfg, overrides) if overrides else cfg
     except ConfigError as err:
         flag = flag_of(err.field, args)
-        raise ValueError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {err}" if flag else str(err)) from None
+        given = getattr(args, flag[2:].replace('-', '_')) if flag else None
+        given = ",".join(given) if isinstance(given, tuple) else given
+        raise ValueError(f"{flag} {given}: {err}" if flag else str(err)) from None
     return agents_of_topology(cfg, args)
 
 

@@ -7,13 +7,15 @@ diverges) still fails later, and then the output folder it had not written is re
 """
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
 
 from ..commands import jobs
 from ..io.checkpoint import load_model_file
-from ..io.config import RunConfig
+from ..io.config import RunConfig, mixture_task
 from ..problem.datasets import canonical_name, check_available
 from ..io.files import check_input_file, check_output_folder
 from ..methods.pretrained import resolve_run
@@ -32,6 +34,13 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
     features, classes, _ = check_available(cfg.task.dataset, cfg.task.data_root or None)
     check_size(cfg, args.command, features, classes)
     check_graph(cfg)
+    for entry in cfg.train.mixture if args.command == "train" else ():
+        mixed = dataclasses.replace(cfg, task=mixture_task(entry))
+        try:
+            check_available(mixed.task.dataset, None)
+            check_graph(mixed)
+        except ValueError as err:
+            raise ValueError(f"--mixture {entry}: {err}") from None
     if resume:
         check_resumable(out, cfg, features, classes)
     if cfg.train.init_from and args.command in ("train", "demo", "experiment"):

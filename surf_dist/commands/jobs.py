@@ -6,6 +6,7 @@ is what the command reports. Only rank 0 writes files.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import torch
 
 from ..io.checkpoint import check_state_dict, load_model_file
 from ..comm.local import LocalCommunicator
-from ..io.config import RunConfig, from_dict, with_overrides
+from ..io.config import RunConfig, from_dict, mixture_task, with_overrides
 from ..core.engine import Worker
 from ..core.evaluate import async_sweep, evaluate_baselines, evaluate_centralized, evaluate_unrolled
 from ..runtime.pools import helper_pool, stop_pool
@@ -33,8 +34,16 @@ def baselines_job(cfg: RunConfig, worker: Worker, progress: bool = True) -> dict
 
 def train_job(cfg: RunConfig, worker: Worker, run_dir: str, resume: bool = False,
               progress: bool = True) -> dict:
-    state = train(cfg, worker, Path(run_dir), resume=resume, progress=progress)
+    state = train(cfg, worker, Path(run_dir), resume=resume, progress=progress, mixture=mixture_workers(cfg, worker))
     return {"best_val_loss": state.best_val, "duals": state.duals.tolist(), "steps": state.step}
+
+
+def mixture_workers(cfg: RunConfig, worker: Worker) -> tuple[Worker, ...]:
+    """A worker for each setting of ``cfg.train.mixture``, on ``worker``'s communicator and device
+    (each places its own agents on the same ranks)."""
+    from ..runtime.common import make_worker
+    return tuple(make_worker(dataclasses.replace(cfg, task=mixture_task(entry)), worker.comm, worker.device)
+                 for entry in cfg.train.mixture)
 
 
 def run_config(run_dir: Path, files=None) -> RunConfig:

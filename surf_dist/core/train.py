@@ -162,9 +162,13 @@ def validate(model: UnrolledDGD, worker: Worker, tasks, tc) -> dict:
 
 
 def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: bool = False,
-          progress: bool = True, tag: str = "") -> TrainState:
+          progress: bool = True, tag: str = "", mixture: tuple[Worker, ...] = ()) -> TrainState:
     """Meta-train; the coordinator writes metrics.csv, TensorBoard events and checkpoints
-    under ``run_dir``; the model with the best validation value of the objective is kept."""
+    under ``run_dir``; the model with the best validation value of the objective is kept.
+
+    ``mixture``: workers of more settings (``cfg.train.mixture``, on the same communicator):
+    step s draws its tasks from setting s mod (1 + len(mixture)), the run's own first, and the
+    validation objective is the mean over the settings of each one's."""
     tc = cfg.train
     session_start = time.perf_counter()
     state = build_state(cfg, worker, run_dir)      # its coordinator creates run_dir
@@ -175,7 +179,8 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     elif tc.init_from:
         warm_start(state.model, tc.init_from, worker.files)
         state.best_model = copy.deepcopy(state.model.state_dict())
-    val_tasks = worker.family.batch("val", range(tc.val_tasks))
+    settings = (worker, *mixture)
+    val_tasks = [w.family.batch("val", range(tc.val_tasks)) for w in settings]
     first_step = state.step
     started = session_start - state.train_seconds     # the cost accumulates over resumes
     bar = progress_bar(range(state.step, tc.steps), f"train {tag}".strip(), progress,
@@ -183,8 +188,9 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     for step in bar:
         for group in state.optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        tasks = worker.family.batch("train", range(step * tc.tasks_per_step, (step + 1) * tc.tasks_per_step))
-        row = primal_step(state, worker, tasks, cfg)
+        here = settings[step % len(settings)]
+        tasks = here.family.batch("train", range(step * tc.tasks_per_step, (step + 1) * tc.tasks_per_step))
+        row = primal_step(state, here, tasks, cfg)
         if not np.isfinite(row["outer_loss"]):
             raise FloatingPointError(f"meta-training diverged at step {step}: outer loss is "
                                      f"{row['outer_loss']}; lower --lr or init_step")
@@ -193,7 +199,8 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
         row.update(step=step, duals=state.duals.clone())
         validating = (step + 1) % tc.val_every == 0 or step + 1 == tc.steps
         if validating:
-            val = validate(state.model, worker, val_tasks, tc)
+            vals = [validate(state.model, w, tasks, tc) for w, tasks in zip(settings, val_tasks)]
+            val = {"objective": float(np.mean([v["objective"] for v in vals])), "local_accuracy": vals[0]["local_accuracy"]}
             row.update(val_loss=val["objective"], val_local_accuracy=val["local_accuracy"])
             release_freed_memory()      # the validation's arrays (kept in the process where asked)
             if val["objective"] < state.best_val:

@@ -79,8 +79,8 @@ class ModelConfig:
     start: str = "task"                    # the first iterate: the task's W_0, or zero (as a baseline may choose)
     combine: str = "cta"                   # cta: filter W, then subtract the local update (DGD); atc: local update
                                            # first, then filter the adapted iterate (diffusion: round 1 carries data)
-    warmup_steps: int = 0                  # compact net: plain local gradient steps (learned sizes) before the first
-                                           # layer's update, on the layers' mini-batches in turn: round 1 sends a
+    warmup_steps: int = 0                  # compact net: plain local gradient steps (learned sizes) on the agent's
+                                           # whole seen data before the first layer's update: round 1 sends a
                                            # locally trained model (the local-step baselines' first move)
     correction: bool = False               # atc: + c_l * (the agent's previous local update), with momentum the
                                            # exact-diffusion / NIDS correction (c = beta = 1, taps (1/2, 1/2))
@@ -120,6 +120,8 @@ class TrainConfig:
     val_tasks: int = 8
     async_train: int = 0                   # agents dropped per layer during training (0: off)
     init_from: str = ""                    # a run folder whose model starts meta-training ("": fresh)
+    mixture: tuple[str, ...] = ()          # more training settings, PRESET[:TOPOLOGY[:AGENTS]] each: the steps
+                                           # draw their tasks from the run's own setting and these in turn
     seed: int = 0
     dtype: str = "float32"
 
@@ -140,6 +142,8 @@ class TrainConfig:
             raise ConfigError("dual_lr", f"dual_lr must be >= 0, got {self.dual_lr}")
         if not 0 <= self.seed < 2 ** 63:
             raise ConfigError("seed", f"seed must be an integer in [0, 2^63), got {self.seed}")
+        for entry in self.mixture:
+            mixture_task(entry)
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,15 @@ class RunConfig:
         if max(self.eval.async_levels, default=0) > self.task.num_agents:
             raise ConfigError("async_levels", f"async_levels cannot exceed num_agents = {self.task.num_agents}, "
                               f"got {list(self.eval.async_levels)}")
+        for entry in self.train.mixture:
+            task = mixture_task(entry)
+            if self.model.local_net != "compact":
+                raise ConfigError("mixture", "a mixture of settings needs the compact local network (the paper's "
+                                             "is tied to one dataset's size); pass --local-net compact")
+            if self.model.batch_size > task.samples_seen or self.train.async_train >= task.num_agents:
+                raise ConfigError("mixture", f"mixture entry {entry!r}: its {task.samples_seen} samples an agent and "
+                                             f"{task.num_agents} agents do not fit batch_size {self.model.batch_size} "
+                                             f"and async_train {self.train.async_train}")
         if not 0 <= self.train.async_train < self.task.num_agents:
             raise ConfigError("async_train", f"async_train must lie in [0, num_agents = {self.task.num_agents}): the agents "
                              f"dropped per task and layer while training, got {self.train.async_train}")
@@ -313,7 +326,7 @@ def _json_type(value) -> str:
     return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value, default=str)[:40]})"
 
 
-ELEMENT_KINDS = {"tuple[int, ...]": "int", "tuple[float, ...]": "float"}
+ELEMENT_KINDS = {"tuple[int, ...]": "int", "tuple[float, ...]": "float", "tuple[str, ...]": "str"}
 
 
 def _check_types(obj) -> None:
@@ -417,6 +430,27 @@ PRESETS: dict[str, RunConfig] = {
                         step_grid=(0.1, 1.0), tune_tasks=2, async_levels=(0, 1, 2), async_draws=2),
     ),
 }
+
+
+def mixture_task(entry: str) -> TaskConfig:
+    """The task settings of one meta-training mixture entry ``PRESET[:TOPOLOGY[:AGENTS]]``: the
+    preset's task section, its topology and agent count replaced where given (``large``,
+    ``default:ring:30``). The topology's name is checked where graphs are known (``cli.preflight``)."""
+    parts = entry.split(":")
+    if len(parts) > 3 or parts[0] not in PRESETS or not all(parts):
+        raise ConfigError("mixture", f"mixture entry {entry!r}: expected PRESET[:TOPOLOGY[:AGENTS]] with PRESET one "
+                                     f"of {sorted(PRESETS)}, e.g. large or default:ring:30")
+    task = PRESETS[parts[0]].task
+    if len(parts) > 1:
+        task = dataclasses.replace(task, topology=parts[1])
+    if len(parts) > 2:
+        if not parts[2].isdigit():
+            raise ConfigError("mixture", f"mixture entry {entry!r}: AGENTS must be a whole number, got {parts[2]!r}")
+        try:
+            task = dataclasses.replace(task, num_agents=int(parts[2]))
+        except ConfigError as err:
+            raise ConfigError("mixture", f"mixture entry {entry!r}: {err}") from None
+    return task
 
 
 def preset(name: str) -> RunConfig:

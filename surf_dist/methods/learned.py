@@ -229,14 +229,12 @@ class UnrolledDGD(nn.Module):
 
     def warm_up(self, W_nd: torch.Tensor, shards: Shards, positions_lnb: torch.Tensor,
                 active_ln: torch.Tensor | None) -> torch.Tensor:
-        """``warmup_steps`` plain local gradient steps, W <- W - exp(log_warmup[e]) grad f_i(W; B),
-        B the mini-batch of layer e mod L (each agent's own samples; no communication). An agent
-        asleep at the first layer does not move."""
+        """``warmup_steps`` plain local gradient steps on the agent's whole seen data (as the
+        local-step baselines take them), W <- W - exp(log_warmup[e]) grad f_i(W); no
+        communication. An agent asleep at the first layer does not move."""
         start = W_nd
-        L = positions_lnb.shape[0]
         for e in range(self.config.warmup_steps):
-            X_b, Y_b = shards.minibatch(positions_lnb[e % L])
-            W_nd = W_nd - self.log_warmup[e].exp() * grad_per_agent(W_nd, X_b, Y_b)
+            W_nd = W_nd - self.log_warmup[e].exp() * grad_per_agent(W_nd, shards.X_seen, shards.Y_seen)
         if active_ln is not None:
             W_nd = torch.where(active_ln[0][:, None], W_nd, start)
         return W_nd

@@ -9,6 +9,8 @@ bench.json (every number of the report):
   for ``accuracy``). Baselines: the best start per round (``curves``) and each start alone
   (``by_start``: ``zero`` and ``task``), the chosen configurations per metric as round
   segments (``tuned``), the grids searched and any choice left at a grid's edge.
+- ``per_budget`` (two or more learned optimizers, else None): at each budget R the one chosen on
+  the validation tasks (``per_budget``), its difference to the strongest baseline and to the limit.
 - ``centralized``: per draw, the centralized optimum scored on each metric like the methods.
 - ``limit``: the information limit (``limit.py``) per draw at its ``rounds``; learned
   optimizers also carry ``validation``: their mean per layer on the validation tasks (the only
@@ -96,7 +98,9 @@ def assemble(raw: dict, bench: BenchConfig) -> dict:
                       for d in range(D)],
             "validation_task_indices": val_task_indices(bench),
             "baselines": list(raw["baselines"]), "learned": list(raw["learned"]), "rounds_step": 1,
-            "methods": methods, "centralized": centralized, "limit": limit, "comparisons": comparisons}
+            "methods": methods, "centralized": centralized, "limit": limit, "comparisons": comparisons,
+            "per_budget": (per_budget(raw["learned"], raw["baselines"], raw.get("limit"), bench)
+                           if len(raw["learned"]) > 1 else None)}
 
 
 EVERY_BUDGET = (1, 2, 3, 5, 10, 15, 20)    # the round budgets of the "every budget" comparison
@@ -119,6 +123,29 @@ def budget_differences(learned: dict, baselines: dict, bench: BenchConfig) -> di
         best = np.stack([per[which[d]][d] for d in range(D)])
         out[str(R)] = {"learned": float(mine.mean()), "best_baseline": float(best.mean()), "which": which,
                        "difference": mean_difference(mine, best, bench.bootstrap, bench.confidence)}
+    return out
+
+
+def per_budget(learned: dict, baselines: dict, limit: dict | None, bench: BenchConfig) -> dict:
+    """The learned optimizers chosen per round budget as the baselines are: at each R of
+    ``EVERY_BUDGET``, among the learned optimizers that run at least R rounds, the one whose mean
+    pooled accuracy after R rounds on the validation tasks is highest (no test task is read to
+    choose), and its difference to the strongest baseline at R (``budget_differences``) and to
+    the limit at R. {R: {chosen, validation, learned, best_baseline, which, difference[, limit,
+    distance]}}."""
+    out = {}
+    for R in EVERY_BUDGET:
+        on_val = {label: float(np.asarray(res["validation"]["accuracy"])[res["rounds"].index(R)])
+                  for label, res in learned.items() if R in res["rounds"] and "validation" in res}
+        if not on_val or R > bench.rounds:
+            continue
+        chosen = max(on_val, key=on_val.get)
+        res = learned[chosen]
+        at_R = {"rounds": [R], "accuracy": res["accuracy"][:, [res["rounds"].index(R)]]}
+        entry = {"chosen": chosen, "validation": on_val, **budget_differences(at_R, baselines, bench)[str(R)]}
+        if limit is not None and R in limit["rounds"]:
+            entry.update(limit_distances(at_R, limit, bench)[str(R)])
+        out[str(R)] = entry
     return out
 
 
@@ -230,6 +257,12 @@ def table(report: dict) -> str:
             lines.append(f"  {m:<15} ratio {_interval(s['ratio'], unit='x'):<26} bytes ratio "
                          f"{_interval(s['bytes_ratio'], unit='x') if 'bytes_ratio' in s else '-':<26} "
                          f"gap {_interval(s['budget_gap'], gap_scale, unit):<28} strongest per draw: {strongest}")
+    if report.get("per_budget"):
+        lines.append("\nthe learned optimizers chosen per round budget on the validation tasks (as each baseline is): "
+                     "pooled accuracy after R rounds, - the strongest baseline's (pts), - the limit (pts)")
+        lines += [f"  R={r:<3} {d['chosen']:<36} {d['learned']:.3f}  {_interval(d['difference'], 100.0):<24}"
+                  + (f"  {_interval(d['distance'], 100.0)}" if "distance" in d else "")
+                  for r, d in report["per_budget"].items()]
     return "\n".join(lines)
 
 
