@@ -35,6 +35,16 @@ def table(path: str) -> str:
     eb = next(iter(r["comparisons"].values()))["every_budget"]
     lines.append("| strongest baseline | " + " | ".join(f"{eb[k]['best_baseline']:.3f} ({eb[k]['which'][0]})" for k in BUDGETS
                                                     if k in eb) + " | | | |")
+    if r.get("per_budget"):     # the learned optimizers chosen per budget on validation tasks
+        pb = r["per_budget"]
+        lines.append("| **chosen per budget on validation** | " + " | ".join(
+            f"{pb[k]['learned']:.3f} ({100 * pb[k]['difference']['mean']:+.1f} [{100 * pb[k]['difference']['low']:+.1f}, "
+            f"{100 * pb[k]['difference']['high']:+.1f}]) `{pb[k]['chosen']}`" for k in BUDGETS if k in pb) + " | | | "
+            + " / ".join(f"{100 * pb[k]['distance']['mean']:+.1f}" for k in ("5", "10", "20") if "distance" in pb.get(k, {}))
+            + " |")
+        lines.append("| gradient evaluations per agent: chosen / strongest | " + " | ".join(
+            f"{pb[k]['grad_evals']['learned']:g} / {max(pb[k]['grad_evals']['strongest']):g}" for k in BUDGETS if k in pb)
+            + " | | | |")
     if r.get("limit"):
         m = dict(zip(r["limit"]["rounds"], np.mean(r["limit"]["accuracy"], axis=0)))
         lines.append("| information limit | " + " | ".join(f"{m[int(k)]:.3f}" for k in BUDGETS if int(k) in m) + " | | | |")

@@ -279,8 +279,8 @@ def test_a_bench_reuses_an_earlier_benchs_baselines_and_limit(tmp_path, capsys, 
     args = ["--quick", "--dtype", "float64", *TINY_ARGS]
     assert main(["bench", "pretrained", "--out", str(first), *args]) == 0
     monkeypatch.setattr(runner, "tune", lambda *a, **k: pytest.fail("tuned again"))
-    assert main(["bench", "pretrained", "pretrained:robust", "--out", str(second), "--baselines-from", str(first),
-                 *args]) == 0
+    assert main(["bench", "pretrained", "pretrained:robust", "pretrained:r2", "--out", str(second),
+                 "--baselines-from", str(first), *args]) == 0
     a, b = (json.loads((p / "bench.json").read_text()) for p in (first, second))
     for name in a["baselines"]:
         assert a["methods"][name]["curves"] == b["methods"][name]["curves"]
@@ -288,6 +288,11 @@ def test_a_bench_reuses_an_earlier_benchs_baselines_and_limit(tmp_path, capsys, 
     assert a["comparisons"]["pretrained"]["limit"] == b["comparisons"]["pretrained"]["limit"]
     assert "20" in b["comparisons"]["pretrained:robust"]["limit"] and b["baselines_from"] == str(first)
     assert len(b["methods"]["pretrained"]["validation"]["accuracy"]) == 21     # every layer, validation tasks
+    for R, chosen in b["per_budget"].items():       # the learned optimizers chosen per budget on validation
+        candidates = {n: b["methods"][n]["validation"]["accuracy"][int(R)] for n in b["learned"]
+                      if int(R) < len(b["methods"][n]["validation"]["accuracy"])}
+        assert chosen["chosen"] == max(candidates, key=candidates.get)
+    assert set(b["per_budget"]) == {"1", "2", "3", "5", "10", "15", "20"} and a["per_budget"] is None
     capsys.readouterr()
     for extra, message in ((["--agents", "6"], "its tasks differ (num_agents 8 there, 6 here)"),
                            (["--report-seed", "2"], "its protocol differs (report_seed"),
@@ -407,14 +412,17 @@ def test_learned_optimizers_are_chosen_per_budget_on_validation_only():
     worse on validation, so ``long`` is chosen there; at R = 3 only ``long`` runs."""
     from surf_dist.commands.bench.report import per_budget
     bench = BenchConfig(draws=2, tasks_per_draw=2, rounds=3, bootstrap=50)
-    base = {"a": {"curves": {"best": {"accuracy": np.full((4, 4), 0.5)}}}}
-    long = {"rounds": [0, 1, 2, 3], "accuracy": np.full((4, 4), 0.4), "validation": {"accuracy": [0, .6, .6, .6]}}
-    short = {"rounds": [0, 1, 2], "accuracy": np.full((4, 3), 0.9), "validation": {"accuracy": [0, .5, .7]}}
+    base = {"a": {"curves": {"best": {"accuracy": np.full((4, 4), 0.5), "grad_evals_accuracy": np.arange(4.0) * 3}}}}
+    long = {"rounds": [0, 1, 2, 3], "accuracy": np.full((4, 4), 0.4), "validation": {"accuracy": [0, .6, .6, .6]},
+            "grad_evals": [0, 4, 8, 12]}
+    short = {"rounds": [0, 1, 2], "accuracy": np.full((4, 3), 0.9), "validation": {"accuracy": [0, .5, .7]},
+             "grad_evals": [0, 20, 24]}
     limit = {"rounds": [1, 3], "accuracy": np.full((4, 2), 0.95)}
     got = per_budget({"long": long, "short": short}, base, limit, bench)
     assert {r: d["chosen"] for r, d in got.items()} == {"1": "long", "2": "short", "3": "long"}
     assert got["1"]["difference"]["mean"] == pytest.approx(-0.1) and got["2"]["difference"]["mean"] == pytest.approx(0.4)
     assert got["3"]["distance"]["mean"] == pytest.approx(-0.55) and "distance" not in got["2"]
+    assert got["2"]["grad_evals"] == {"learned": 24, "strongest": [6.0, 6.0]}
 
 
 @pytest.mark.slow

@@ -5,10 +5,17 @@ import torch
 from surf_dist.io.config import preset, with_overrides
 from surf_dist.core.evaluate import async_sweep, evaluate_unrolled
 from surf_dist.commands.jobs import load_model, local_worker, run_config
-from surf_dist.methods.pretrained import NAMES, resolve_run
+from surf_dist.methods.pretrained import BUDGETS, NAMES, resolve_run
 
 TRAINED_AS = {   # name -> (preset, these settings on top) (surf_dist/methods/pretrained/README.md)
     "default": ("default", {}),
+    "r1": ("default", {"model": {"num_layers": 1, "warmup_steps": 12}, "train": {"anytime": False, "steps": 600,
+                                                                                "lr": 0.01}}),
+    "r2": ("default", {"model": {"num_layers": 2, "warmup_steps": 8}, "train": {"anytime": False}}),
+    "r3": ("default", {"model": {"num_layers": 3, "warmup_steps": 8}, "train": {"anytime": False}}),
+    "r5": ("default", {"model": {"num_layers": 5, "warmup_steps": 4}, "train": {"anytime": False}}),
+    "mixture": ("default", {"train": {"init_from": "pretrained", "steps": 240, "lr": 0.001,
+                                      "mixture": ["large", "mnist1d", "default:ring:30"]}}),
     "cta": ("cta", {}),
     "scratch": ("local", {}),
     "local": ("local", {"train": {"init_from": "pretrained", "dual_lr": 1.0, "steps": 300, "lr": 1e-3}}),
@@ -28,16 +35,21 @@ def test_shipped_models_are_the_presets_trained_as_documented():
 
 
 def test_shipped_models_optimize_a_test_task_and_one_with_permuted_labels():
-    """On a default test task each reaches > 0.9 local accuracy in 20 rounds from chance (0.1),
-    also when the labels are permuted (recorded over 10 tasks, default: 0.940 and 0.940)."""
+    """On a default test task each 20-round model reaches > 0.9 local accuracy from chance (0.1),
+    also when the labels are permuted (recorded over 10 tasks, default: 0.940 and 0.940); each
+    budget model runs its R rounds and reaches > 0.6 pooled accuracy there (recorded on this
+    task: see the budget models' rows in the README here)."""
     torch.set_num_threads(1)
     worker = local_worker(preset("default"))
     for name in NAMES:
         model = load_model(resolve_run(f"pretrained:{name}"), worker)
         for permute in (False, True):
             curve = evaluate_unrolled(model, worker, worker.family.batch("test", [0], permute_labels=permute))
-            assert curve["rounds"][-1] == 20
-            assert curve["local_accuracy"][0] < 0.3 and curve["local_accuracy"][-1] > 0.9, (name, permute)
+            assert curve["local_accuracy"][0] < 0.3, (name, permute)
+            if name in BUDGETS:
+                assert curve["rounds"][-1] == BUDGETS[name] and curve["accuracy"][-1] > 0.6, (name, permute)
+            else:
+                assert curve["rounds"][-1] == 20 and curve["local_accuracy"][-1] > 0.9, (name, permute)
 
 
 def test_local_model_descends_at_every_layer_where_scratch_does_not():

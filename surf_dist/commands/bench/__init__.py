@@ -26,7 +26,7 @@ from .limit import limit_on_test, limit_rounds, sampled_agents
 from .protocol import METRICS, BenchConfig, report_task_indices, val_task_indices
 from .runner import baseline_job, centralized_on_test, learned_on_test, methods_of
 
-DEFAULT_RUNS = ("pretrained", "pretrained:cta", "pretrained:robust")
+DEFAULT_RUNS = ("pretrained", "pretrained:r1", "pretrained:r2", "pretrained:r3", "pretrained:r5", "pretrained:cta")
 
 
 def _say(message: str) -> None:

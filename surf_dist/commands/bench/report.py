@@ -131,8 +131,8 @@ def per_budget(learned: dict, baselines: dict, limit: dict | None, bench: BenchC
     ``EVERY_BUDGET``, among the learned optimizers that run at least R rounds, the one whose mean
     pooled accuracy after R rounds on the validation tasks is highest (no test task is read to
     choose), and its difference to the strongest baseline at R (``budget_differences``) and to
-    the limit at R. {R: {chosen, validation, learned, best_baseline, which, difference[, limit,
-    distance]}}."""
+    the limit at R, with the gradient evaluations per agent each spent in R rounds. {R: {chosen,
+    validation, learned, best_baseline, which, difference, grad_evals[, limit, distance]}}."""
     out = {}
     for R in EVERY_BUDGET:
         on_val = {label: float(np.asarray(res["validation"]["accuracy"])[res["rounds"].index(R)])
@@ -143,6 +143,9 @@ def per_budget(learned: dict, baselines: dict, limit: dict | None, bench: BenchC
         res = learned[chosen]
         at_R = {"rounds": [R], "accuracy": res["accuracy"][:, [res["rounds"].index(R)]]}
         entry = {"chosen": chosen, "validation": on_val, **budget_differences(at_R, baselines, bench)[str(R)]}
+        entry["grad_evals"] = {"learned": res["grad_evals"][res["rounds"].index(R)],     # per agent, R rounds
+                               "strongest": [float(np.asarray(baselines[n]["curves"]["best"]["grad_evals_accuracy"])[R])
+                                             for n in entry["which"]]}
         if limit is not None and R in limit["rounds"]:
             entry.update(limit_distances(at_R, limit, bench)[str(R)])
         out[str(R)] = entry
@@ -261,7 +264,9 @@ def table(report: dict) -> str:
         lines.append("\nthe learned optimizers chosen per round budget on the validation tasks (as each baseline is): "
                      "pooled accuracy after R rounds, - the strongest baseline's (pts), - the limit (pts)")
         lines += [f"  R={r:<3} {d['chosen']:<36} {d['learned']:.3f}  {_interval(d['difference'], 100.0):<24}"
-                  + (f"  {_interval(d['distance'], 100.0)}" if "distance" in d else "")
+                  + (f"  {_interval(d['distance'], 100.0):<24}" if "distance" in d else "")
+                  + f"  gradient evaluations per agent {d['grad_evals']['learned']:g} vs "
+                  + "/".join(f"{g:g}" for g in d["grad_evals"]["strongest"])
                   for r, d in report["per_budget"].items()]
     return "\n".join(lines)
 
