@@ -62,6 +62,11 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "alpha": ("task", "alpha", float, "Dirichlet label skew (inf: IID)"),
     "samples_seen": ("task", "samples_seen", int, "samples per agent seen by the optimizer"),
     "samples_held": ("task", "samples_held", int, "held-out samples per agent"),
+    "compress": ("task", "compress", str, "what every message carries (every method, the learned one included): "
+                 "none (full rows; the default), qB (stochastic quantisation to B = 1..32 bits, one float32 scale "
+                 "per message; unbiased), topk:K or randk:K (K coordinates of each message, or a fraction such as "
+                 "topk:0.01; values plus int32 indices). Meta-training passes gradients straight through. "
+                 "See docs/COMPRESSION.md"),
     "layers": ("model", "num_layers", int, "unrolled layers L"),
     "hops": ("model", "num_hops", int, "hops K per layer (communication rounds per layer)"),
     "local_net": ("model", "local_net", str, f"local network: {', '.join(LOCAL_NETS)}"),

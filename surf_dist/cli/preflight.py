@@ -31,6 +31,7 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
         check_output_folder(out, args.force, resume)
     features, classes, _ = check_available(cfg.task.dataset, cfg.task.data_root or None)
     check_size(cfg, args.command, features, classes)
+    check_compress(cfg, features, classes)
     check_graph(cfg)
     if resume:
         check_resumable(out, cfg, features, classes)
@@ -46,6 +47,12 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
     if args.command == "experiment" and args.runs:
         for run in args.runs:
             load_model_file(Path(run) / "model.pt")
+
+
+def check_compress(cfg: RunConfig, features: int, classes: int) -> None:
+    """The compressor parses and fits the messages: a sparsifier keeps at most d coordinates."""
+    from ..comm.compress import parse_compressor
+    parse_compressor(cfg.task.compress).check_fits((features + 1) * classes)
 
 
 def check_launch(backend: str, workers: int, device: str, num_agents: int) -> None:

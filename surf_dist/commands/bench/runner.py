@@ -73,6 +73,7 @@ def _run_chunk(name, worker, tasks, configs, rounds, at_rounds, pool_cap, batch_
     stream = list(METHODS).index(name) + 1
     batches = lambda i: worker.positions(tasks, [i], batch_size, stream)[0]
     prob = ReplicaProblem(shards, worker.family.num_classes, R, batches, pool_cap, worker.comm)
+    worker.comm.replicas(R, worker.family.num_classes)     # a compressor acts on each replica's message
     zero = torch.zeros_like(shards.init_weights)
     W0 = prob.stack([zero if c["start"] == "zero" else shards.init_weights for c in configs])
     hyper = {}
