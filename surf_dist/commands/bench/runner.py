@@ -105,7 +105,8 @@ def grids_of(name: str, bench: BenchConfig) -> dict[str, Grid]:
     method = METHODS[name]
     grids = {}
     for key in method.continuous:
-        grids[key] = Grid(key, list(bench.momentum_grid if key == "momentum" else bench.step_grid))
+        values = {"momentum": bench.momentum_grid, "consensus": bench.consensus_grid}.get(key, bench.step_grid)
+        grids[key] = Grid(key, list(values))
     for key, values in method.discrete.items():
         grids[key] = Grid(key, list(values), bench.max_local_steps if key == "local_steps" else math.inf)
     return grids
@@ -224,6 +225,8 @@ class Search:
                 edges = picked & {min(grid.values), max(grid.values)}
                 if key == "momentum":
                     edges.discard(0.0)          # no momentum: a natural edge, nothing beyond it
+                if key == "consensus":
+                    edges.discard(1.0)          # the full consensus step: a natural edge
                 if edges and len(grid.values) > 1:
                     out.setdefault(metric, {})[key] = sorted(edges)
         return out
