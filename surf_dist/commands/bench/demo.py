@@ -34,7 +34,8 @@ def shipped_choices(cfg: RunConfig) -> dict | None:
     if not TUNED_FILE.is_file():
         return None
     saved = json.loads(TUNED_FILE.read_text())
-    same = saved["task"] == cfg.to_dict()["task"] and saved["batch_size"] == cfg.model.batch_size
+    task = {"compress": "none", **saved["task"]}     # made before messages could be compressed: full rows
+    same = task == cfg.to_dict()["task"] and saved["batch_size"] == cfg.model.batch_size
     if not same:
         return None
     return best_start_only(saved["baselines"])
