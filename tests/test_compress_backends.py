@@ -2,7 +2,7 @@
 2 Ray actors, in float64 to 1e-12, for each compressor with random draws or a data-dependent
 choice (q4, topk, randk). One job per backend runs, for each compressor: the unrolled network's
 per-layer outputs and meta-gradients (straight-through) on 2 training tasks, gradient tracking
-(two vectors in one message) on the test tasks, CHOCO on a grid run as replicas side by side
+(two vectors in one message) on the test tasks, CHOCO and BEER on a grid run as replicas side by side
 (``bench.runner.run_grid``: each replica's message compressed alone), and the ledger's bytes."""
 import dataclasses
 
@@ -47,8 +47,9 @@ def compressed_job(cfg, worker, progress=False) -> dict:
                                                      (0, 4, 8))
             entry["gradient_tracking"] = {"bytes": np.array(cumulative), **table}
             configs = [{"start": "zero", "step": 0.5, "consensus": 0.5}, {"start": "task", "step": 1.0, "consensus": 0.2}]
-            choco = run_grid("choco", worker, test_tasks[:2], configs, 6, np.arange(7), 64, cfg.model.batch_size)
-            entry["choco"] = {**choco["values"], "bytes": choco["bytes"]}
+            for name in ("choco", "beer"):
+                grid = run_grid(name, worker, test_tasks[:2], configs, 6, np.arange(7), 64, cfg.model.batch_size)
+                entry[name] = {**grid["values"], "bytes": grid["bytes"]}
             out[spec] = entry
     finally:
         worker.family.config = base

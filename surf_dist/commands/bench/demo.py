@@ -64,7 +64,7 @@ def run_demo(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     rounds = args.rounds or DEMO_ROUNDS
     if choices is None:
         _say(f"these task settings have no shipped baseline choices: tuning {', '.join(FALLBACK_METHODS)} here on "
-             "validation tasks first (a few minutes; 'surf-dist bench' tunes all 15 baselines)")
+             "validation tasks first (a few minutes; 'surf-dist bench' tunes all 16 baselines)")
     bench = BenchConfig(report_seed=DEMO_REPORT_SEED, draws=1, tasks_per_draw=DEMO_TASKS, rounds=rounds,
                         bootstrap=200, methods=tuple(choices or FALLBACK_METHODS))
     runs = [("pretrained", str(HERE / "default"))]
