@@ -92,10 +92,11 @@ class Compressor:
             return MessageCost(k * element_size, 0, 4 * k)
         return MessageCost(m * element_size, 0, 0)
 
-    def check_fits(self, d: int) -> None:
-        """ValueError unless a message of ``d`` coordinates can keep ``count`` of them."""
+    def check_fits(self, d: int, said: str = "") -> None:
+        """ValueError unless a message of ``d`` coordinates can keep ``count`` of them; ``said``:
+        where the spec comes from (default: ``--compress SPEC``)."""
         if self.count > d:
-            raise ValueError(f"--compress {self}: keeps {self.count} coordinates but a message holds d = {d}; "
+            raise ValueError(f"{said or f'--compress {self}'}: keeps {self.count} coordinates but a message holds d = {d}; "
                              f"pass {self.kind}:K with K <= {d}, or a fraction such as {self.kind}:0.1")
 
     def apply(self, Z_nrm: torch.Tensor, keys_n: np.ndarray, round_: int) -> torch.Tensor:
@@ -169,8 +170,10 @@ def uniforms(keys_n: np.ndarray, round_: int, m: int) -> np.ndarray:
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 
 
-def parse_compressor(text: str) -> Compressor:
-    """The ``Compressor`` of a spec string; ValueError naming the problem and the syntax."""
+def parse_compressor(text: str, said: str = "") -> Compressor:
+    """The ``Compressor`` of a spec string; ValueError naming the problem and the syntax, and
+    where the spec comes from (``said``; default: ``--compress SPEC``)."""
+    said = said or f"--compress {text}"
     spec = str(text).strip().lower()
     if spec in ("none", "identity", ""):
         return Compressor()
@@ -178,7 +181,7 @@ def parse_compressor(text: str) -> Compressor:
     if quant:
         bits = int(quant.group(1))
         if not 1 <= bits <= 32:
-            raise ValueError(f"--compress {text}: a bit width must lie in 1..32, got {bits}; pass e.g. q8")
+            raise ValueError(f"{said}: a bit width must lie in 1..32, got {bits}; pass e.g. q8")
         return Compressor("quantize", bits=bits)
     sparse = re.fullmatch(r"(topk|randk):(.*)", spec)
     if sparse:
@@ -186,15 +189,15 @@ def parse_compressor(text: str) -> Compressor:
         if re.fullmatch(r"-?\d+", value):
             count = int(value)
             if count <= 0:
-                raise ValueError(f"--compress {text}: k must be >= 1 coordinate (or a fraction in (0, 1]), "
+                raise ValueError(f"{said}: k must be >= 1 coordinate (or a fraction in (0, 1]), "
                                  f"got {count}; pass e.g. {kind}:10 or {kind}:0.1")
             return Compressor(kind, count=count)
         if re.fullmatch(r"-?" + _NUMBER, value):
             fraction = float(value)
             if not 0 < fraction <= 1:
-                raise ValueError(f"--compress {text}: a fraction of the coordinates must lie in (0, 1], "
+                raise ValueError(f"{said}: a fraction of the coordinates must lie in (0, 1], "
                                  f"got {value}; pass e.g. {kind}:0.1")
             return Compressor(kind, fraction=fraction)
-        raise ValueError(f"--compress {text}: {kind} needs a count or a fraction after the colon; "
+        raise ValueError(f"{said}: {kind} needs a count or a fraction after the colon; "
                          f"pass e.g. {kind}:10 or {kind}:0.01")
-    raise ValueError(f"--compress {text}: unknown compressor; choose {SYNTAX}")
+    raise ValueError(f"{said}: unknown compressor; choose {SYNTAX}")
