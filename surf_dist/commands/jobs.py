@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..io.checkpoint import check_state_dict, load_model_file
+from ..comm.compress import parse_compressor
 from ..comm.local import LocalCommunicator
 from ..io.config import RunConfig, from_dict, with_overrides
 from ..core.engine import Worker
@@ -35,6 +36,14 @@ def train_job(cfg: RunConfig, worker: Worker, run_dir: str, resume: bool = False
               progress: bool = True) -> dict:
     state = train(cfg, worker, Path(run_dir), resume=resume, progress=progress)
     return {"best_val_loss": state.best_val, "duals": state.duals.tolist(), "steps": state.step}
+
+
+def check_compressor(spec: str, said: str, d: int | None = None) -> None:
+    """A ``--compress`` spec parses and, with ``d``, fits a message of d coordinates (ValueError
+    naming ``said``, where the spec comes from)."""
+    compressor = parse_compressor(spec, said)
+    if d is not None:
+        compressor.check_fits(d, said)
 
 
 def run_config(run_dir: Path, files=None) -> RunConfig:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...comm.compress import parse_compressor
+from ..jobs import check_compressor
 
 DEFAULT_COMPRESSORS = ("none", "q8", "q4", "q2", "topk:0.1", "topk:0.01")
 DRAWS = 3
@@ -29,7 +29,7 @@ BOOTSTRAP = 1000
 def check_compressors(specs: list[str]) -> list[str]:
     """The specs, each parsed (ValueError naming a bad one), none twice."""
     for spec in specs:
-        parse_compressor(spec, f"--compressors {spec}")
+        check_compressor(spec, f"--compressors {spec}")
     twice = sorted({s for s in specs if specs.count(s) > 1})
     if twice:
         raise ValueError(f"--compressors: {', '.join(twice)} given twice; name each once")
@@ -51,7 +51,7 @@ def compression_experiment(cfg, worker, runs: list[str], compressors: list[str],
     reports, raws, centralized = {}, {}, None
     try:
         for spec in compressors:
-            parse_compressor(spec).check_fits(d, f"--compressors {spec}")
+            check_compressor(spec, f"--compressors {spec}", d)
             worker.family.config = dataclasses.replace(base, compress=spec)       # what every bind sends
             spec_cfg = dataclasses.replace(cfg, task=worker.family.config)         # and a helper process's
             say(f"compression {spec}: a bench of {len(bench.methods) or 'every'} baseline(s) and "
