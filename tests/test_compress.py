@@ -263,3 +263,18 @@ def test_beer_is_exact_under_compression_where_compressed_tracking_is_not():
     for _ in range(1500):
         w = next(plain)
     assert not torch.isfinite(w).all() or (w - b.mean(0)).abs().max() > 1e-3
+
+
+def test_choices_saved_before_compression_count_as_full_rows_only():
+    """The demo's shipped baseline choices and an older bench's (no ``compress`` in their task
+    settings) were made with full rows: used as such, refused under a compressor."""
+    from surf_dist.commands.bench import check_same_tasks
+    from surf_dist.commands.bench.demo import shipped_choices
+    from surf_dist.io.config import preset, with_overrides
+    default = preset("default")
+    q8 = with_overrides(default, {"task": {"compress": "q8"}})
+    assert shipped_choices(default) is not None and shipped_choices(q8) is None
+    older = {k: v for k, v in default.to_dict()["task"].items() if k != "compress"}
+    check_same_tasks("saved", older, default.model.batch_size, default, "differ", "tune here")
+    with pytest.raises(ValueError, match="compress 'none' there, 'q8' here"):
+        check_same_tasks("saved", older, q8.model.batch_size, q8, "differ", "tune here")
