@@ -187,3 +187,30 @@ def test_refuses_non_empty_out_and_ambiguous_runs(runs, tmp_path, capsys):
     assert experiment("eps", tmp_path / "both", "--runs", runs["surf"], "--eps-values", "0.1") == 2
     assert experiment("eps", tmp_path / "free", "--runs", runs["surf"], runs["unrolled"]) == 2
     assert "constrained" in capsys.readouterr().err
+
+
+@pytest.mark.slow           # two benches (every baseline's grid tuned twice)
+@pytest.mark.timeout(400)
+def test_compression_experiment_counts_bytes_by_hand_and_compares_like_for_like(tmp_path, capsys):
+    """The shipped optimizer and two baselines, with full rows and at 2 bits, on the quick
+    preset (8 agents on a ring, 2 neighbours, float32, d = 650): bytes per agent after 20 rounds
+    are 20 x 2 x 650 x 4 with full rows and 20 x 2 x (ceil(2 x 650 / 8) + 4) at 2 bits."""
+    out = tmp_path / "compression"
+    assert experiment("compression", out, "--quick", "--methods", "dgd,choco", "--compressors", "none,q2") == 0
+    result = json.loads((out / "compression.json").read_text())
+    assert result["rounds"] == 20 and set(result["methods"]) == {"none", "q2"}
+    for spec, per_message in (("none", 650 * 4), ("q2", 163 + 4)):
+        rows = result["methods"][spec]
+        assert set(rows) == {"dgd", "choco", "pretrained"}
+        assert rows["pretrained"]["bytes_per_agent"] == 20 * 2 * per_message
+        assert rows["dgd"]["bytes_per_agent"] == 20 * 2 * per_message
+    assert result["learned_versus_full_rows"]["pretrained"]["none"]["mean"] == 0.0
+    assert result["methods"]["none"]["pretrained"]["accuracy"] == result["target"]["accuracy"]
+    assert result["methods"]["q2"]["pretrained"]["accuracy"] != result["methods"]["none"]["pretrained"]["accuracy"]
+    assert result["pareto"] and (out / "compression.png").stat().st_size > 0
+    assert len(list(csv.reader((out / "compression.csv").open()))) == 1 + 2 * 3
+    assert experiment("compression", tmp_path / "bad", "--quick", "--compressors", "none,q0") == 2
+    assert "--compressors q0: a bit width must lie in 1..32" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert experiment("layers", tmp_path / "unused", "--quick", "--compressors", "q4") == 2
+    assert "--compressors is not used by experiment layers" in capsys.readouterr().err

@@ -16,8 +16,9 @@ from surf_dist.problem.tasks import Shards
 N = 5
 STEPS = [0.1, 0.2, 0.15, 0.25, 0.3]
 MOMENTA = [0.5, 0.3, 0.6, 0.4, 0.2]
+CONSENSUS = [0.5, 0.8, 0.3, 1.0, 0.6]
 DISCRETE = {"local_steps": 2, "gossip_rounds": 2}        # dfedavgm overrides with its only value
-TWO_VECTOR = {"gradient_tracking", "gt_heavy_ball", "gt_nesterov", "chebyshev_gt", "gt_local_steps"}
+TWO_VECTOR = {"beer", "gradient_tracking", "gt_heavy_ball", "gt_nesterov", "chebyshev_gt", "gt_local_steps"}
 EXACT = ("gradient_tracking", "extra", "nids", "gt_heavy_ball", "gt_nesterov", "chebyshev_gt",
          "gt_local_steps")
 
@@ -34,10 +35,12 @@ def batches_of(n=N, m=6, b=3, seed=0):
     return batches
 
 
-def hyper_for(method, lambda2, steps=STEPS, momenta=MOMENTA, **discrete):
+def hyper_for(method, lambda2, steps=STEPS, momenta=MOMENTA, consensus=None, **discrete):
     hyper = {"step": column(steps)}
     if "momentum" in method.continuous:
         hyper["momentum"] = column(momenta)
+    if "consensus" in method.continuous:
+        hyper["consensus"] = column(CONSENSUS * (len(steps) // N) if consensus is None else [consensus] * len(steps))
     for key, values in method.discrete.items():
         hyper[key] = discrete.get(key, values[0] if len(values) == 1 else DISCRETE[key])
     if method.needs_spectrum:
@@ -66,7 +69,23 @@ def oracle(name, S, W0, g, gb, h, R):
     I = torch.eye(S.shape[0], dtype=S.dtype)
     S_half = (I + S) / 2
     models, evals = [W0], [0]
-    if name in ("dgd", "dsgd"):
+    if name == "choco":                     # no compressor: q = x' - h exactly
+        x, public, mixed = W0, torch.zeros_like(W0), torch.zeros_like(W0)
+        for r in range(R):
+            half = x - a * g(x)
+            q = half - public
+            public, mixed = public + q, mixed + S @ q
+            x = half + h["consensus"] * (mixed - public)
+            models.append(x); evals.append(r + 1)
+    elif name == "beer":                    # no compressor: the copies become x and v exactly
+        x, v, hx, hv = W0, g(W0), torch.zeros_like(W0), torch.zeros_like(W0)
+        for r in range(R):
+            hx, hv = hx + (x - hx), hv + (v - hv)
+            x_new = x + h["consensus"] * (S @ hx - hx) - a * v
+            v = v + h["consensus"] * (S @ hv - hv) + g(x_new) - g(x)
+            x = x_new
+            models.append(x); evals.append(r + 2)
+    elif name in ("dgd", "dsgd"):
         w = W0
         for r in range(R):
             w = S @ w - a * (g(w) if name == "dgd" else gb(r, w))
@@ -155,9 +174,9 @@ def oracle(name, S, W0, g, gb, h, R):
 def test_every_method_has_an_oracle_here():
     assert list(METHODS) == ["dgd", "dsgd", "gradient_tracking", "dfedavgm", "extra", "nids",
                              "dgd_heavy_ball", "dgd_nesterov", "gt_heavy_ball", "gt_nesterov",
-                             "chebyshev_dgd", "chebyshev_gt", "dgd_local_steps", "gt_local_steps"]
+                             "chebyshev_dgd", "chebyshev_gt", "dgd_local_steps", "gt_local_steps", "choco", "beer"]
     for method in METHODS.values():
-        assert method.name and method.doc and set(method.continuous) <= {"step", "momentum"}
+        assert method.name and method.doc and set(method.continuous) <= {"step", "momentum", "consensus"}
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -231,6 +250,7 @@ def test_hyperparameters_are_per_node_replicas(problem, bound_comm, ring_shift, 
     ("gt_heavy_ball", {"momenta": [0.0] * N}, "gradient_tracking"),
     ("dgd_heavy_ball", {"momenta": [0.0] * N}, "dgd"),
     ("chebyshev_dgd", {"gossip_rounds": 1}, "dgd_local_steps"),    # both S (w - a g(w)) at K = E = 1
+    ("beer", {"consensus": 1.0}, "gradient_tracking"),             # no compressor, c = 1
 ])
 def test_special_cases_reduce_to_the_simpler_method(problem, name, setting, reference):
     shards, _, comm, lam = problem

@@ -5,7 +5,7 @@
   surf-dist baselines --out DIR     tuned decentralized baselines and the centralized optimum
   surf-dist train --out RUN         meta-train one model (``--resume`` continues a run)
   surf-dist evaluate RUN... --out DIR
-  surf-dist experiment NAME --out DIR   layers | eps | async | communication | transfer
+  surf-dist experiment NAME --out DIR   layers | eps | async | communication | transfer | compression
   surf-dist bench [RUN...] --out DIR    learned optimizers against every tuned baseline, the
                                         honest protocol (validation choices, fresh test draws)
   surf-dist config --preset NAME    print a preset as JSON, to edit and pass back with --config
@@ -67,6 +67,11 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "alpha": ("task", "alpha", float, "Dirichlet label skew (inf: IID)"),
     "samples_seen": ("task", "samples_seen", int, "samples per agent seen by the optimizer"),
     "samples_held": ("task", "samples_held", int, "held-out samples per agent"),
+    "compress": ("task", "compress", str, "what every message carries (every method, the learned one included): "
+                 "none (full rows; the default), qB (stochastic quantisation to B = 1..32 bits, one float32 scale "
+                 "per message; unbiased), topk:K or randk:K (K coordinates of each message, or a fraction such as "
+                 "topk:0.01; values plus int32 indices). Meta-training passes gradients straight through. "
+                 "See docs/COMPRESSION.md"),
     "layers": ("model", "num_layers", int, "unrolled layers L"),
     "hops": ("model", "num_hops", int, "hops K per layer (communication rounds per layer)"),
     "local_net": ("model", "local_net", str, f"local network: {', '.join(LOCAL_NETS)}"),
@@ -122,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
              "baselines": "run the tuned baselines and the centralized optimum on test tasks",
              "train": "meta-train one unrolled model into a run folder",
              "evaluate": "evaluate trained run folders against the baselines",
-             "experiment": "one experiment of the results report (layers, eps, async, communication, transfer)",
+             "experiment": "one experiment of the results report (layers, eps, async, communication, transfer, compression)",
              "bench": "learned optimizers (default: the shipped ones) against every baseline, each tuned per "
                       "round budget on validation tasks, on fresh test draws: rounds ratio and fixed-budget gap "
                       "with intervals (bench.json, bench.csv, bench.png)"}

@@ -33,6 +33,7 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
         check_output_folder(out, args.force, resume)
     features, classes, _ = check_available(cfg.task.dataset, cfg.task.data_root or None)
     check_size(cfg, args.command, features, classes)
+    check_compress(cfg, features, classes, getattr(args, "compress", None) is not None)
     check_graph(cfg)
     for entry in cfg.train.mixture if args.command == "train" else ():
         mixed = dataclasses.replace(cfg, task=mixture_task(entry))
@@ -55,6 +56,15 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
     if args.command == "experiment" and args.runs:
         for run in args.runs:
             load_model_file(Path(run) / "model.pt")
+
+
+def check_compress(cfg: RunConfig, features: int, classes: int, flag: bool = True) -> None:
+    """The compressor parses and fits the messages: a sparsifier keeps at most d coordinates.
+    ``flag``: the spec comes from ``--compress`` (else from a config or the run read)."""
+    from ..comm.compress import parse_compressor
+    spec = cfg.task.compress
+    said = f"--compress {spec}" if flag else f"compress {spec!r} (task.compress of the settings read)"
+    parse_compressor(spec, said).check_fits((features + 1) * classes, said)
 
 
 def check_launch(backend: str, workers: int, device: str, num_agents: int) -> None:

@@ -2,6 +2,11 @@
 
 The model and the baselines call ``bind`` once per graph, then ``shift`` (one hop of S over
 the hosted rows) and ``all_reduce`` (sums across workers). They never see a process group.
+
+Compression (``compress.py``) happens here, in the one place every backend sends rows: a
+shift sends Q(z_j) for every row, so a neighbour on the same worker sees what a remote one
+does, and ``(S Z)_i = s_ii z_i + sum_{j != i} s_ij Q(z_j)`` (an agent's own row never travels).
+Error-feedback methods (CHOCO) use ``shift_sent``, which also returns the rows as sent.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .compress import Compressor
 from .ledger import Ledger
 
 
@@ -21,13 +27,22 @@ class Communicator(ABC):
     def __init__(self):
         self.ledger = Ledger()
         self._out_degree: np.ndarray | None = None
+        self.compressor = Compressor()
+        self._keys: np.ndarray | None = None
+        self._self_weight: np.ndarray | None = None
+        self._layout = (1, 1)
+        self._diagonal: dict = {}
 
-    def bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None = None) -> None:
+    def bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None = None,
+             keys: np.ndarray | None = None, compressor: Compressor | None = None) -> None:
         """Use graph ``shift`` (N, N, global) for the next shifts; this worker hosts ``nodes``.
         ``node_lists``: every worker's nodes, where the caller knows them (a worker derives them
-        from the placement), so that no worker has to ask the others.
+        from the placement), so that no worker has to ask the others. ``compressor``: what every
+        shift of this graph sends (default: full rows); ``keys`` (N_local,) name the hosted
+        senders for its random draws (default: the global node ids).
 
         Resets the ledger: its counts are per bound graph (one evaluation or training batch).
+        Each row is one message until ``replicas`` says otherwise.
         """
         adjacency = shift.tocsc(copy=True)
         adjacency.setdiag(0)
@@ -35,14 +50,80 @@ class Communicator(ABC):
         # out-degree of node i = number of j != i with S[j, i] != 0 (column counts)
         self._out_degree = np.diff(adjacency.indptr)[nodes]
         self.ledger.reset(len(nodes))
+        self.compressor = compressor or Compressor()
+        self._keys = np.asarray(nodes if keys is None else keys, dtype=np.uint64)
+        self._self_weight = np.asarray(shift.diagonal())[np.asarray(nodes)]
+        self._layout, self._diagonal = (1, 1), {}
         self._bind(shift, np.asarray(nodes), node_lists)
+
+    def replicas(self, count: int, inner: int) -> None:
+        """Each row holds ``count`` messages side by side, interleaved in blocks of ``inner``
+        columns (a row viewed as (..., count, inner): ``bench.replicas``' grid); a compressor
+        then acts on each message alone, and the ledger counts ``count`` messages' bytes."""
+        self._layout = (count, inner)
+
+    def _messages(self, Z_nd: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, R, m): every row's messages (``replicas``)."""
+        R, inner = self._layout
+        N, D = Z_nd.shape
+        if R == 1:
+            return Z_nd.reshape(N, 1, D)
+        return Z_nd.reshape(N, D // (R * inner), R, inner).transpose(1, 2).reshape(N, R, -1)
+
+    def _rows(self, Q_nrm: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``_messages``."""
+        R, inner = self._layout
+        N, D = like.shape
+        if R == 1:
+            return Q_nrm.reshape(N, D)
+        return Q_nrm.reshape(N, R, D // (R * inner), inner).transpose(1, 2).reshape(N, D)
+
+    def _record(self, Z_nd: torch.Tensor, senders: torch.Tensor | None) -> None:
+        sending = self._out_degree if senders is None else self._out_degree * senders.cpu().numpy()
+        R = self._layout[0]
+        if Z_nd.shape[1] % (R * self._layout[1]):
+            raise ValueError(f"rows of {Z_nd.shape[1]} columns do not hold {R} messages in blocks of {self._layout[1]}")
+        cost = self.compressor.cost(Z_nd.shape[1] // R, Z_nd.element_size())
+        self.ledger.record_round(sending, R * cost.total, (R * cost.payload, R * cost.scales, R * cost.indices))
+
+    def _sent(self, Z_nd: torch.Tensor) -> torch.Tensor:
+        """The rows as sent this round (straight-through gradient); the round just recorded."""
+        Q = self.compressor.apply(self._messages(Z_nd), self._keys, self.ledger.rounds - 1)
+        return self._rows(Q, Z_nd)
 
     def shift(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None) -> torch.Tensor:
         """(S Z) for the hosted rows; differentiable. ``senders`` (N_local,) bool marks the
-        nodes that send this round (the caller has already replaced the others' rows)."""
-        sending = self._out_degree if senders is None else self._out_degree * senders.cpu().numpy()
-        self.ledger.record_round(sending, Z_nd.shape[1] * Z_nd.element_size())
-        return self._shift(Z_nd)
+        nodes that send this round (the caller has already replaced the others' rows).
+
+        Under a compressor every row sent is Q(z_j) and each agent keeps its own row exact:
+        s_ii z_i + sum_{j != i} s_ij Q(z_j). The gradient is straight-through: that of S Z."""
+        self._record(Z_nd, senders)
+        if self.compressor.identity:
+            return self._shift(Z_nd)
+        Q = self._sent(Z_nd)
+        return self._shift(Q) + self._own_weight(Z_nd) * (Z_nd - Q)
+
+    def shift_sent(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S Q, Q): Q the rows as sent this round (Q(Z) under a compressor, else Z), and S
+        applied to the sent rows, an agent's own included (what error feedback keeps). One round."""
+        self._record(Z_nd, senders)
+        Q = Z_nd if self.compressor.identity else self._sent(Z_nd)
+        return self._shift(Q), Q
+
+    def _own_weight(self, Z_nd: torch.Tensor) -> torch.Tensor:
+        """s_ii of the hosted nodes, (N_local, 1) at Z's dtype and device."""
+        key = (Z_nd.dtype, Z_nd.device)
+        if key not in self._diagonal:
+            self._diagonal[key] = torch.as_tensor(self._self_weight, dtype=Z_nd.dtype, device=Z_nd.device)[:, None]
+        return self._diagonal[key]
+
+    def wire_per_agent(self) -> dict:
+        """Cumulative logical bytes per agent of the bound graph, by part: payload (values or
+        quantised levels), scales and indices (``compress``); they add up to ``bytes_per_agent``."""
+        totals = self.all_reduce(torch.as_tensor(np.append(self.ledger.parts.sum(0), len(self.ledger.messages)),
+                                                 dtype=torch.float64)).tolist()
+        return {f"{part}_bytes_per_agent": value / totals[-1]
+                for part, value in zip(("payload", "scales", "indices"), totals[:-1])}
 
     @abstractmethod
     def _bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None) -> None: ...

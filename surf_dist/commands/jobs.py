@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..io.checkpoint import check_state_dict, load_model_file
+from ..comm.compress import parse_compressor
 from ..comm.local import LocalCommunicator
 from ..io.config import RunConfig, from_dict, mixture_task, with_overrides
 from ..core.engine import Worker
@@ -40,10 +41,18 @@ def train_job(cfg: RunConfig, worker: Worker, run_dir: str, resume: bool = False
 
 def mixture_workers(cfg: RunConfig, worker: Worker) -> tuple[Worker, ...]:
     """A worker for each setting of ``cfg.train.mixture``, on ``worker``'s communicator and device
-    (each places its own agents on the same ranks)."""
+    (each places its own agents on the same ranks; messages compressed as the run's own)."""
     from ..runtime.common import make_worker
-    return tuple(make_worker(dataclasses.replace(cfg, task=mixture_task(entry)), worker.comm, worker.device)
-                 for entry in cfg.train.mixture)
+    tasks = [dataclasses.replace(mixture_task(entry), compress=cfg.task.compress) for entry in cfg.train.mixture]
+    return tuple(make_worker(dataclasses.replace(cfg, task=task), worker.comm, worker.device) for task in tasks)
+
+
+def check_compressor(spec: str, said: str, d: int | None = None) -> None:
+    """A ``--compress`` spec parses and, with ``d``, fits a message of d coordinates (ValueError
+    naming ``said``, where the spec comes from)."""
+    compressor = parse_compressor(spec, said)
+    if d is not None:
+        compressor.check_fits(d, said)
 
 
 def run_config(run_dir: Path, files=None) -> RunConfig:

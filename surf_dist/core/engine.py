@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..comm.base import Communicator
+from ..comm.compress import parse_compressor
 from .coordinator import Coordinator
 from ..problem.softmax import correct_per_agent, loss_per_agent, pooled_correct
 from ..problem.tasks import Shards, Task, TaskFamily, block_shift, materialize, minibatch_indices
@@ -45,7 +46,11 @@ class Worker:
         nodes_of = lambda agents: (np.arange(len(tasks))[:, None] * self.num_agents + agents[None]).ravel()
         lists = None if self.owner is None else [nodes_of(np.flatnonzero(self.owner == q))
                                                  for q in range(self.comm.world_size)]
-        self.comm.bind(block_shift(tasks), nodes_of(self.agents), lists)
+        # a sender's random draws (compression) follow the task and the agent, not the batch or the worker
+        keys = ((np.array([t.seed for t in tasks], dtype=np.uint64)[:, None] << np.uint64(20))
+                | self.agents.astype(np.uint64)[None]).ravel()
+        self.comm.bind(block_shift(tasks), nodes_of(self.agents), lists, keys,
+                       parse_compressor(self.family.config.compress))
         shards = materialize(self.family.dataset, tasks, self.agents, self.family.config.feature_noise, self.dtype)
         return shards.to(self.device)
 

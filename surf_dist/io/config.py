@@ -45,6 +45,7 @@ class TaskConfig:
     held_fraction: float = 0.25            # share of a task's pool reserved for held-out samples
     init_std: float = 1.0                  # W_0 ~ N(0, init_std^2)
     feature_noise: float = 0.0             # augmentation: N(0, feature_noise^2) added per task
+    compress: str = "none"                 # what every message carries: none, qB, topk:K, randk:K (comm/compress.py)
 
     def __post_init__(self):
         _check_types(self)

@@ -25,6 +25,20 @@ local data, or a mini-batch for the stochastic methods), x_{-1} = x_0.
   gt_local_steps     z_0 = x, z_{e+1} = z_e - a (g(z_e) - g(x) + y) for e < E;
                      x <- S x + (z_E - x);  y <- S y + g(x_new) - g(x)             1  2d (x, y)
 
+  choco              x' = x - a g(x);  q = Q(x' - h);  h <- h + q;  s <- s + S q;    1  Q(d)
+                     x <- x' + c (s - h);  h_0 = s_0 = 0 (S h kept as s)
+
+  beer               [q, p] = Q([x - h, v - e]);  h += q;  e += p;  (h, e start at 0)    1  Q(2d)
+                     x <- x + c (S h - h) - a v;  v <- v + c (S e - e) + g(x_new) - g(x);  v_0 = g(x_0)
+
+choco is CHOCO-SGD (Koloskova, Stich, Jaggi 2019, Algorithm 2) with each agent's full local
+gradient, as dgd; beer is BEER (Zhao, Li, Richtarik, Chi 2022), compressed gradient tracking
+with public copies of x and of the tracker v, both sent in one message (one row, one scale).
+In choco h is the agent's public copy x_hat, which every neighbour also holds, updated by the
+compressed difference q it sends (error feedback: what compression drops is sent in a later
+round); c is the consensus step gamma, tuned on its own grid. ``shift_sent`` gives q (the
+row as sent, Q the communicator's compressor) and S q; with no compressor q = x' - h.
+
 P_K(S) = T_K(S / lambda2) / T_K(1 / lambda2) (see ``methods_accel``). gt_local_steps adds the
 local displacement z_E - x to the mixed S x (and sends x with y, so the message can go out before
 the local steps), which makes E = 1 exactly gradient_tracking.
@@ -164,8 +178,45 @@ def gt_local_steps_rounds(x: torch.Tensor, grad: Grad, shift: Shift, hyper: dict
         yield x
 
 
-def _runner(name: str, rounds_of: Rounds, required: tuple[str, ...], stochastic: bool):
-    """Method.run for the endless round generator ``rounds_of``: validate, then yield (W_r, evals_r)."""
+def choco_rounds(x: torch.Tensor, grad: Grad, shift_sent, hyper: dict) -> Iterator[torch.Tensor]:
+    """CHOCO-SGD (module doc): ``shift_sent(z)`` -> (S Q(z), Q(z)), one round."""
+    a, c = hyper["step"], hyper["consensus"]
+    public = torch.zeros_like(x)            # h = x_hat, the copy every neighbour holds
+    mixed_public = torch.zeros_like(x)      # s = S h
+    while True:
+        half = x - a * grad(x)
+        mixed_q, q = shift_sent(half - public)
+        public, mixed_public = public + q, mixed_public + mixed_q
+        x = half + c * (mixed_public - public)
+        yield x
+
+
+def beer_rounds(x: torch.Tensor, grad: Grad, shift_sent, hyper: dict) -> Iterator[torch.Tensor]:
+    """BEER (module doc): gradient tracking with compressed, error-fed messages. Each round sends
+    [x - h, v - e] compressed, then mixes with the updated copies. The paper starts the copies at
+    h = x_0 and e = g(x_0), which assumes every neighbour already knows them; here they start at
+    zero, so every byte that builds them is sent and counted. With no compressor and c = 1 it is
+    gradient tracking (h = x and e = v after every round)."""
+    a, c = hyper["step"], hyper["consensus"]
+    d = x.shape[1]
+    g = grad(x)
+    v = g
+    public_x, public_v = torch.zeros_like(x), torch.zeros_like(x)          # h, e: held by every neighbour
+    mixed_x, mixed_v = torch.zeros_like(x), torch.zeros_like(x)            # S h, S e
+    while True:
+        mixed, sent = shift_sent(torch.cat([x - public_x, v - public_v], 1))
+        public_x, public_v = public_x + sent[:, :d], public_v + sent[:, d:]
+        mixed_x, mixed_v = mixed_x + mixed[:, :d], mixed_v + mixed[:, d:]
+        x_new = x + c * (mixed_x - public_x) - a * v
+        g_new = grad(x_new)
+        v = v + c * (mixed_v - public_v) + g_new - g
+        x, g = x_new, g_new
+        yield x
+
+
+def _runner(name: str, rounds_of: Rounds, required: tuple[str, ...], stochastic: bool, sent: bool = False):
+    """Method.run for the endless round generator ``rounds_of``: validate, then yield (W_r, evals_r).
+    ``sent``: the generator is given ``comm.shift_sent`` (error feedback), else ``comm.shift``."""
     def run(W0: torch.Tensor, shards: Shards, comm: Communicator, hyper: dict, rounds: int,
             batches: Batches | None = None) -> Iterator[tuple[torch.Tensor, int]]:
         missing = [key for key in required if key not in hyper]
@@ -179,7 +230,8 @@ def _runner(name: str, rounds_of: Rounds, required: tuple[str, ...], stochastic:
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
         grad = LocalGradients(shards, stochastic, batches)
-        return _paired(W0, grad, islice(rounds_of(W0, grad, comm.shift, hyper), rounds))
+        shift = comm.shift_sent if sent else comm.shift
+        return _paired(W0, grad, islice(rounds_of(W0, grad, shift, hyper), rounds))
     return run
 
 
@@ -191,10 +243,10 @@ def _paired(W0, grad: LocalGradients, models: Iterator[torch.Tensor]) -> Iterato
 
 def _method(name: str, rounds_of: Rounds, continuous: tuple[str, ...], doc: str,
             discrete: dict[str, tuple[int, ...]] | None = None, needs_spectrum: bool = False,
-            stochastic: bool = False) -> Method:
+            stochastic: bool = False, sent: bool = False) -> Method:
     discrete = discrete or {}
     required = (*continuous, *discrete, *(("lambda2",) if needs_spectrum else ()))
-    return Method(name, _runner(name, rounds_of, required, stochastic), continuous, discrete,
+    return Method(name, _runner(name, rounds_of, required, stochastic, sent), continuous, discrete,
                   needs_spectrum, stochastic, doc)
 
 
@@ -233,4 +285,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _method("gt_local_steps", gt_local_steps_rounds, ("step",),
             "E corrected local steps z <- z - a (g(z) - g(x) + y), x <- S x + z - x, "
             "y <- S y + g(x_new) - g(x); sends x and y (2d)", {"local_steps": LOCAL_STEPS}),
+    _method("choco", choco_rounds, ("step", "consensus"),
+            "CHOCO-SGD: x' = x - a g(x), q = Q(x' - h), h += q, x = x' + c (S h - h); sends q (Q(d))", sent=True),
+    _method("beer", beer_rounds, ("step", "consensus"),
+            "BEER: [h, e] += Q([x - h, v - e]), x += c (S h - h) - a v, v += c (S e - e) + g(x+) - g(x); "
+            "sends Q(2d)", sent=True),
 )}

@@ -38,6 +38,7 @@ def cost_estimate(name: str, bench: BenchConfig) -> float:
     gradient evaluations per round (local steps, and their edge extensions, weigh most)."""
     m = METHODS[name]
     configs = 2 * len(bench.step_grid) * (3 if "momentum" in m.continuous else 1)   # coordinate lines
+    configs *= len(bench.consensus_grid) if "consensus" in m.continuous else 1      # the whole product
     per_round = 1.0
     for key, values in m.discrete.items():
         per_round *= (sum(values) + 2 * max(values) if len(values) > 1 else max(values)) if key == "local_steps" \
@@ -259,6 +260,7 @@ def check_same_tasks(where: str, task: dict, batch: int, cfg: RunConfig, differ:
     """ValueError naming the first task setting, or the mini-batch, in which saved results (``task``,
     ``batch``) differ from ``cfg``'s."""
     ours = cfg.to_dict()["task"]
+    task = {"compress": "none", **task}          # saved before messages could be compressed: full rows
     for key in sorted(set(task) | set(ours)):
         if task.get(key) != ours.get(key):
             raise ValueError(f"{where}: {differ} ({key} {task.get(key)!r} there, {ours.get(key)!r} here); pass the "

@@ -34,7 +34,8 @@ def shipped_choices(cfg: RunConfig) -> dict | None:
     if not TUNED_FILE.is_file():
         return None
     saved = json.loads(TUNED_FILE.read_text())
-    same = saved["task"] == cfg.to_dict()["task"] and saved["batch_size"] == cfg.model.batch_size
+    task = {"compress": "none", **saved["task"]}     # made before messages could be compressed: full rows
+    same = task == cfg.to_dict()["task"] and saved["batch_size"] == cfg.model.batch_size
     if not same:
         return None
     return best_start_only(saved["baselines"])
@@ -63,7 +64,7 @@ def run_demo(args, cfg: RunConfig, out: Path, progress: bool) -> int:
     rounds = args.rounds or DEMO_ROUNDS
     if choices is None:
         _say(f"these task settings have no shipped baseline choices: tuning {', '.join(FALLBACK_METHODS)} here on "
-             "validation tasks first (a few minutes; 'surf-dist bench' tunes all 14 baselines)")
+             "validation tasks first (a few minutes; 'surf-dist bench' tunes all 16 baselines)")
     bench = BenchConfig(report_seed=DEMO_REPORT_SEED, draws=1, tasks_per_draw=DEMO_TASKS, rounds=rounds,
                         bootstrap=200, methods=tuple(choices or FALLBACK_METHODS))
     runs = [("pretrained", str(HERE / "default"))]

@@ -42,6 +42,7 @@ class BenchConfig:
     rounds: int = 500
     step_grid: tuple[float, ...] = tuple(2.0 ** k for k in range(-4, 5))                # 1/16 .. 16
     momentum_grid: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
+    consensus_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.7, 1.0)   # CHOCO's consensus step gamma
     max_extensions: int = 3            # per hyperparameter and direction
     max_local_steps: int = 16          # local steps grow at the edge up to 4x SURF's 4 gradient steps per round
     edge_min_round: int = 5            # choices before this round do not extend a grid
@@ -63,6 +64,8 @@ class BenchConfig:
             raise ValueError(f"draws x tasks_per_draw must stay below {REPORT_STRIDE}")
         if len(self.step_grid) < 2 or min(self.step_grid) <= 0:
             raise ValueError("step_grid needs at least two positive values")
+        if not self.consensus_grid or not all(0 < c <= 1 for c in self.consensus_grid):
+            raise ValueError("consensus_grid values must lie in (0, 1]")
         if not all(0 <= b < 1 for b in self.momentum_grid):
             raise ValueError("momentum values must lie in [0, 1)")
         if not 0 < self.confidence < 1:
@@ -118,6 +121,9 @@ class Grid:
         if self.name == "momentum":
             if hi in chosen:
                 new.append(1 - (1 - hi) / 2)
+        elif self.name == "consensus":          # gamma <= 1: only the small end grows
+            if lo in chosen:
+                new.append(lo / 2)
         elif self.name in ("local_steps", "gossip_rounds"):
             if hi in chosen and hi * 2 <= self.cap:
                 new.append(hi * 2)

@@ -73,6 +73,7 @@ def _run_chunk(name, worker, tasks, configs, rounds, at_rounds, pool_cap, batch_
     stream = list(METHODS).index(name) + 1
     batches = lambda i: worker.positions(tasks, [i], batch_size, stream)[0]
     prob = ReplicaProblem(shards, worker.family.num_classes, R, batches, pool_cap, worker.comm)
+    worker.comm.replicas(R, worker.family.num_classes)     # a compressor acts on each replica's message
     zero = torch.zeros_like(shards.init_weights)
     W0 = prob.stack([zero if c["start"] == "zero" else shards.init_weights for c in configs])
     hyper = {}
@@ -104,7 +105,8 @@ def grids_of(name: str, bench: BenchConfig) -> dict[str, Grid]:
     method = METHODS[name]
     grids = {}
     for key in method.continuous:
-        grids[key] = Grid(key, list(bench.momentum_grid if key == "momentum" else bench.step_grid))
+        values = {"momentum": bench.momentum_grid, "consensus": bench.consensus_grid}.get(key, bench.step_grid)
+        grids[key] = Grid(key, list(values))
     for key, values in method.discrete.items():
         grids[key] = Grid(key, list(values), bench.max_local_steps if key == "local_steps" else math.inf)
     return grids
@@ -223,6 +225,8 @@ class Search:
                 edges = picked & {min(grid.values), max(grid.values)}
                 if key == "momentum":
                     edges.discard(0.0)          # no momentum: a natural edge, nothing beyond it
+                if key == "consensus":
+                    edges.discard(1.0)          # the full consensus step: a natural edge
                 if edges and len(grid.values) > 1:
                     out.setdefault(metric, {})[key] = sorted(edges)
         return out

@@ -12,6 +12,9 @@
                   baseline, the centralized optimum
   transfer        models trained on one graph family and size, tested on other families
                   (``--topologies``) and sizes (``--test-agents``) against tuned DGD there
+  compression     accuracy against bytes per agent under each compressor (``--compressors``) for
+                  every baseline (``--methods``) and the learned optimizers (``--runs``, default
+                  ``pretrained``), on the bench's protocol (``compression.py``)
 
 The models come from ``--runs`` (folders of ``surf-dist train``; a constrained run is ``surf``,
 an unconstrained one ``unrolled``) or are trained into ``DIR/run_NAME`` (SURF and unrolled in
@@ -45,6 +48,7 @@ from .measurements import (
     transfer_experiment,
     transfer_settings,
 )
+from .compression import DEFAULT_COMPRESSORS, check_compressors, compression_experiment
 from .outputs import describe, write_outputs
 
 __all__ = [
@@ -54,7 +58,7 @@ __all__ = [
     "load_baselines", "transfer_settings", "spread", "paired", "write_outputs", "describe",
 ]
 
-EXPERIMENTS = ("layers", "eps", "async", "communication", "transfer")
+EXPERIMENTS = ("layers", "eps", "async", "communication", "transfer", "compression")
 DEFAULT_EPS = (0.01, 0.05, 0.2)
 DEFAULT_ASYNC_LEVELS = (0, 1, 2, 5, 10, 20)
 DEFAULT_TOPOLOGIES = ("erdos_renyi", "random_geometric", "ring", "small_world")
@@ -82,6 +86,10 @@ def add_arguments(parser) -> None:
                         help="async: a dropped agent sends zeros or its stale iterate")
     parser.add_argument("--topologies", type=_names, help="transfer: comma-separated topology presets "
                         f"(default {','.join(DEFAULT_TOPOLOGIES)})")
+    parser.add_argument("--compressors", type=_names, help="compression: comma-separated --compress specs "
+                        f"(default {','.join(DEFAULT_COMPRESSORS)})")
+    parser.add_argument("--methods", type=_names, help="compression: comma-separated baselines (default: all)")
+    parser.add_argument("--report-seed", type=int, help="compression: which fresh test tasks are reported (>= 1)")
     parser.add_argument("--test-agents", type=_ints, help="transfer: comma-separated agent counts "
                         f"(default {','.join(map(str, DEFAULT_TEST_AGENTS))})")
 
@@ -127,13 +135,22 @@ def options_of(args) -> dict:
               and args.name != "eps", "--async-levels": args.async_levels and args.name != "async",
               "--topologies": args.topologies and args.name != "transfer",
               "--test-agents": args.test_agents and args.name != "transfer",
-              "--baselines": args.baselines and args.name != "communication"}
+              "--baselines": args.baselines and args.name != "communication",
+              "--compressors": args.compressors and args.name != "compression",
+              "--methods": args.methods and args.name != "compression",
+              "--report-seed": args.report_seed is not None and args.name != "compression"}
     for flag, ignored in unused.items():
         if ignored:
             raise ValueError(f"{flag} is not used by experiment {args.name}; drop it")
     if args.name == "eps" and args.runs and args.eps_values:
         raise ValueError("eps: pass either --runs (trained models, eps read from them) or --eps-values")
-    return {"name": args.name, "runs": list(args.runs or []), "eps_values": list(args.eps_values or DEFAULT_EPS),
+    compressors = check_compressors(list(args.compressors or DEFAULT_COMPRESSORS))
+    if args.name == "compression":
+        from ..bench.runner import methods_of
+        from ..bench.protocol import BenchConfig
+        methods_of(BenchConfig(report_seed=args.report_seed or 1, methods=tuple(args.methods or ())))
+    return {"name": args.name, "runs": list(args.runs or []),
+            "compressors": compressors, "methods": list(args.methods or []), "report_seed": args.report_seed or 1, "eps_values": list(args.eps_values or DEFAULT_EPS),
             "target": args.target, "topologies": list(args.topologies or DEFAULT_TOPOLOGIES),
             "test_agents": list(args.test_agents or DEFAULT_TEST_AGENTS), "baselines": args.baselines}
 
@@ -175,6 +192,9 @@ def experiment_job(cfg: RunConfig, worker, name: str, out_dir: str, runs: list[s
                        for e in options["eps_values"]}
             models = jobs.train_models(configs, worker, out, progress, say)
         return eps_experiment(cfg, worker, models, options.get("target"), say)
+    if name == "compression":
+        return compression_experiment(cfg, worker, runs, options["compressors"], options["methods"],
+                                      options["report_seed"], progress, say)
     if runs:
         models = load_runs(runs, worker, key=lambda c: "surf" if c.train.constrained else "unrolled")
     else:

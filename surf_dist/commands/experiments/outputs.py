@@ -17,8 +17,10 @@ from .figures import plot_async_figure, plot_communication, plot_eps, plot_layer
 def write_outputs(out: Path, name: str, result: dict, cfg: RunConfig) -> list[Path]:
     """``NAME.json`` (numbers + config), ``NAME.csv`` (a flat table) and ``NAME.png``."""
     out.mkdir(parents=True, exist_ok=True)
+    from .compression import compression_rows, plot_compression
     writers = {"layers": (layers_rows, plot_layers), "eps": (eps_rows, plot_eps), "async": (async_rows, plot_async_figure),
-               "communication": (communication_rows, plot_communication), "transfer": (transfer_rows, plot_transfer)}
+               "communication": (communication_rows, plot_communication), "transfer": (transfer_rows, plot_transfer),
+               "compression": (compression_rows, plot_compression)}
     rows_of, plot = writers[name]
     text = results_json({"config": cfg.to_dict(), **result}, f"{name}.json", indent=1, default=_jsonable)
     with all_or_nothing(out):              # a failed write leaves none of them
@@ -116,6 +118,9 @@ def describe(name: str, result: dict) -> str:
                 f"{p['mean']:+.4f}" for p in result["paired_surf_minus_unrolled"]))
     elif name == "communication":
         lines.append(table(result["summary"]))
+    elif name == "compression":
+        from .compression import describe_compression
+        lines.append(describe_compression(result))
     else:
         for s in result["settings"]:
             m = s["key"]["methods"]

@@ -1,0 +1,173 @@
+"""``surf-dist experiment compression``: accuracy against bytes per agent under each compressor,
+on the bench's protocol.
+
+For every compressor (``--compressors``, default none, q8, q4, q2, topk:0.1, topk:0.01) one
+bench runs (``bench.bench_job``): every baseline tuned per round budget on validation tasks under
+that compressor, the learned optimizers (``--runs``, default ``pretrained``) as they are, all on
+the same fresh test draws (``--report-seed``, 3 draws of ``test_tasks``). Per method and
+compressor the result holds, at R = the learned optimizers' rounds: the pooled accuracy (mean
+over draws, and per draw) and the bytes per agent; and the bytes per agent each method needs to
+reach the first learned optimizer's pooled accuracy at R with full rows (``target``; None when
+not reached within the rounds run). Each learned optimizer also gets its paired difference to
+itself with full rows, per task, with a bootstrap interval. The figure: accuracy against bytes
+(log), one colour per method, one marker per compressor, and the Pareto front of all points.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from ..jobs import check_compressor
+
+DEFAULT_COMPRESSORS = ("none", "q8", "q4", "q2", "topk:0.1", "topk:0.01")
+DRAWS = 3
+BOOTSTRAP = 1000
+
+
+def check_compressors(specs: list[str]) -> list[str]:
+    """The specs, each parsed (ValueError naming a bad one), none twice."""
+    for spec in specs:
+        check_compressor(spec, f"--compressors {spec}")
+    twice = sorted({s for s in specs if specs.count(s) > 1})
+    if twice:
+        raise ValueError(f"--compressors: {', '.join(twice)} given twice; name each once")
+    return specs
+
+
+def compression_experiment(cfg, worker, runs: list[str], compressors: list[str], methods: list[str],
+                           report_seed: int, progress: bool, say) -> dict | None:
+    """Every worker runs this; rank 0 returns the numbers (module doc)."""
+    from ..bench import bench_job, learned_runs
+    from ..bench.protocol import BenchConfig, mean_difference
+    from ..bench.report import assemble
+    labelled = learned_runs(runs or ["pretrained"])
+    bench = BenchConfig(report_seed=report_seed, draws=DRAWS, tasks_per_draw=cfg.eval.test_tasks,
+                        tune_tasks=cfg.eval.tune_tasks, rounds=cfg.eval.baseline_rounds, bootstrap=BOOTSTRAP,
+                        methods=tuple(methods))
+    d = (worker.family.dataset.num_features + 1) * worker.family.num_classes
+    base = worker.family.config
+    reports, raws, centralized = {}, {}, None
+    try:
+        for spec in compressors:
+            check_compressor(spec, f"--compressors {spec}", d)
+            worker.family.config = dataclasses.replace(base, compress=spec)       # what every bind sends
+            spec_cfg = dataclasses.replace(cfg, task=worker.family.config)         # and a helper process's
+            say(f"compression {spec}: a bench of {len(bench.methods) or 'every'} baseline(s) and "
+                f"{len(labelled)} learned optimizer(s)")
+            raw = bench_job(spec_cfg, worker, bench.__dict__, labelled, {label: None for label, _ in labelled},
+                            progress, centralized=centralized is None)
+            if worker.comm.rank != 0:
+                continue
+            centralized = raw.get("centralized", centralized)     # full rows: the same optimum every time
+            raw["centralized"] = centralized
+            raws[spec], reports[spec] = raw, assemble(raw, bench)
+    finally:
+        worker.family.config = base
+    if worker.comm.rank != 0:
+        return None
+    return summarize(reports, raws, labelled, bench, compressors, mean_difference)
+
+
+def summarize(reports: dict, raws: dict, labelled, bench, compressors: list[str], mean_difference) -> dict:
+    """The numbers of the module doc from each compressor's bench report."""
+    first = compressors[0]
+    learned = [label for label, _ in labelled]
+    R = max(reports[first]["methods"][label]["curves"][0]["rounds"][-1] for label in learned)
+    full = "none" if "none" in compressors else first
+    target_curve = np.mean([c["accuracy"] for c in reports[full]["methods"][learned[0]]["curves"]], axis=0)
+    target = float(target_curve[-1])
+    table = {}
+    for spec in compressors:
+        table[spec] = {}
+        for name, m in reports[spec]["methods"].items():
+            curves = m["curves"]
+            rounds = curves[0]["rounds"]
+            at = rounds.index(R) if R in rounds else len(rounds) - 1
+            per_draw = [float(c["accuracy"][at]) for c in curves]
+            mean_curve = np.mean([c["accuracy"] for c in curves], axis=0)
+            reached = np.flatnonzero(mean_curve >= target - 1e-12)
+            table[spec][name] = {"kind": m["kind"], "rounds": int(rounds[at]), "accuracy": float(np.mean(per_draw)),
+                                 "accuracy_per_draw": per_draw,
+                                 "bytes_per_agent": float(curves[0]["bytes_per_agent"][at]),
+                                 "bytes_to_target": (float(curves[0]["bytes_per_agent"][int(reached[0])])
+                                                     if len(reached) else None),
+                                 "rounds_to_target": int(rounds[int(reached[0])]) if len(reached) else None}
+    versus_full = {}
+    D, T = bench.draws, bench.tasks_per_draw
+    for label in learned:
+        ref = np.asarray(raws[full]["learned"][label]["accuracy"])[:, -1].reshape(D, T)
+        versus_full[label] = {spec: mean_difference(np.asarray(raws[spec]["learned"][label]["accuracy"])[:, -1]
+                                                    .reshape(D, T), ref, bench.bootstrap, bench.confidence)
+                              for spec in compressors}
+    points = [(row["bytes_per_agent"], row["accuracy"], spec, name)
+              for spec, rows in table.items() for name, row in rows.items()]
+    return {"compressors": list(compressors), "rounds": R, "target": {"accuracy": target, "method": learned[0],
+                                                                       "compressor": full},
+            "methods": table, "learned_versus_full_rows": versus_full, "pareto": pareto(points),
+            "protocol": {**bench.__dict__, "step_grid": list(bench.step_grid), "momentum_grid": list(bench.momentum_grid),
+                         "consensus_grid": list(bench.consensus_grid)}}
+
+
+def pareto(points: list[tuple]) -> list[dict]:
+    """The points (bytes, accuracy, compressor, method) no other point beats on both: fewer or
+    equal bytes and higher or equal accuracy, one of them strictly. Sorted by bytes."""
+    front, best = [], -np.inf
+    for b, acc, spec, name in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append({"bytes_per_agent": b, "accuracy": acc, "compressor": spec, "method": name})
+            best = acc
+    return front
+
+
+def compression_rows(result: dict) -> list[list]:
+    rows = [["compressor", "method", "kind", "rounds", "accuracy", "bytes_per_agent", "bytes_to_target",
+             "rounds_to_target"]]
+    for spec, entries in result["methods"].items():
+        for name, e in entries.items():
+            rows.append([spec, name, e["kind"], e["rounds"], e["accuracy"], e["bytes_per_agent"],
+                         "" if e["bytes_to_target"] is None else e["bytes_to_target"],
+                         "" if e["rounds_to_target"] is None else e["rounds_to_target"]])
+    return rows
+
+
+def plot_compression(result: dict, path) -> Path:
+    from ...io import plots
+    plt = plots.plt
+    fig, ax = plt.subplots(figsize=(9, 6))
+    markers = dict(zip(result["compressors"], "os^vDPX*<>"))
+    names = sorted({n for entries in result["methods"].values() for n in entries})
+    colors = {n: plt.cm.tab20(i % 20) for i, n in enumerate(names)}
+    for spec, entries in result["methods"].items():
+        for name, e in entries.items():
+            learned = e["kind"] == "learned"
+            ax.scatter(max(e["bytes_per_agent"], 1.0), e["accuracy"], marker=markers[spec], color=colors[name],
+                       s=80 if learned else 30, edgecolors="black" if learned else "none",
+                       label=name if spec == result["compressors"][0] else None)
+    front = result["pareto"]
+    ax.step([max(p["bytes_per_agent"], 1.0) for p in front], [p["accuracy"] for p in front], where="post",
+            color="gray", linestyle="--", label="Pareto front")
+    for spec, marker in markers.items():
+        ax.scatter([], [], marker=marker, color="gray", label=f"compressor {spec}")
+    ax.set_xscale("log")
+    ax.set(xlabel=f"bytes per agent after {result['rounds']} rounds", ylabel="pooled held-out accuracy",
+           title=f"Accuracy against bytes at {result['rounds']} rounds, every method under each compressor")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    return plots._save(fig, path)
+
+
+def describe_compression(result: dict) -> str:
+    lines = [f"pooled accuracy at {result['rounds']} rounds and bytes per agent; target {result['target']['accuracy']:.3f} "
+             f"({result['target']['method']}, {result['target']['compressor']})"]
+    for spec, entries in result["methods"].items():
+        best = max((e for e in entries.items() if e[1]["kind"] == "baseline"), key=lambda e: e[1]["accuracy"],
+                   default=None)
+        learned = [(n, e) for n, e in entries.items() if e["kind"] == "learned"]
+        parts = [f"{n} {e['accuracy']:.3f} ({e['bytes_per_agent']:.0f} B)" for n, e in learned]
+        if best:
+            parts.append(f"best baseline {best[0]} {best[1]['accuracy']:.3f} ({best[1]['bytes_per_agent']:.0f} B)")
+        lines.append(f"  {spec:<10} " + "; ".join(parts))
+    return "\n".join(lines)
