@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=1, help="workers (processes / actors)")
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                        help="where each worker computes; cuda: one GPU per worker, collectives through nccl")
+        p.add_argument("--collective-timeout", metavar="SECONDS",
+                       help="torch and ray backends: how long a collective waits for a slow rank before the run "
+                            "fails naming it (default: SURF_DIST_COLLECTIVE_TIMEOUT_S, else 60)")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         if name == "demo":
             p.add_argument("--train", action="store_true",
@@ -311,6 +314,35 @@ def interrupted_hint(args, argv: list[str]) -> str:
 
 
 def run_command(args) -> int:
+    with collective_timeout_flag(args):
+        return run_checked_command(args)
+
+
+@contextlib.contextmanager
+def collective_timeout_flag(args):
+    """``--collective-timeout`` checked before any work and set where the runtime reads the
+    timeout (``SURF_DIST_COLLECTIVE_TIMEOUT_S``) for this command only."""
+    from ..runtime import COLLECTIVE_TIMEOUT_ENV, parse_timeout_s
+    text = getattr(args, "collective_timeout", None)
+    if text is None:
+        yield
+        return
+    if args.backend == "local":
+        raise ValueError(f"--collective-timeout {text} is not used: the local backend runs no collectives; drop it, "
+                         "or pass --backend torch or ray")
+    parse_timeout_s(text, f"--collective-timeout {text[:40]}", "drop it")
+    saved = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
+    os.environ[COLLECTIVE_TIMEOUT_ENV] = text
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(COLLECTIVE_TIMEOUT_ENV, None)
+        else:
+            os.environ[COLLECTIVE_TIMEOUT_ENV] = saved
+
+
+def run_checked_command(args) -> int:
     import torch
 
     from ..runtime import is_coordinator

@@ -20,8 +20,10 @@ the checkpoint again, on the driver.
 
 Failures: the driver polls the ranks' futures (``ray.wait``); the first rank that raises or
 whose actor dies ends the attempt after a short grace period (to collect the other ranks'
-reports), with one message naming every failed rank, root causes first. A lost worker (a dead
-actor or a lost peer, not an error in the job) restarts the whole group, up to ``max_retries``
+reports), with one message naming every failed rank, root causes first. A lost worker (an actor
+that is gone: Ray reports it dead, or its entry in Ray's actor table says so when the grace
+period ends; never a live rank that is only slow, whose peers' collectives time out) restarts
+the whole group, up to ``max_retries``
 times (default ``SURF_DIST_RAY_RETRIES``, else 2): a training job resumes from the last
 checkpoint in its run folder, any other job starts again. Once retries are spent the last
 failure is raised. Whatever happens, the actors are killed, the placement group removed and,
@@ -362,16 +364,18 @@ def _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker, gpus_per_w
         backend = "nccl" if gpus_per_worker == 1 else "gloo"      # a GPU each, or shared / none
         futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None, backend)
                    for r, a in enumerate(actors)]
-        return pickle.loads(_supervise(futures))
+        return pickle.loads(_supervise(futures, actors=actors))
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
         remove_placement_group(group)
 
 
-def _supervise(futures, limit_s: float | None = None, what: str = "job"):
+def _supervise(futures, limit_s: float | None = None, what: str = "job", actors=None):
     """Wait for every rank's future; rank 0's value. The first failure ends the wait after
-    ``GRACE_S`` (or as soon as every rank has answered) with an error naming the failed ranks."""
+    ``GRACE_S`` (or as soon as every rank has answered) with an error naming the failed ranks.
+    A rank still running then (``actors``: the rank actors, in rank order) is asked of Ray's
+    actor table: a dead actor is a lost worker ("died"); a live one is slow, not lost."""
     rank_of = {ref: r for r, ref in enumerate(futures)}
     pending, failures, failed_at, result = list(futures), {}, None, None
     start = time.monotonic()
@@ -386,11 +390,26 @@ def _supervise(futures, limit_s: float | None = None, what: str = "job"):
                 failures[rank_of[ref]] = _describe(err)
                 failed_at = failed_at or time.monotonic()
         if failed_at is not None and (not pending or time.monotonic() - failed_at > GRACE_S):
+            for ref in pending:
+                if actors is not None and not actor_alive(actors[rank_of[ref]]):
+                    failures[rank_of[ref]] = ("died", "its actor died before finishing (its process or node "
+                                                      "is gone)", None)
             raise group_failure("ray", failures)
         if not pending:
             return result
         if limit_s is not None and time.monotonic() - start > limit_s:
             raise RuntimeError(f"ray backend: the {what} did not finish within {limit_s:g} s")
+
+
+def actor_alive(actor) -> bool:
+    """Whether Ray's actor table (the GCS, which works without a dashboard) holds ``actor`` as
+    alive, or about to be (pending, restarting); a dead actor or node is not."""
+    from ray._private import state
+    try:
+        entry = state.actors(actor_id=actor._actor_id.hex())
+    except Exception:        # noqa: BLE001 - the table unreadable: say alive, never restart on a guess
+        return True
+    return (entry or {}).get("State", "ALIVE") != "DEAD"
 
 
 def _describe(err: Exception):
