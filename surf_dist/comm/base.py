@@ -21,6 +21,7 @@ class Communicator(ABC):
     def __init__(self):
         self.ledger = Ledger()
         self._out_degree: np.ndarray | None = None
+        self._out_degree_on: dict = {}      # device -> the out-degrees as a tensor there
 
     def bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None = None) -> None:
         """Use graph ``shift`` (N, N, global) for the next shifts; this worker hosts ``nodes``.
@@ -34,13 +35,21 @@ class Communicator(ABC):
         adjacency.eliminate_zeros()
         # out-degree of node i = number of j != i with S[j, i] != 0 (column counts)
         self._out_degree = np.diff(adjacency.indptr)[nodes]
+        self._out_degree_on = {}
         self.ledger.reset(len(nodes))
         self._bind(shift, np.asarray(nodes), node_lists)
 
     def shift(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None) -> torch.Tensor:
         """(S Z) for the hosted rows; differentiable. ``senders`` (N_local,) bool marks the
-        nodes that send this round (the caller has already replaced the others' rows)."""
-        sending = self._out_degree if senders is None else self._out_degree * senders.cpu().numpy()
+        nodes that send this round (the caller has already replaced the others' rows); their
+        count stays on its device (no wait for the host at any hop: the ledger reads it later)."""
+        if senders is None:
+            sending = self._out_degree
+        else:
+            device = senders.device
+            if device not in self._out_degree_on:
+                self._out_degree_on[device] = torch.as_tensor(self._out_degree, device=device)
+            sending = self._out_degree_on[device] * senders
         self.ledger.record_round(sending, Z_nd.shape[1] * Z_nd.element_size())
         return self._shift(Z_nd)
 

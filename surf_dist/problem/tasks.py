@@ -159,7 +159,8 @@ class Shards:
         return Shards(*(list(map(move, v)) if isinstance(v, list) else move(v)
                         for v in (self.X_seen, self.Y_seen, self.X_held, self.Y_held, self.X_pool,
                                   self.Y_pool, self.task_of_node, self.init_weights)),
-                      self.pool_at, self.pool_size, self.agents, self.num_agents)
+                      None if self.pool_at is None else list(map(move, self.pool_at)), self.pool_size,
+                      self.agents, self.num_agents)
 
     def pool(self, t: int, cap: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Task ``t``'s share (X, Y) among its pool's first ``cap`` samples, and how many samples
