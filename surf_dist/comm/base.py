@@ -5,6 +5,7 @@ the hosted rows) and ``all_reduce`` (sums across workers). They never see a proc
 """
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -72,6 +73,24 @@ class Communicator(ABC):
     def broadcast(self, x: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Rank ``src``'s ``x`` on every worker (the coordinator's decisions: duals, dropouts)."""
         return x
+
+    def check_replicated(self, tensors, what: str) -> None:
+        """Every worker holds the same ``tensors`` (replicated parameters), checked before they
+        are used: a hash of their bytes, all-gathered (one all-reduce of a slot per rank).
+        ValueError naming the ranks that differ (a stale copy of a file on some node)."""
+        if self.world_size == 1:
+            return
+        digest = hashlib.sha256()
+        for t in tensors:
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        slots = torch.zeros(self.world_size, dtype=torch.int64)
+        slots[self.rank] = int.from_bytes(digest.digest()[:7], "little")
+        hashes = self.all_reduce(slots).tolist()
+        differ = [r for r, h in enumerate(hashes) if h != hashes[0]]
+        if differ:
+            raise ValueError(f"rank(s) {differ} hold other {what} than rank 0 (a stale or different copy of a file "
+                             "on their node?): give every node the same files, or let the driver send them (--backend "
+                             "ray; torchrun: rank 0 sends them)")
 
     def all_reduce_grads(self, params) -> None:
         """Sum the gradients of replicated parameters over workers, in place."""

@@ -175,6 +175,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     elif tc.init_from:
         warm_start(state.model, tc.init_from, worker.files)
         state.best_model = copy.deepcopy(state.model.state_dict())
+    worker.comm.check_replicated(state.model.parameters(), "model parameters")   # before the first layer
     val_tasks = worker.family.batch("val", range(tc.val_tasks))
     first_step = state.step
     started = session_start - state.train_seconds     # the cost accumulates over resumes

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from .spectra import (  # noqa: F401 - spectral_gap, spectral_radius and the lim
     spectral_gap,
     spectral_radius,
 )
-from .edge_list import mixing_weights, read_edge_list
+from .edge_list import EdgeList, mixing_weights, read_edge_list
 
 FAMILIES = ("ring", "circulant", "paper_circulant", "erdos_renyi", "random_geometric",
             "grid", "torus", "star", "exponential", "small_world", "edge_list")
@@ -349,7 +349,9 @@ def weighted_shift(path, n: int) -> sp.csr_matrix:
     """Shift operator (n, n) from a weighted edge list: ``s_ij = s_ji = w`` for each edge,
     ``s_ii = 1 - sum_j s_ij``: symmetric and doubly stochastic when every agent's edge weights
     sum to at most 1 (else ValueError naming the agent)."""
-    heads, tails, weights = mixing_weights(read_edge_list(path))
+    edges = path if isinstance(path, EdgeList) else read_edge_list(path)
+    path = edges.path
+    heads, tails, weights = mixing_weights(edges)
     off = sp.csr_matrix((np.concatenate([weights, weights]),
                          (np.concatenate([heads, tails]), np.concatenate([tails, heads]))), shape=(n, n))
     sums = np.asarray(off.sum(axis=1)).ravel()
@@ -385,6 +387,17 @@ class TopologySpec:
     rewire_prob: float = 0.1
     neighbours: int = 4
     edge_list: str = ""
+    edges: EdgeList | None = field(default=None, compare=False, repr=False)   # the file's edges, once read
+
+    def with_edges(self) -> "TopologySpec":
+        """This spec holding its edge list file's edges (read here, once), so that the spec
+        draws graphs where the file is not (a rank on another host); other families as they are."""
+        if self.family != "edge_list" or self.edges is not None:
+            return self
+        return replace(self, edges=read_edge_list(self.edge_list))
+
+    def _edge_list(self) -> EdgeList:
+        return self.edges if self.edges is not None else read_edge_list(self.edge_list)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -431,7 +444,7 @@ class TopologySpec:
 
     def _edge_list_adjacency(self, n: int) -> sp.csr_matrix:
         """The file's graph; its agents must be exactly ``n``, and its weights used or absent."""
-        edges = read_edge_list(self.edge_list)
+        edges = self._edge_list()
         if edges.num_nodes != n:
             raise ValueError(f"edge list {self.edge_list} has {edges.num_nodes} agents (ids 0.."
                              f"{edges.num_nodes - 1}) but num_agents is {n}; set --agents {edges.num_nodes} "
@@ -451,7 +464,7 @@ class TopologySpec:
         stochastic matrix."""
         adjacency = self.adjacency(n, rng)
         if self.normalization == EDGE_WEIGHTS:
-            return validate_shift_operator(weighted_shift(self.edge_list, n), "metropolis", n=n)
+            return validate_shift_operator(weighted_shift(self._edge_list(), n), "metropolis", n=n)
         shift = shift_operator(adjacency, self.normalization)
         return validate_shift_operator(shift, self.normalization, n=n)
 
@@ -487,7 +500,7 @@ def spec_from_dict(config: dict, source: str = "topology config") -> TopologySpe
     """``TopologySpec`` from a mapping of its field names (a ``"description"`` key is ignored)."""
     if not isinstance(config, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(config).__name__}")
-    allowed = [f.name for f in fields(TopologySpec)]
+    allowed = [f.name for f in fields(TopologySpec) if f.name != "edges"]
     unknown = sorted(set(config) - set(allowed) - {"description"})
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {allowed + ['description']}")

@@ -83,13 +83,14 @@ def slow_rank_for_tests(rank: int) -> None:
 
 
 def run_rank(job, cfg, options: dict, timeout_s: float, device: torch.device, *,
-             files=None, coordinator_factory=None):
+             files=None, inputs=None, coordinator_factory=None):
     """Inside a process group: this rank's worker runs ``job(cfg, worker, **options)``; rank 0's
     result, None on the others. Progress shows on rank 0 only. ``files``: what the driver read
-    for the job (a cluster node may not see its files); ``coordinator_factory``: rank 0's
-    coordinator, when it lives elsewhere."""
+    for the job (a cluster node may not see its files), ``inputs`` the dataset and topologies it
+    read (``job_files.TaskInputs``); ``coordinator_factory``: rank 0's coordinator, when it
+    lives elsewhere."""
     comm = TorchCommunicator(timeout_s)
-    worker = make_worker(cfg, comm, device)
+    worker = make_worker(cfg, comm, device, inputs)
     if files is not None:
         worker.files = files
     if coordinator_factory is not None:
@@ -99,6 +100,23 @@ def run_rank(job, cfg, options: dict, timeout_s: float, device: torch.device, *,
     slow_rank_for_tests(comm.rank)
     result = job(cfg, worker, **options)
     return result if comm.rank == 0 else None
+
+
+def from_rank_zero(read, what: str):
+    """``read()`` on rank 0 only (the files a job reads: on rank 0's node), its value sent to
+    every rank through the default group before anything runs. A ValueError or missing file
+    on rank 0 is raised on every rank, with rank 0's one-line message."""
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", read())
+        except (ValueError, FileNotFoundError) as err:
+            box[0] = ("error", f"{what} on rank 0: {err}")
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise ValueError(value)
+    return value
 
 
 def job_failure(err: BaseException, where: str = "") -> Failure:

@@ -13,8 +13,9 @@ whose proxy is gone is reset and reused rather than a new one started (~2 s: a p
 importing torch).
 
 Files: a cluster shares no filesystem, so the ranks read none. The driver reads every file the
-job needs (``shipped.for_job``: a model to evaluate or bench, one to warm-start from, the
-checkpoint to resume) and sends the bytes with the job through the object store; the
+job needs (``job_files.for_job``: a model to evaluate or bench, one to warm-start from, the
+checkpoint to resume; ``job_files.for_tasks``: the dataset of ``--data-root`` and topology
+files) and sends them with the job through the object store; the
 coordinator, on the driver's node, creates the run folder and writes into it; a restart reads
 the checkpoint again, on the driver.
 
@@ -54,7 +55,7 @@ from ray.util.scheduling_strategies import (
 
 from ..io.checkpoint import CHECKPOINT
 from ..core.coordinator import Coordinator
-from .job_files import for_job
+from .job_files import for_job, for_tasks
 from ..problem.topology import place_agents
 from .common import DEVICES, WorkerLostError
 from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
@@ -255,7 +256,7 @@ class RankActor:
     def run(self, payload, host: str, port: int, timeout_s: float, factory, backend: str) -> bytes | None:
         """Run the job on this rank; rank 0 returns its pickled result (writable arrays, unlike
         Ray's zero-copy ones)."""
-        job, cfg, options, files = payload
+        job, cfg, options, files, inputs = payload
         if host == LOOPBACK:       # a local instance: keep gloo's / nccl's sockets on loopback
             loopback_sockets()
         else:                      # gloo would take the address its hostname resolves to
@@ -266,7 +267,7 @@ class RankActor:
             with process_group(backend, timeout_s, init_method=f"tcp://{host}:{port}",
                                rank=self.rank, world_size=self.world):
                 result = run_rank(job, cfg, options, timeout_s, rank_device(bool(gpus)),
-                                  files=files, coordinator_factory=factory)
+                                  files=files, inputs=inputs, coordinator_factory=factory)
         finally:
             if factory is not None:
                 factory.close()
@@ -360,7 +361,7 @@ def _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker, gpus_per_w
             print(f"ray backend: {placement_strategy} placement, rank nodes "
                   + " ".join(f"{r}={ip}" for r, ip in enumerate(ips)), file=sys.stderr, flush=True)
         factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s, os.getcwd())
-        payload = ray.put((job, cfg, options, for_job(cfg, options)))     # files read here, now
+        payload = ray.put((job, cfg, options, for_job(cfg, options), for_tasks(cfg, options)))  # files read here, now
         backend = "nccl" if gpus_per_worker == 1 else "gloo"      # a GPU each, or shared / none
         futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None, backend)
                    for r, a in enumerate(actors)]
