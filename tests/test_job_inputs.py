@@ -113,3 +113,45 @@ def test_a_rank_with_other_model_parameters_stops_before_the_first_layer():
     assert run_job(same_models_job, cfg, "torch", 2) == "ran"
     with pytest.raises(ValueError, match=r"rank\(s\) \[1\] hold other model parameters than rank 0"):
         run_job(different_models_job, cfg, "torch", 2)
+
+
+TORCHRUN_ENTRY = '''import os, sys
+empty = sys.argv.pop(1)
+if os.environ["RANK"] != "0":      # every other rank looks for the files somewhere they are not
+    os.chdir(empty)
+from surf_dist.cli.main import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_under_torchrun_rank_0_sends_the_dataset_and_topology_and_the_run_matches_local(tmp_path):
+    """torchrun, 2 ranks; the dataset folder and the edge list are named by relative paths that
+    exist only in rank 0's working folder (rank 1 starts in an empty one): rank 0 reads them and
+    broadcasts them through the group, and the trained model equals a local run's."""
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).parents[1]
+    here, empty = tmp_path / "rank0", tmp_path / "empty"
+    empty.mkdir()
+    make_inputs(here)
+    entry = tmp_path / "entry.py"
+    entry.write_text(TORCHRUN_ENTRY)
+    train = ["train", "--quick", "--dtype", "float64", "--steps", "3", "--no-progress", "--dataset", "mnist",
+             "--data-root", "mnist", "--topology", "graph.edges", "--agents", str(AGENTS)]
+    env = {**os.environ, "PYTHONPATH": str(root), "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo",
+           "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(entry), str(empty), *train,
+                           "--out", str(tmp_path / "tr"), "--backend", "torch", "--workers", "2"],
+                          cwd=here, env=env, capture_output=True, text=True, timeout=200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not any(empty.iterdir()), "rank 1 wrote into its own folder"
+    local = subprocess.run([sys.executable, str(entry), str(empty), *train, "--out", str(tmp_path / "local")],
+                           cwd=here, env={**env, "RANK": "0"}, capture_output=True, text=True, timeout=200)
+    assert local.returncode == 0, local.stderr[-3000:]
+    ours, ref = (torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("tr", "local"))
+    for key in ref["model"]:
+        torch.testing.assert_close(ours["model"][key], ref["model"][key], rtol=1e-9, atol=1e-9, msg=key)

@@ -241,6 +241,9 @@ def resolve_config(args):
     except ConfigError as err:
         flag = flag_of(err.field, args)
         raise ValueError(f"{flag} {getattr(args, flag[2:].replace('-', '_'))}: {err}" if flag else str(err)) from None
+    from ..runtime import is_coordinator
+    if not is_coordinator():     # torchrun's other ranks run with rank 0's settings (it reads the files)
+        return cfg
     return agents_of_topology(cfg, args)
 
 
@@ -352,7 +355,8 @@ def run_checked_command(args) -> int:
     if getattr(args, "runs", None):
         given = list(args.runs)
         args.runs = [str(resolve_run(r)) for r in args.runs]
-        check_runs_exist(args.runs)          # before their names: a loop of links is said as such
+        if is_coordinator():                 # torchrun's other ranks get the runs' files from rank 0
+            check_runs_exist(args.runs)      # before their names: a loop of links is said as such
         names = jobs.model_names(given) if args.command == "evaluate" else None
     cfg = resolve_config(args)
     check_unused_settings(args, cfg)

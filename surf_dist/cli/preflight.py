@@ -14,7 +14,7 @@ import numpy as np
 from ..commands import jobs
 from ..io.checkpoint import load_model_file
 from ..io.config import RunConfig
-from ..problem.datasets import canonical_name, check_available
+from ..problem.datasets import SHAPES, canonical_name, check_available
 from ..io.files import check_input_file, check_output_folder
 from ..methods.pretrained import resolve_run
 from .memory_estimate import check_size
@@ -27,8 +27,10 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
     from ..runtime import is_coordinator
     resume = getattr(args, "resume", False)
     check_launch(args.backend, args.workers, args.device, cfg.task.num_agents)
-    if is_coordinator():
-        check_output_folder(out, args.force, resume)
+    if not is_coordinator():     # torchrun's other ranks: rank 0 checks the files, reads them and sends them
+        check_size(cfg, args.command, *SHAPES[canonical_name(cfg.task.dataset)][:2])
+        return
+    check_output_folder(out, args.force, resume)
     features, classes, _ = check_available(cfg.task.dataset, cfg.task.data_root or None)
     check_size(cfg, args.command, features, classes)
     check_graph(cfg)

@@ -8,9 +8,10 @@ returns the result, the other ranks return None; failures become one error the s
 
 - Launched by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` in the environment): this process is
   one rank; the group is initialised from the environment. Rank 0 reads every file the job
-  reads (models, checkpoint, dataset, topology files) and broadcasts them through the group
-  before anything runs (a file it cannot read fails every rank, naming it), so nodes need
-  none of them; every rank then checks it holds rank 0's model parameters.
+  reads (models, checkpoint, dataset, topology files) and broadcasts them, with its settings,
+  through the group before anything runs (a file it cannot read fails every rank, naming
+  it), so other nodes need none of them; every rank then checks it holds rank 0's model
+  parameters before the first layer.
 - Otherwise ``workers`` processes are spawned here (start method "spawn") and meet through a
   TCP store that this process holds on a free loopback port. The parent polls them: the first
   rank that raises or dies ends the run at once, with a message naming every failed rank, and
@@ -65,9 +66,10 @@ def run_torch(job, cfg, workers: int, timeout_s: float = 60.0, device: str = "cp
         local, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), _gpus(device)
         backend = transport(device, local, gpus)     # the same on every node of like nodes
         here = rank_device(device == "cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(gpus, 1))
-        with process_group(backend, timeout_s):     # rank 0 reads the job's files and sends them
-            files, inputs = from_rank_zero(lambda: (for_job(cfg, options), for_tasks(cfg, options)),
-                                           "reading the job's files")
+        with process_group(backend, timeout_s):     # rank 0's settings, and the files it reads, to every rank
+            cfg, shared, files, inputs = from_rank_zero(
+                lambda: (cfg, options, for_job(cfg, options), for_tasks(cfg, options)), "reading the job's files")
+            options = {**shared, **({"progress": options["progress"]} if "progress" in options else {})}
             return run_rank(job, cfg, options, timeout_s, here, files=files, inputs=inputs)
     check_device(device)
     if device == "cuda" and workers > _gpus(device):
