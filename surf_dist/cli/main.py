@@ -30,14 +30,13 @@ from .errors import (
     EXIT_USER_ERROR,
     OneLineParser,
     UsageError,
-    check_path_text,
     describe_os_error,
     join_negative_values,
     one_line,
     run_guarded,
     terminate_as_interrupt,
 )
-from .preflight import check_command, check_runs_exist
+from .preflight import check_command, check_path_arguments, check_runs_exist, collective_timeout_flag
 from ..methods.pretrained import resolve_run
 from ..io.checkpoint import CHECKPOINT
 from ..problem.topology import topology_file
@@ -290,20 +289,6 @@ def main(argv=None) -> int:
                        other_errors={WorkerLostError: 1, JobError: 1})
 
 
-PATH_ARGUMENTS = {"out": "--out", "config": "--config", "data_root": "--data-root", "topology": "--topology",
-                  "init_from": "--init-from", "baselines": "--baselines", "baselines_from": "--baselines-from",
-                  "choices_from": "--choices-from", "runs": "RUN", "models": "RUN"}
-
-
-def check_path_arguments(args) -> None:
-    """Every path on the command line names something (``errors.check_path_text``): ``--out ""``
-    is refused, never read as the current folder."""
-    for dest, flag in PATH_ARGUMENTS.items():
-        value = getattr(args, dest, None)
-        for text in value if isinstance(value, list) else [value]:
-            check_path_text(text, flag if dest not in ("runs", "models") else f"a {flag} argument")
-
-
 def interrupted_hint(args, argv: list[str]) -> str:
     """The line printed on Ctrl-C: how to continue (train) or start again."""
     out = Path(args.out)
@@ -319,30 +304,6 @@ def interrupted_hint(args, argv: list[str]) -> str:
 def run_command(args) -> int:
     with collective_timeout_flag(args):
         return run_checked_command(args)
-
-
-@contextlib.contextmanager
-def collective_timeout_flag(args):
-    """``--collective-timeout`` checked before any work and set where the runtime reads the
-    timeout (``SURF_DIST_COLLECTIVE_TIMEOUT_S``) for this command only."""
-    from ..runtime import COLLECTIVE_TIMEOUT_ENV, parse_timeout_s
-    text = getattr(args, "collective_timeout", None)
-    if text is None:
-        yield
-        return
-    if args.backend == "local":
-        raise ValueError(f"--collective-timeout {text} is not used: the local backend runs no collectives; drop it, "
-                         "or pass --backend torch or ray")
-    parse_timeout_s(text, f"--collective-timeout {text[:40]}", "drop it")
-    saved = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
-    os.environ[COLLECTIVE_TIMEOUT_ENV] = text
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(COLLECTIVE_TIMEOUT_ENV, None)
-        else:
-            os.environ[COLLECTIVE_TIMEOUT_ENV] = saved
 
 
 def run_checked_command(args) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -345,13 +345,10 @@ def load_edge_list(path, n: int | None = None) -> sp.csr_matrix:
     return _from_edges(n, edges.heads, edges.tails)
 
 
-def weighted_shift(path, n: int) -> sp.csr_matrix:
-    """Shift operator (n, n) from a weighted edge list: ``s_ij = s_ji = w`` for each edge,
-    ``s_ii = 1 - sum_j s_ij``: symmetric and doubly stochastic when every agent's edge weights
-    sum to at most 1 (else ValueError naming the agent)."""
-    edges = path if isinstance(path, EdgeList) else read_edge_list(path)
-    path = edges.path
-    heads, tails, weights = mixing_weights(edges)
+def weighted_shift(edges: EdgeList, n: int) -> sp.csr_matrix:
+    """Shift operator (n, n) of a weighted edge list: ``s_ij = s_ji = w`` per edge, ``s_ii = 1 -
+    sum_j s_ij``: doubly stochastic when each agent's weights sum to <= 1 (else a ValueError)."""
+    path, (heads, tails, weights) = edges.path, mixing_weights(edges)
     off = sp.csr_matrix((np.concatenate([weights, weights]),
                          (np.concatenate([heads, tails]), np.concatenate([tails, heads]))), shape=(n, n))
     sums = np.asarray(off.sum(axis=1)).ravel()
@@ -387,17 +384,7 @@ class TopologySpec:
     rewire_prob: float = 0.1
     neighbours: int = 4
     edge_list: str = ""
-    edges: EdgeList | None = field(default=None, compare=False, repr=False)   # the file's edges, once read
-
-    def with_edges(self) -> "TopologySpec":
-        """This spec holding its edge list file's edges (read here, once), so that the spec
-        draws graphs where the file is not (a rank on another host); other families as they are."""
-        if self.family != "edge_list" or self.edges is not None:
-            return self
-        return replace(self, edges=read_edge_list(self.edge_list))
-
-    def _edge_list(self) -> EdgeList:
-        return self.edges if self.edges is not None else read_edge_list(self.edge_list)
+    edges: EdgeList | None = field(default=None, compare=False, repr=False)   # the file's, read elsewhere
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -444,7 +431,7 @@ class TopologySpec:
 
     def _edge_list_adjacency(self, n: int) -> sp.csr_matrix:
         """The file's graph; its agents must be exactly ``n``, and its weights used or absent."""
-        edges = self._edge_list()
+        edges = self.edges or read_edge_list(self.edge_list)
         if edges.num_nodes != n:
             raise ValueError(f"edge list {self.edge_list} has {edges.num_nodes} agents (ids 0.."
                              f"{edges.num_nodes - 1}) but num_agents is {n}; set --agents {edges.num_nodes} "
@@ -460,11 +447,11 @@ class TopologySpec:
 
     def sample(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
         """Validated (n, n) CSR float64 shift operator of one draw of this topology. Normalisation
-        ``weights`` (edge lists): the file's weights, checked to give a symmetric doubly
-        stochastic matrix."""
+        ``weights`` (edge lists): the file's weights, checked to be symmetric, doubly stochastic."""
         adjacency = self.adjacency(n, rng)
         if self.normalization == EDGE_WEIGHTS:
-            return validate_shift_operator(weighted_shift(self._edge_list(), n), "metropolis", n=n)
+            edges = self.edges or read_edge_list(self.edge_list)
+            return validate_shift_operator(weighted_shift(edges, n), "metropolis", n=n)
         shift = shift_operator(adjacency, self.normalization)
         return validate_shift_operator(shift, self.normalization, n=n)
 

@@ -19,11 +19,13 @@ working folder, which differs between the driver and a Ray actor), to the file's
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..io.checkpoint import CHECKPOINT
 from ..problem.datasets import Dataset, canonical_name, load_dataset
 from ..problem.tasks import TaskFamily
+from ..problem.edge_list import read_edge_list
 from ..problem.topology import TopologySpec, is_preset, load_topology_preset
 
 MODEL = "model.pt"
@@ -96,7 +98,9 @@ class TaskInputs:
 
     def add_topology(self, text: str) -> None:
         if text not in self.topologies and not is_preset(text):
-            self.topologies[text] = load_topology_preset(text).with_edges()
+            spec = load_topology_preset(text)       # an edge list's edges read here, once, into the spec
+            self.topologies[text] = (replace(spec, edges=read_edge_list(spec.edge_list)) if spec.family == "edge_list"
+                                     else spec)
 
     def family(self, task_config, seed: int) -> TaskFamily:
         key = (canonical_name(task_config.dataset), task_config.data_root or "")
