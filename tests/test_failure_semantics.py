@@ -61,12 +61,12 @@ def test_a_bad_collective_timeout_is_one_line_before_any_work(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_the_flag_reaches_the_collectives_and_a_slow_rank_is_not_a_lost_one(monkeypatch, tmp_path, capfd):
-    """torch ranks, rank 1 asleep for 20 s, ``--collective-timeout 2``: rank 0's first collective
+    """torch ranks, rank 1 asleep for 90 s, ``--collective-timeout 2``: rank 0's first collective
     fails after 2 s naming it, and the run is a job error that says no rank died (exit 1), not
     a lost worker; the flag leaves the environment as it found it."""
-    monkeypatch.setenv(SLOW, "1:20")
+    monkeypatch.setenv(SLOW, "1:90")
     monkeypatch.setenv("SURF_DIST_COLLECTIVE_TIMEOUT_S", "50")
     start = time.monotonic()
     code = main(BASELINES + ["--backend", "torch", "--workers", "2", "--collective-timeout", "2",
@@ -76,7 +76,7 @@ def test_the_flag_reaches_the_collectives_and_a_slow_rank_is_not_a_lost_one(monk
     assert code == 1, err
     assert len(err) == 1 and "rank 0: all-reduce" in err[0] and "timed out after 2 s" in err[0], err
     assert "no rank died" in err[0] and "--collective-timeout" in err[0], err
-    assert took < 19, f"{took:.1f} s: the 2 s timeout did not apply (rank 1 sleeps 20 s)"
+    assert took < 60, f"{took:.1f} s: the 2 s timeout did not apply (rank 1 sleeps 90 s)"
     assert os.environ["SURF_DIST_COLLECTIVE_TIMEOUT_S"] == "50"
     assert not (tmp_path / "o").exists(), "a failed run leaves no output folder"
 

@@ -63,6 +63,7 @@ from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, 
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 POLL_S = 0.05
+LIVENESS_S = 10.0      # how long ranks that said nothing are watched before a failure is called "no rank died"
 LOCAL_ONLY_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # "0": a local Ray stays on 127.0.0.1
 
 
@@ -391,10 +392,8 @@ def _supervise(futures, limit_s: float | None = None, what: str = "job", actors=
                 failures[rank_of[ref]] = _describe(err)
                 failed_at = failed_at or time.monotonic()
         if failed_at is not None and (not pending or time.monotonic() - failed_at > GRACE_S):
-            for ref in pending:
-                if actors is not None and not actor_alive(actors[rank_of[ref]]):
-                    failures[rank_of[ref]] = ("died", "its actor died before finishing (its process or node "
-                                                      "is gone)", None)
+            if actors is not None:
+                _ask_the_silent(pending, rank_of, actors, failures)
             raise group_failure("ray", failures)
         if not pending:
             return result
@@ -402,9 +401,29 @@ def _supervise(futures, limit_s: float | None = None, what: str = "job", actors=
             raise RuntimeError(f"ray backend: the {what} did not finish within {limit_s:g} s")
 
 
+def _ask_the_silent(pending, rank_of, actors, failures) -> None:
+    """Before a failure with no dead rank is raised (peers timed out or lost a connection): for
+    up to ``LIVENESS_S``, the ranks that have not answered are watched, their answers collected
+    and Ray's actor table asked, so a rank that died (its death not yet reported) makes the
+    failure a lost worker, and a rank that lives (slow) does not."""
+    deadline = time.monotonic() + LIVENESS_S
+    while pending and not any(kind == "died" for kind, _, _ in failures.values()):
+        done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as err:
+                failures[rank_of[ref]] = _describe(err)
+        for ref in pending:
+            if not actor_alive(actors[rank_of[ref]]):
+                failures[rank_of[ref]] = ("died", "its actor died before finishing (its process or node is gone)",
+                                          None)
+        if time.monotonic() > deadline:
+            return
+
+
 def actor_alive(actor) -> bool:
-    """Whether Ray's actor table (the GCS, which works without a dashboard) holds ``actor`` as
-    alive, or about to be (pending, restarting); a dead actor or node is not."""
+    """Whether Ray's actor table (the GCS; no dashboard needed) does not hold ``actor`` as dead."""
     from ray._private import state
     try:
         entry = state.actors(actor_id=actor._actor_id.hex())
