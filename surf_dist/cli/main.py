@@ -184,7 +184,6 @@ def preset_name(args) -> str:
     return "quick" if args.quick else args.preset or "default"
 
 
-FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")      # the datasets read from --data-root
 
 
 def check_unused_settings(args, cfg) -> None:
@@ -200,7 +199,7 @@ def check_unused_settings(args, cfg) -> None:
         raise ValueError(f"{chosen} is not used: {args.command} takes its settings from the run it reads ({source}); "
                          "drop it, or pass --config FILE (and flags) for other settings")
     if cfg.task.data_root:
-        from ..problem.datasets import canonical_name
+        from ..problem.datasets import FILE_DATASETS, canonical_name
         dataset = canonical_name(cfg.task.dataset)
         if dataset not in FILE_DATASETS:
             said = f"--data-root {args.data_root}" if args.data_root else f"data_root {cfg.task.data_root!r} (config)"

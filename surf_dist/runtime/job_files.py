@@ -5,7 +5,7 @@ So the ranks never read a model, a checkpoint to resume or a run to warm-start f
 reads every such file before the job starts (``for_job``) and the bytes travel with the job
 through Ray's object store; what the ranks compute comes back to the driver, whose coordinator
 writes it. (The torch backend's spawned ranks share the driver's machine and read the files
-themselves; torchrun across machines does not ship them yet.)
+themselves; under torchrun rank 0 reads them and broadcasts them: ``torch_runtime``.)
 
 The tasks' inputs too: ``TaskInputs`` holds the dataset read from ``--data-root`` and every
 topology read from a file (an edge list, a JSON spec), read once on the driver (``for_tasks``);
@@ -23,9 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..io.checkpoint import CHECKPOINT
-from ..problem.datasets import Dataset, canonical_name, load_dataset
-from ..problem.tasks import TaskFamily
+from ..problem.datasets import FILE_DATASETS, Dataset, canonical_name, load_dataset
 from ..problem.edge_list import read_edge_list
+from ..problem.tasks import TaskFamily
 from ..problem.topology import TopologySpec, is_preset, load_topology_preset
 
 MODEL = "model.pt"
@@ -73,9 +73,6 @@ def for_job(cfg, options: dict) -> Shipped:
     for run in options.get("runs") or ():          # bench: (label, folder); experiments: folders
         files.add(Path(run[1] if isinstance(run, (tuple, list)) else run) / MODEL)
     return files
-
-
-FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")     # read from --data-root; the others come with the package
 
 
 class TaskInputs:
