@@ -6,7 +6,8 @@ hosts every rank. The worker node runs in a mount namespace of its own with an e
 the folder the commands run in (tests/testbed.py), so a rank that opened a run folder, a model
 or a checkpoint of the driver's would find nothing. Training, ``--init-from``, ``evaluate RUN``,
 the demo and a killed rank actor's restart with resume all run there and give the local
-backend's numbers.
+backend's numbers; so do the baselines and a training on a ``--data-root`` MNIST (idx files made
+tiny by the test) and an edge-list topology that exist only on the driver's host.
 """
 from __future__ import annotations
 
@@ -85,10 +86,13 @@ def ranks_on(ns: str) -> list[int]:
 
 def worker_sees(cloud, path: Path) -> bool:
     """Whether ``path`` exists in the worker node's view of the filesystem (its Ray processes'
-    mount namespace)."""
+    mount namespace). A failure to look (nsenter itself failing) is an error, never a "no"."""
     import testbed
     pid = testbed.pids(cloud["worker"])[0]
-    return subprocess.run(["nsenter", "-t", str(pid), "-m", "test", "-e", str(path)], timeout=30).returncode == 0
+    looked = subprocess.run(["nsenter", "-t", str(pid), "-m", "sh", "-c", 'if test -e "$1"; then echo seen; '
+                             'else echo unseen; fi', "sh", str(path)], capture_output=True, text=True, timeout=30)
+    assert looked.returncode == 0 and looked.stdout.strip() in ("seen", "unseen"), looked.stderr
+    return looked.stdout.strip() == "seen"
 
 
 def assert_summaries_equal(cloud, command: list[str], learned: str) -> None:
@@ -163,3 +167,30 @@ def test_training_warm_start_evaluate_and_a_restart_need_no_shared_filesystem(cl
     assert locally(cloud, *TRAIN, "--out", "r_local").returncode == 0
     assert load(work / "r" / "checkpoint.pt")["step"] == STEPS
     assert_models_equal(work / "r", work / "r_local")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_dataset_and_an_edge_list_only_on_the_driver_host_give_the_local_numbers(cloud):
+    """MNIST idx files and an edge list in the folder the worker node cannot see: the driver
+    reads them and sends them; the baselines and a training on the cluster equal local runs."""
+    from test_job_inputs import make_inputs
+    make_inputs(cloud["work"] / "inputs")
+    assert worker_sees(cloud, Path(sys.executable)), "the check must be able to say yes"
+    for name in ("inputs/graph.edges", "inputs/mnist/train-images-idx3-ubyte"):
+        assert (cloud["work"] / name).is_file() and not worker_sees(cloud, cloud["work"] / name), name
+    task = ["--dtype", "float64", "--no-progress", "--dataset", "mnist", "--data-root", "inputs/mnist",
+            "--topology", "inputs/graph.edges"]
+    baselines = ["baselines", "--quick", *task]
+    done = on_cluster(cloud, *baselines, "--out", "cluster_b")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert locally(cloud, *baselines, "--out", "local_b").returncode == 0
+    ours, ref = (json.loads((cloud["work"] / f / "summary.json").read_text())["methods"] for f in ("cluster_b", "local_b"))
+    assert set(ours) == set(ref) and ref
+    for name in ref:
+        assert ours[name]["accuracy"] == pytest.approx(ref[name]["accuracy"], abs=1e-9, nan_ok=True), name
+    train = TRAIN + task[3:]
+    done = on_cluster(cloud, *train, "--out", "cluster_t")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert locally(cloud, *train, "--out", "local_t").returncode == 0
+    assert_models_equal(cloud["work"] / "cluster_t", cloud["work"] / "local_t")

@@ -97,3 +97,59 @@ def test_group_mean_of_gpu_values_with_a_gpu_index_equals_the_cpus():
     gpu = LocalCommunicator().group_mean(values.cuda(), groups.cuda(), 3)
     assert gpu.device.type == "cpu" and torch.equal(gpu, cpu)
     assert cpu.tolist() == [0.5, 3.0, 5.0]
+
+
+# ------------------------------------------------------------------ the commands on CUDA (issue 26)
+
+
+def _json_numbers(path):
+    import json
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if k not in ("wall_seconds", "backend", "timings", "device", "config")}
+
+
+def _close(a, b, where=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            _close(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-7, abs=1e-9), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend,workers", [("local", 1), ("torch", 2)])
+def test_bench_on_cuda_gives_the_cpu_numbers(tmp_path, backend, workers):
+    """``surf-dist bench --device cuda`` (one process, and 2 ranks: nccl with 2 GPUs, else
+    sharing one through gloo) writes the bench.json of ``--device cpu``."""
+    from surf_dist.cli.main import main
+    from test_bench import TINY_ARGS
+    args = ["bench", "pretrained", "--quick", "--dtype", "float64", "--no-progress", *TINY_ARGS]
+    assert main(args + ["--out", str(tmp_path / "cpu")]) == 0
+    assert main(args + ["--device", "cuda", "--backend", backend, "--workers", str(workers),
+                        "--out", str(tmp_path / "cuda")]) == 0
+    _close(_json_numbers(tmp_path / "cuda" / "bench.json"), _json_numbers(tmp_path / "cpu" / "bench.json"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible")
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backend,workers", [("local", 1), ("torch", 2)])
+def test_train_on_cuda_gives_the_cpu_model(tmp_path, backend, workers):
+    """``surf-dist train --device cuda`` ends with the model and duals of ``--device cpu``."""
+    from surf_dist.cli.main import main
+    args = ["train", "--quick", "--dtype", "float64", "--steps", "4", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "cpu")]) == 0
+    assert main(args + ["--device", "cuda", "--backend", backend, "--workers", str(workers),
+                        "--out", str(tmp_path / "cuda")]) == 0
+    cpu, cuda = (torch.load(tmp_path / p / "model.pt", map_location="cpu", weights_only=True) for p in ("cpu", "cuda"))
+    for key in cpu["model"]:
+        torch.testing.assert_close(cuda["model"][key], cpu["model"][key], rtol=1e-9, atol=1e-9, msg=key)

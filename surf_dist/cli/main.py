@@ -30,14 +30,13 @@ from .errors import (
     EXIT_USER_ERROR,
     OneLineParser,
     UsageError,
-    check_path_text,
     describe_os_error,
     join_negative_values,
     one_line,
     run_guarded,
     terminate_as_interrupt,
 )
-from .preflight import check_command, check_runs_exist
+from .preflight import check_command, check_path_arguments, check_runs_exist, collective_timeout_flag
 from ..methods.pretrained import resolve_run
 from ..io.checkpoint import CHECKPOINT
 from ..problem.topology import topology_file
@@ -154,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=1, help="workers (processes / actors)")
         p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                        help="where each worker computes; cuda: one GPU per worker, collectives through nccl")
+        p.add_argument("--collective-timeout", metavar="SECONDS",
+                       help="torch and ray backends: how long a collective waits for a slow rank before the run "
+                            "fails naming it (default: SURF_DIST_COLLECTIVE_TIMEOUT_S, else 60)")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         if name == "demo":
             p.add_argument("--train", action="store_true",
@@ -195,7 +197,6 @@ def preset_name(args) -> str:
     return "quick" if args.quick else args.preset or "default"
 
 
-FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")      # the datasets read from --data-root
 
 
 def check_unused_settings(args, cfg) -> None:
@@ -211,7 +212,7 @@ def check_unused_settings(args, cfg) -> None:
         raise ValueError(f"{chosen} is not used: {args.command} takes its settings from the run it reads ({source}); "
                          "drop it, or pass --config FILE (and flags) for other settings")
     if cfg.task.data_root:
-        from ..problem.datasets import canonical_name
+        from ..problem.datasets import FILE_DATASETS, canonical_name
         dataset = canonical_name(cfg.task.dataset)
         if dataset not in FILE_DATASETS:
             said = f"--data-root {args.data_root}" if args.data_root else f"data_root {cfg.task.data_root!r} (config)"
@@ -253,6 +254,9 @@ def resolve_config(args):
         given = getattr(args, flag[2:].replace('-', '_')) if flag else None
         given = ",".join(given) if isinstance(given, tuple) else given
         raise ValueError(f"{flag} {given}: {err}" if flag else str(err)) from None
+    from ..runtime import is_coordinator
+    if not is_coordinator():     # torchrun's other ranks run with rank 0's settings (it reads the files)
+        return cfg
     return agents_of_topology(cfg, args)
 
 
@@ -299,20 +303,6 @@ def main(argv=None) -> int:
                        other_errors={WorkerLostError: 1, JobError: 1})
 
 
-PATH_ARGUMENTS = {"out": "--out", "config": "--config", "data_root": "--data-root", "topology": "--topology",
-                  "init_from": "--init-from", "baselines": "--baselines", "baselines_from": "--baselines-from",
-                  "choices_from": "--choices-from", "runs": "RUN", "models": "RUN"}
-
-
-def check_path_arguments(args) -> None:
-    """Every path on the command line names something (``errors.check_path_text``): ``--out ""``
-    is refused, never read as the current folder."""
-    for dest, flag in PATH_ARGUMENTS.items():
-        value = getattr(args, dest, None)
-        for text in value if isinstance(value, list) else [value]:
-            check_path_text(text, flag if dest not in ("runs", "models") else f"a {flag} argument")
-
-
 def interrupted_hint(args, argv: list[str]) -> str:
     """The line printed on Ctrl-C: how to continue (train) or start again."""
     out = Path(args.out)
@@ -326,6 +316,11 @@ def interrupted_hint(args, argv: list[str]) -> str:
 
 
 def run_command(args) -> int:
+    with collective_timeout_flag(args):
+        return run_checked_command(args)
+
+
+def run_checked_command(args) -> int:
     import torch
 
     from ..runtime import is_coordinator
@@ -335,7 +330,8 @@ def run_command(args) -> int:
     if getattr(args, "runs", None):
         given = list(args.runs)
         args.runs = [str(resolve_run(r)) for r in args.runs]
-        check_runs_exist(args.runs)          # before their names: a loop of links is said as such
+        if is_coordinator():                 # torchrun's other ranks get the runs' files from rank 0
+            check_runs_exist(args.runs)      # before their names: a loop of links is said as such
         names = jobs.model_names(given) if args.command == "evaluate" else None
     cfg = resolve_config(args)
     check_unused_settings(args, cfg)

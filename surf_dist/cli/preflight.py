@@ -7,8 +7,9 @@ diverges) still fails later, and then the output folder it had not written is re
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,10 @@ import numpy as np
 from ..commands import jobs
 from ..io.checkpoint import load_model_file
 from ..io.config import RunConfig, mixture_task
-from ..problem.datasets import canonical_name, check_available
+from ..problem.datasets import SHAPES, canonical_name, check_available
 from ..io.files import check_input_file, check_output_folder
 from ..methods.pretrained import resolve_run
+from .errors import check_path_text
 from .memory_estimate import check_size
 from ..problem.topology import load_topology_preset
 from ..io.checkpoint import CHECKPOINT
@@ -29,8 +31,10 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
     from ..runtime import is_coordinator
     resume = getattr(args, "resume", False)
     check_launch(args.backend, args.workers, args.device, cfg.task.num_agents)
-    if is_coordinator():
-        check_output_folder(out, args.force, resume)
+    if not is_coordinator():     # torchrun's other ranks: rank 0 checks the files, reads them and sends them
+        check_size(cfg, args.command, *SHAPES[canonical_name(cfg.task.dataset)][:2])
+        return
+    check_output_folder(out, args.force, resume)
     features, classes, _ = check_available(cfg.task.dataset, cfg.task.data_root or None)
     check_size(cfg, args.command, features, classes)
     check_compress(cfg, features, classes, getattr(args, "compress", None) is not None)
@@ -129,3 +133,41 @@ def check_run_fits(run: Path, dataset: str, features: int, classes: int) -> None
     """A run folder holds an intact ``model.pt`` that can be evaluated on ``dataset``."""
     saved, run_cfg = load_model_file(run / "model.pt")
     jobs.fitted_model(run, saved, run_cfg, canonical_name(dataset), features, classes)
+
+
+PATH_ARGUMENTS = {"out": "--out", "config": "--config", "data_root": "--data-root", "topology": "--topology",
+                  "init_from": "--init-from", "baselines": "--baselines", "baselines_from": "--baselines-from",
+                  "choices_from": "--choices-from", "runs": "RUN", "models": "RUN"}
+
+
+def check_path_arguments(args) -> None:
+    """Every path on the command line names something (``errors.check_path_text``): ``--out ""``
+    is refused, never read as the current folder."""
+    for dest, flag in PATH_ARGUMENTS.items():
+        value = getattr(args, dest, None)
+        for text in value if isinstance(value, list) else [value]:
+            check_path_text(text, flag if dest not in ("runs", "models") else f"a {flag} argument")
+
+
+@contextlib.contextmanager
+def collective_timeout_flag(args):
+    """``--collective-timeout`` checked before any work and set where the runtime reads the
+    timeout (``SURF_DIST_COLLECTIVE_TIMEOUT_S``) for this command only."""
+    from ..runtime import COLLECTIVE_TIMEOUT_ENV, parse_timeout_s
+    text = getattr(args, "collective_timeout", None)
+    if text is None:
+        yield
+        return
+    if args.backend == "local":
+        raise ValueError(f"--collective-timeout {text} is not used: the local backend runs no collectives; drop it, "
+                         "or pass --backend torch or ray")
+    parse_timeout_s(text, f"--collective-timeout {text[:40]}", "drop it")
+    saved = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
+    os.environ[COLLECTIVE_TIMEOUT_ENV] = text
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(COLLECTIVE_TIMEOUT_ENV, None)
+        else:
+            os.environ[COLLECTIVE_TIMEOUT_ENV] = saved

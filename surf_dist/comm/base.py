@@ -10,6 +10,7 @@ Error-feedback methods (CHOCO) use ``shift_sent``, which also returns the rows a
 """
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -27,6 +28,7 @@ class Communicator(ABC):
     def __init__(self):
         self.ledger = Ledger()
         self._out_degree: np.ndarray | None = None
+        self._out_degree_on: dict = {}      # device -> the out-degrees as a tensor there
         self.compressor = Compressor()
         self._keys: np.ndarray | None = None
         self._self_weight: np.ndarray | None = None
@@ -49,6 +51,7 @@ class Communicator(ABC):
         adjacency.eliminate_zeros()
         # out-degree of node i = number of j != i with S[j, i] != 0 (column counts)
         self._out_degree = np.diff(adjacency.indptr)[nodes]
+        self._out_degree_on = {}
         self.ledger.reset(len(nodes))
         self.compressor = compressor or Compressor()
         self._keys = np.asarray(nodes if keys is None else keys, dtype=np.uint64)
@@ -79,7 +82,14 @@ class Communicator(ABC):
         return Q_nrm.reshape(N, R, D // (R * inner), inner).transpose(1, 2).reshape(N, D)
 
     def _record(self, Z_nd: torch.Tensor, senders: torch.Tensor | None) -> None:
-        sending = self._out_degree if senders is None else self._out_degree * senders.cpu().numpy()
+        """Count this round's messages; the senders' count stays on its device (no wait for the
+        host at any hop: the ledger reads it later)."""
+        if senders is None:
+            sending = self._out_degree
+        else:
+            if senders.device not in self._out_degree_on:
+                self._out_degree_on[senders.device] = torch.as_tensor(self._out_degree, device=senders.device)
+            sending = self._out_degree_on[senders.device] * senders
         R = self._layout[0]
         if Z_nd.shape[1] % (R * self._layout[1]):
             raise ValueError(f"rows of {Z_nd.shape[1]} columns do not hold {R} messages in blocks of {self._layout[1]}")
@@ -144,6 +154,24 @@ class Communicator(ABC):
     def broadcast(self, x: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Rank ``src``'s ``x`` on every worker (the coordinator's decisions: duals, dropouts)."""
         return x
+
+    def check_replicated(self, tensors, what: str) -> None:
+        """Every worker holds the same ``tensors`` (replicated parameters), checked before they
+        are used: a hash of their bytes, all-gathered (one all-reduce of a slot per rank).
+        ValueError naming the ranks that differ (a stale copy of a file on some node)."""
+        if self.world_size == 1:
+            return
+        digest = hashlib.sha256()
+        for t in tensors:
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        slots = torch.zeros(self.world_size, dtype=torch.int64)
+        slots[self.rank] = int.from_bytes(digest.digest()[:7], "little")
+        hashes = self.all_reduce(slots).tolist()
+        differ = [r for r, h in enumerate(hashes) if h != hashes[0]]
+        if differ:
+            raise ValueError(f"rank(s) {differ} hold other {what} than rank 0 (a stale or different copy of a file "
+                             "on their node?): give every node the same files, or let the driver send them (--backend "
+                             "ray; torchrun: rank 0 sends them)")
 
     def all_reduce_grads(self, params) -> None:
         """Sum the gradients of replicated parameters over workers, in place."""

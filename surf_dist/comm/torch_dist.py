@@ -124,7 +124,7 @@ class TorchCommunicator(Communicator):
     doing and the round (the number of halo exchanges since the last ``bind``).
     """
 
-    def __init__(self, timeout_s: float = 60.0):
+    def __init__(self, timeout_s: float = 60.0, stage_through_host: bool = False):
         super().__init__()
         if not dist.is_initialized():
             raise RuntimeError("TorchCommunicator needs an initialised default process group "
@@ -141,6 +141,8 @@ class TorchCommunicator(Communicator):
         self._plan: HaloPlan | None = None
         self._blocks: dict = {}
         self._send_index: dict = {}
+        self._staging: dict = {}       # host buffers of the shared-GPU path, per plan (module doc)
+        self.stage_through_host = stage_through_host
 
     def _bind(self, shift, nodes, node_lists=None):
         if node_lists is None:
@@ -150,7 +152,7 @@ class TorchCommunicator(Communicator):
         elif len(node_lists) != self.world_size or not np.array_equal(node_lists[self.rank], nodes):
             raise ValueError(f"rank {self.rank}: node_lists disagree with the nodes this rank hosts")
         self._plan = build_plan(shift, node_lists, self.rank)
-        self._blocks, self._send_index = {}, {}
+        self._blocks, self._send_index, self._staging = {}, {}, {}
         self.round = 0
 
     def _shift(self, Z_nd):
@@ -169,13 +171,42 @@ class TorchCommunicator(Communicator):
     def exchange(self, send_rd: torch.Tensor, recv_sizes: list[int], send_sizes: list[int],
                  what: str, round_: int | None = None) -> torch.Tensor:
         """All-to-all of rows: ``send_sizes[q]`` rows of ``send_rd`` to rank q (in order), and
-        ``recv_sizes[q]`` rows from rank q; returns the received rows (sum recv_sizes, d)."""
-        out = torch.empty(sum(recv_sizes), send_rd.shape[1], dtype=send_rd.dtype, device=self.device)
+        ``recv_sizes[q]`` rows from rank q; returns the received rows (sum recv_sizes, d) on
+        ``send_rd``'s device. Rows on another device than the group's (GPU rows in a gloo
+        group: ranks sharing a GPU) are staged through host buffers made once per plan
+        (``staging_buffers``)."""
         label = f"{what} of round {self.round if round_ is None else round_}"
-        self._collective(label, dist.all_to_all_single, out, send_rd.to(self.device),
-                         recv_sizes, send_sizes, group=self.group)
+        staged = self.device.type == "cpu" and (send_rd.device.type != "cpu" or self.stage_through_host)
+        if not staged:         # rows where the group works (nccl: the GPU; gloo: the CPU)
+            out = torch.empty(sum(recv_sizes), send_rd.shape[1], dtype=send_rd.dtype, device=self.device)
+            self._collective(label, dist.all_to_all_single, out, send_rd.to(self.device), recv_sizes, send_sizes,
+                             group=self.group)
+            out = out.to(send_rd.device)
+        else:
+            send_host, recv_host = self.staging_buffers(send_sizes, recv_sizes, send_rd.shape[1], send_rd.dtype,
+                                                        pinned=send_rd.is_cuda)
+            send_host.copy_(send_rd, non_blocking=True)
+            if send_rd.is_cuda:        # gloo reads host memory: the copy must have landed
+                torch.cuda.current_stream(send_rd.device).synchronize()
+            self._collective(label, dist.all_to_all_single, recv_host, send_host, recv_sizes, send_sizes,
+                             group=self.group)
+            # a new tensor on the rows' device; the next exchange into recv_host starts after a
+            # synchronize of the same stream, so this (asynchronous) copy has read it by then
+            out = recv_host.to(send_rd.device, non_blocking=True, copy=True)
         self.ledger.physical_bytes += send_rd.numel() * send_rd.element_size()
-        return out.to(send_rd.device)
+        return out
+
+    def staging_buffers(self, send_sizes: list[int], recv_sizes: list[int], columns: int, dtype: torch.dtype,
+                        pinned: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Host buffers (sum send_sizes, d) and (sum recv_sizes, d) for one direction of the
+        bound plan's exchange, made on first use and reused at every hop until the next
+        ``bind``; page-locked where rows come from a GPU (so copies run asynchronously)."""
+        key = (tuple(send_sizes), tuple(recv_sizes), columns, dtype)
+        if key not in self._staging:
+            pin = pinned and torch.cuda.is_available()
+            self._staging[key] = tuple(torch.empty(sum(sizes), columns, dtype=dtype, pin_memory=pin)
+                                       for sizes in (send_sizes, recv_sizes))
+        return self._staging[key]
 
     def all_reduce(self, x):
         y = x.detach().to(self.device, copy=True)

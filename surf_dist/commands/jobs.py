@@ -69,6 +69,7 @@ def load_model(run_dir: Path, worker: Worker) -> UnrolledDGD:
     saved, cfg = load_model_file(Path(run_dir) / "model.pt", worker.files)
     data = worker.family.dataset
     model = fitted_model(Path(run_dir), saved, cfg, data.name, data.num_features, data.num_classes)
+    worker.comm.check_replicated(model.parameters(), f"model parameters of {run_dir}")   # before the first layer
     return model.to(device=worker.device, dtype=worker.dtype)
 
 

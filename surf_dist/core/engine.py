@@ -32,6 +32,7 @@ class Worker:
     coordinator_factory: Callable[..., Coordinator] = Coordinator   # the Ray runtime swaps in an actor
     files: dict | None = None     # ``shipped.Shipped``: the files the driver read for the job (None: read the disk)
     owner: np.ndarray | None = None   # the worker of every agent (the placement; None: ask the others)
+    inputs: object | None = None      # ``runtime.job_files.TaskInputs``: the dataset and topologies the driver read
 
     def new_coordinator(self, num_layers: int, dual_lr: float, seed: int, run_dir: str | None = None):
         """The coordinator of one training run or sweep (called on rank 0 only)."""

@@ -179,6 +179,7 @@ def train(cfg: RunConfig, worker: Worker, run_dir: Path | None = None, resume: b
     elif tc.init_from:
         warm_start(state.model, tc.init_from, worker.files)
         state.best_model = copy.deepcopy(state.model.state_dict())
+    worker.comm.check_replicated(state.model.parameters(), "model parameters")   # before the first layer
     settings = (worker, *mixture)
     val_tasks = [w.family.batch("val", range(tc.val_tasks)) for w in settings]
     first_step = state.step

@@ -443,6 +443,8 @@ def mixture_task(entry: str) -> TaskConfig:
                                      f"of {sorted(PRESETS)}, e.g. large or default:ring:30")
     task = PRESETS[parts[0]].task
     if len(parts) > 1:
+        if "/" in parts[1] or "." in parts[1]:     # no file: a mixture's graphs are the package's presets
+            raise ConfigError("mixture", f"mixture entry {entry!r}: TOPOLOGY must be a preset name, not a file")
         task = dataclasses.replace(task, topology=parts[1])
     if len(parts) > 2:
         if not parts[2].isdigit():

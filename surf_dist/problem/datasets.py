@@ -309,6 +309,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, max_samples: 
 
 # The (features, classes, samples) of each dataset, known without reading it: the size checks
 # and the "does this model fit that dataset" checks run before anything is loaded.
+FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")      # read from files (--data-root); the others come with the package
 SHAPES = {"digits": (64, 10, 1797), "wine": (13, 3, 178), "breast_cancer": (30, 2, 569), "iris": (4, 3, 150),
           "mnist": (784, 10, 70000), "fashion_mnist": (784, 10, 70000), "cifar10": (3072, 10, 60000),
           "synthetic512": (512, 10, 6000), "synthetic64": (64, 10, 200_000),

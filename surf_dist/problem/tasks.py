@@ -33,7 +33,7 @@ import torch
 from ..io.config import TaskConfig
 from .datasets import Dataset, load_dataset, split_pools
 from .softmax import add_bias, num_params
-from .topology import load_topology_preset
+from .topology import TopologySpec, load_topology_preset
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -55,10 +55,13 @@ class Task:
 class TaskFamily:
     """Draws tasks from disjoint train / validation / test pools of one dataset."""
 
-    def __init__(self, config: TaskConfig, dataset: Dataset | None = None, seed: int = 0):
+    def __init__(self, config: TaskConfig, dataset: Dataset | None = None, seed: int = 0,
+                 topology: TopologySpec | None = None):
+        """``dataset`` and ``topology``: as read elsewhere (the driver, for a rank on another
+        host); by default read here from ``config``."""
         self.config = config
         self.dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_root or None)
-        self.topology = load_topology_preset(config.topology)
+        self.topology = topology if topology is not None else load_topology_preset(config.topology)
         self.seed = seed
         self.pools = dict(zip(SPLITS, split_pools(self.dataset.labels, (0.6, 0.2, 0.2), seed=seed)))
         self.num_classes = self.dataset.num_classes
@@ -159,7 +162,8 @@ class Shards:
         return Shards(*(list(map(move, v)) if isinstance(v, list) else move(v)
                         for v in (self.X_seen, self.Y_seen, self.X_held, self.Y_held, self.X_pool,
                                   self.Y_pool, self.task_of_node, self.init_weights)),
-                      self.pool_at, self.pool_size, self.agents, self.num_agents)
+                      None if self.pool_at is None else list(map(move, self.pool_at)), self.pool_size,
+                      self.agents, self.num_agents)
 
     def pool(self, t: int, cap: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Task ``t``'s share (X, Y) among its pool's first ``cap`` samples, and how many samples

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from .spectra import (  # noqa: F401 - spectral_gap, spectral_radius and the lim
     spectral_gap,
     spectral_radius,
 )
-from .edge_list import mixing_weights, read_edge_list
+from .edge_list import EdgeList, mixing_weights, read_edge_list
 
 FAMILIES = ("ring", "circulant", "paper_circulant", "erdos_renyi", "random_geometric",
             "grid", "torus", "star", "exponential", "small_world", "edge_list")
@@ -345,11 +345,10 @@ def load_edge_list(path, n: int | None = None) -> sp.csr_matrix:
     return _from_edges(n, edges.heads, edges.tails)
 
 
-def weighted_shift(path, n: int) -> sp.csr_matrix:
-    """Shift operator (n, n) from a weighted edge list: ``s_ij = s_ji = w`` for each edge,
-    ``s_ii = 1 - sum_j s_ij``: symmetric and doubly stochastic when every agent's edge weights
-    sum to at most 1 (else ValueError naming the agent)."""
-    heads, tails, weights = mixing_weights(read_edge_list(path))
+def weighted_shift(edges: EdgeList, n: int) -> sp.csr_matrix:
+    """Shift operator (n, n) of a weighted edge list: ``s_ij = s_ji = w`` per edge, ``s_ii = 1 -
+    sum_j s_ij``: doubly stochastic when each agent's weights sum to <= 1 (else a ValueError)."""
+    path, (heads, tails, weights) = edges.path, mixing_weights(edges)
     off = sp.csr_matrix((np.concatenate([weights, weights]),
                          (np.concatenate([heads, tails]), np.concatenate([tails, heads]))), shape=(n, n))
     sums = np.asarray(off.sum(axis=1)).ravel()
@@ -385,6 +384,7 @@ class TopologySpec:
     rewire_prob: float = 0.1
     neighbours: int = 4
     edge_list: str = ""
+    edges: EdgeList | None = field(default=None, compare=False, repr=False)   # the file's, read elsewhere
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -431,7 +431,7 @@ class TopologySpec:
 
     def _edge_list_adjacency(self, n: int) -> sp.csr_matrix:
         """The file's graph; its agents must be exactly ``n``, and its weights used or absent."""
-        edges = read_edge_list(self.edge_list)
+        edges = self.edges or read_edge_list(self.edge_list)
         if edges.num_nodes != n:
             raise ValueError(f"edge list {self.edge_list} has {edges.num_nodes} agents (ids 0.."
                              f"{edges.num_nodes - 1}) but num_agents is {n}; set --agents {edges.num_nodes} "
@@ -447,11 +447,11 @@ class TopologySpec:
 
     def sample(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
         """Validated (n, n) CSR float64 shift operator of one draw of this topology. Normalisation
-        ``weights`` (edge lists): the file's weights, checked to give a symmetric doubly
-        stochastic matrix."""
+        ``weights`` (edge lists): the file's weights, checked to be symmetric, doubly stochastic."""
         adjacency = self.adjacency(n, rng)
         if self.normalization == EDGE_WEIGHTS:
-            return validate_shift_operator(weighted_shift(self.edge_list, n), "metropolis", n=n)
+            edges = self.edges or read_edge_list(self.edge_list)
+            return validate_shift_operator(weighted_shift(edges, n), "metropolis", n=n)
         shift = shift_operator(adjacency, self.normalization)
         return validate_shift_operator(shift, self.normalization, n=n)
 
@@ -487,7 +487,7 @@ def spec_from_dict(config: dict, source: str = "topology config") -> TopologySpe
     """``TopologySpec`` from a mapping of its field names (a ``"description"`` key is ignored)."""
     if not isinstance(config, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(config).__name__}")
-    allowed = [f.name for f in fields(TopologySpec)]
+    allowed = [f.name for f in fields(TopologySpec) if f.name != "edges"]
     unknown = sorted(set(config) - set(allowed) - {"description"})
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; valid keys are {allowed + ['description']}")

@@ -25,19 +25,25 @@ DEFAULT_COLLECTIVE_TIMEOUT_S = 60.0
 
 def collective_timeout_s() -> float:
     """Seconds a collective may wait for a peer before the run fails naming it:
-    ``SURF_DIST_COLLECTIVE_TIMEOUT_S`` if set (a slow but alive rank, e.g. a large task on a busy
-    host, needs more than the default), else 60 s. ValueError naming the variable otherwise."""
+    ``SURF_DIST_COLLECTIVE_TIMEOUT_S`` if set (``--collective-timeout`` sets it for one command;
+    a slow but alive rank, e.g. a large task on a busy host, needs more than the default), else
+    60 s. ValueError naming the variable otherwise."""
     text = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
     if not text:
         return DEFAULT_COLLECTIVE_TIMEOUT_S
+    return parse_timeout_s(text, f"{COLLECTIVE_TIMEOUT_ENV}={text[:40]!r} (environment)", "unset it")
+
+
+def parse_timeout_s(text: str, said: str, default_hint: str) -> float:
+    """``text`` as a collective timeout in seconds, in (0, 86400]; else a ValueError that starts
+    with ``said`` (the flag or variable that gave it) and ends with how to get the default."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = float("nan")
     if not (0 < seconds <= 86_400):
-        raise ValueError(f"{COLLECTIVE_TIMEOUT_ENV}={text[:40]!r} (environment) must be a number of seconds in (0, 86400]; "
-                         f"set it to how long a collective may wait for a slow rank, or unset it for "
-                         f"{DEFAULT_COLLECTIVE_TIMEOUT_S:g} s")
+        raise ValueError(f"{said} must be a number of seconds in (0, 86400]; set it to how long a collective "
+                         f"may wait for a slow rank, or {default_hint} for {DEFAULT_COLLECTIVE_TIMEOUT_S:g} s")
     return seconds
 
 

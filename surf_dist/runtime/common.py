@@ -37,13 +37,17 @@ def placement(family: TaskFamily, num_workers: int) -> np.ndarray:
     return place_agents(family.config.num_agents, num_workers, adjacency != 0)
 
 
-def make_worker(cfg, comm: Communicator, device: torch.device | str = "cpu") -> Worker:
+def make_worker(cfg, comm: Communicator, device: torch.device | str = "cpu", inputs=None) -> Worker:
     """The worker of ``comm.rank``: the task family (same seed everywhere) and its agents, its
-    shards and iterates on ``device``."""
-    family = TaskFamily(cfg.task, seed=cfg.train.seed)
+    shards and iterates on ``device``. ``inputs``: the dataset and topologies as the driver read
+    them (``job_files.TaskInputs``; None: read here)."""
+    family = (TaskFamily(cfg.task, seed=cfg.train.seed) if inputs is None
+              else inputs.family(cfg.task, cfg.train.seed))
     owner = placement(family, comm.world_size)
-    return Worker(family, comm, np.flatnonzero(owner == comm.rank), TORCH_DTYPES[cfg.train.dtype],
-                  torch.device(device), owner=owner)
+    worker = Worker(family, comm, np.flatnonzero(owner == comm.rank), TORCH_DTYPES[cfg.train.dtype],
+                    torch.device(device), owner=owner)
+    worker.inputs = inputs
+    return worker
 
 
 def check_device(device: str) -> None:

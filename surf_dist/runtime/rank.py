@@ -6,6 +6,9 @@ and report back."""
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -19,6 +22,8 @@ LOOPBACK = "127.0.0.1"
 GRACE_S = 1.0          # after a first failure, how long to collect the other ranks' reports
 RENDEZVOUS_S = 120.0   # at least this long for every rank to arrive (imports on a busy machine)
 USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)   # re-raised as themselves
+SLOW_RANK_ENV = "SURF_DIST_TEST_SLOW_RANK"   # tests only: "RANK:SECONDS", that rank sleeps before its job
+PR_SET_PDEATHSIG = 1                         # linux/prctl.h
 
 Failure = tuple[str, str, "type | None"]   # (kind, message, user error class); kinds below
 
@@ -49,22 +54,69 @@ def loopback_sockets() -> None:
     os.environ.update(GLOO_SOCKET_IFNAME="lo", NCCL_SOCKET_IFNAME="lo")
 
 
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Linux: the kernel sends this process SIGKILL when its parent dies (``prctl
+    PR_SET_PDEATHSIG``), so a killed driver (or torchrun agent) leaves no rank training and
+    writing into a run folder whose lock died with the driver. A parent that is already gone
+    (``parent_pid`` no longer the parent, or adopted by init) ends this process at once.
+    Other systems: nothing (their ranks end when a collective times out)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    parent = os.getppid()
+    if parent == 1 or (parent_pid is not None and parent != parent_pid):
+        os._exit(1)
+
+
+def slow_rank_for_tests(rank: int) -> None:
+    """Tests only: ``SURF_DIST_TEST_SLOW_RANK=RANK:SECONDS`` makes that rank sleep before its job,
+    a rank that is slow but alive (its peers wait in their first collective)."""
+    text = os.environ.get(SLOW_RANK_ENV)
+    if text:
+        slow, seconds = text.split(":")
+        if int(slow) == rank:
+            print(f"{SLOW_RANK_ENV}: rank {rank} sleeps {float(seconds):g} s", file=sys.stderr, flush=True)
+            time.sleep(float(seconds))
+
+
 def run_rank(job, cfg, options: dict, timeout_s: float, device: torch.device, *,
-             files=None, coordinator_factory=None):
+             files=None, inputs=None, coordinator_factory=None):
     """Inside a process group: this rank's worker runs ``job(cfg, worker, **options)``; rank 0's
     result, None on the others. Progress shows on rank 0 only. ``files``: what the driver read
-    for the job (a cluster node may not see its files); ``coordinator_factory``: rank 0's
-    coordinator, when it lives elsewhere."""
+    for the job (a cluster node may not see its files), ``inputs`` the dataset and topologies it
+    read (``job_files.TaskInputs``); ``coordinator_factory``: rank 0's coordinator, when it
+    lives elsewhere."""
     comm = TorchCommunicator(timeout_s)
-    worker = make_worker(cfg, comm, device)
+    worker = make_worker(cfg, comm, device, inputs)
     if files is not None:
         worker.files = files
     if coordinator_factory is not None:
         worker.coordinator_factory = coordinator_factory
     if "progress" in options:
         options = {**options, "progress": options["progress"] and comm.rank == 0}
+    slow_rank_for_tests(comm.rank)
     result = job(cfg, worker, **options)
     return result if comm.rank == 0 else None
+
+
+def from_rank_zero(read, what: str):
+    """``read()`` on rank 0 only (the files a job reads: on rank 0's node), its value sent to
+    every rank through the default group before anything runs. A ValueError or missing file
+    on rank 0 is raised on every rank, with rank 0's one-line message."""
+    box = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", read())
+        except (ValueError, FileNotFoundError) as err:
+            box[0] = ("error", f"{what} on rank 0: {err}")
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise ValueError(value)
+    return value
 
 
 def job_failure(err: BaseException, where: str = "") -> Failure:
@@ -80,8 +132,11 @@ def job_failure(err: BaseException, where: str = "") -> Failure:
 def group_failure(runtime: str, failures: dict[int, Failure]) -> Exception:
     """One error naming every failed rank, root causes first (lost-peer echoes last). A user
     error re-raises as itself; an error the job raised is a ``JobError`` (running the group
-    again would repeat it); a rank that died without a word ("died") is a ``WorkerLostError``
-    with ``lost`` set, the only failure worth a restart."""
+    again would repeat it); a rank that is gone ("died": its process or node vanished) is a
+    ``WorkerLostError`` with ``lost`` set, the only failure worth a restart. Lost-peer echoes
+    alone (a collective timed out, every rank still alive: one was slow or stuck) are a
+    ``JobError`` saying so: a restart would meet the same slow rank again. The runtimes check
+    liveness before they call this: a rank they could not hear from is "died" only if gone."""
     ordered = sorted(failures.items(), key=lambda item: (item[1][0] == "peer", item[0]))
     text = "; ".join(m if m.startswith(f"rank {r}:") else f"rank {r}: {m}" for r, (_, m, _) in ordered)
     message = f"{runtime} backend failed: {text}" if text else f"{runtime} backend failed"
@@ -90,4 +145,7 @@ def group_failure(runtime: str, failures: dict[int, Failure]) -> Exception:
         return user(message)
     if kind == "error":
         return JobError(message)
+    if kind == "peer":
+        return JobError(f"{message}; no rank died, so one is slower than the collective timeout or stuck: "
+                        "if it is only slow, pass a larger --collective-timeout")
     return WorkerLostError(message, lost=True)

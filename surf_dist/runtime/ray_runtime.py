@@ -13,15 +13,18 @@ whose proxy is gone is reset and reused rather than a new one started (~2 s: a p
 importing torch).
 
 Files: a cluster shares no filesystem, so the ranks read none. The driver reads every file the
-job needs (``shipped.for_job``: a model to evaluate or bench, one to warm-start from, the
-checkpoint to resume) and sends the bytes with the job through the object store; the
+job needs (``job_files.for_job``: a model to evaluate or bench, one to warm-start from, the
+checkpoint to resume; ``job_files.for_tasks``: the dataset of ``--data-root`` and topology
+files) and sends them with the job through the object store; the
 coordinator, on the driver's node, creates the run folder and writes into it; a restart reads
 the checkpoint again, on the driver.
 
 Failures: the driver polls the ranks' futures (``ray.wait``); the first rank that raises or
 whose actor dies ends the attempt after a short grace period (to collect the other ranks'
-reports), with one message naming every failed rank, root causes first. A lost worker (a dead
-actor or a lost peer, not an error in the job) restarts the whole group, up to ``max_retries``
+reports), with one message naming every failed rank, root causes first. A lost worker (an actor
+that is gone: Ray reports it dead, or its entry in Ray's actor table says so when the grace
+period ends; never a live rank that is only slow, whose peers' collectives time out) restarts
+the whole group, up to ``max_retries``
 times (default ``SURF_DIST_RAY_RETRIES``, else 2): a training job resumes from the last
 checkpoint in its run folder, any other job starts again. Once retries are spent the last
 failure is raised. Whatever happens, the actors are killed, the placement group removed and,
@@ -52,7 +55,7 @@ from ray.util.scheduling_strategies import (
 
 from ..io.checkpoint import CHECKPOINT
 from ..core.coordinator import Coordinator
-from .job_files import for_job
+from .job_files import for_job, for_tasks
 from ..problem.topology import place_agents
 from .common import DEVICES, WorkerLostError
 from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
@@ -60,6 +63,7 @@ from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, 
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 POLL_S = 0.05
+LIVENESS_S = 10.0      # how long ranks that said nothing are watched before a failure is called "no rank died"
 LOCAL_ONLY_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # "0": a local Ray stays on 127.0.0.1
 
 
@@ -253,7 +257,7 @@ class RankActor:
     def run(self, payload, host: str, port: int, timeout_s: float, factory, backend: str) -> bytes | None:
         """Run the job on this rank; rank 0 returns its pickled result (writable arrays, unlike
         Ray's zero-copy ones)."""
-        job, cfg, options, files = payload
+        job, cfg, options, files, inputs = payload
         if host == LOOPBACK:       # a local instance: keep gloo's / nccl's sockets on loopback
             loopback_sockets()
         else:                      # gloo would take the address its hostname resolves to
@@ -264,7 +268,7 @@ class RankActor:
             with process_group(backend, timeout_s, init_method=f"tcp://{host}:{port}",
                                rank=self.rank, world_size=self.world):
                 result = run_rank(job, cfg, options, timeout_s, rank_device(bool(gpus)),
-                                  files=files, coordinator_factory=factory)
+                                  files=files, inputs=inputs, coordinator_factory=factory)
         finally:
             if factory is not None:
                 factory.close()
@@ -358,20 +362,22 @@ def _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker, gpus_per_w
             print(f"ray backend: {placement_strategy} placement, rank nodes "
                   + " ".join(f"{r}={ip}" for r, ip in enumerate(ips)), file=sys.stderr, flush=True)
         factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s, os.getcwd())
-        payload = ray.put((job, cfg, options, for_job(cfg, options)))     # files read here, now
+        payload = ray.put((job, cfg, options, for_job(cfg, options), for_tasks(cfg, options)))  # files read here, now
         backend = "nccl" if gpus_per_worker == 1 else "gloo"      # a GPU each, or shared / none
         futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None, backend)
                    for r, a in enumerate(actors)]
-        return pickle.loads(_supervise(futures))
+        return pickle.loads(_supervise(futures, actors=actors))
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
         remove_placement_group(group)
 
 
-def _supervise(futures, limit_s: float | None = None, what: str = "job"):
+def _supervise(futures, limit_s: float | None = None, what: str = "job", actors=None):
     """Wait for every rank's future; rank 0's value. The first failure ends the wait after
-    ``GRACE_S`` (or as soon as every rank has answered) with an error naming the failed ranks."""
+    ``GRACE_S`` (or as soon as every rank has answered) with an error naming the failed ranks.
+    A rank still running then (``actors``: the rank actors, in rank order) is asked of Ray's
+    actor table: a dead actor is a lost worker ("died"); a live one is slow, not lost."""
     rank_of = {ref: r for r, ref in enumerate(futures)}
     pending, failures, failed_at, result = list(futures), {}, None, None
     start = time.monotonic()
@@ -386,11 +392,44 @@ def _supervise(futures, limit_s: float | None = None, what: str = "job"):
                 failures[rank_of[ref]] = _describe(err)
                 failed_at = failed_at or time.monotonic()
         if failed_at is not None and (not pending or time.monotonic() - failed_at > GRACE_S):
+            if actors is not None:
+                _ask_the_silent(pending, rank_of, actors, failures)
             raise group_failure("ray", failures)
         if not pending:
             return result
         if limit_s is not None and time.monotonic() - start > limit_s:
             raise RuntimeError(f"ray backend: the {what} did not finish within {limit_s:g} s")
+
+
+def _ask_the_silent(pending, rank_of, actors, failures) -> None:
+    """Before a failure with no dead rank is raised (peers timed out or lost a connection): for
+    up to ``LIVENESS_S``, the ranks that have not answered are watched, their answers collected
+    and Ray's actor table asked, so a rank that died (its death not yet reported) makes the
+    failure a lost worker, and a rank that lives (slow) does not."""
+    deadline = time.monotonic() + LIVENESS_S
+    while pending and not any(kind == "died" for kind, _, _ in failures.values()):
+        done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as err:
+                failures[rank_of[ref]] = _describe(err)
+        for ref in pending:
+            if not actor_alive(actors[rank_of[ref]]):
+                failures[rank_of[ref]] = ("died", "its actor died before finishing (its process or node is gone)",
+                                          None)
+        if time.monotonic() > deadline:
+            return
+
+
+def actor_alive(actor) -> bool:
+    """Whether Ray's actor table (the GCS; no dashboard needed) does not hold ``actor`` as dead."""
+    from ray._private import state
+    try:
+        entry = state.actors(actor_id=actor._actor_id.hex())
+    except Exception:        # noqa: BLE001 - the table unreadable: say alive, never restart on a guess
+        return True
+    return (entry or {}).get("State", "ALIVE") != "DEAD"
 
 
 def _describe(err: Exception):

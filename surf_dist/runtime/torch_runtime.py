@@ -7,11 +7,19 @@ returns the result, the other ranks return None; failures become one error the s
 (``rank.group_failure``).
 
 - Launched by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` in the environment): this process is
-  one rank; the group is initialised from the environment.
+  one rank; the group is initialised from the environment. Rank 0 reads every file the job
+  reads (models, checkpoint, dataset, topology files) and broadcasts them, with its settings,
+  through the group before anything runs (a file it cannot read fails every rank, naming
+  it), so other nodes need none of them; every rank then checks it holds rank 0's model
+  parameters before the first layer.
 - Otherwise ``workers`` processes are spawned here (start method "spawn") and meet through a
   TCP store that this process holds on a free loopback port. The parent polls them: the first
   rank that raises or dies ends the run at once, with a message naming every failed rank, and
-  the others are killed (no waiting for the collective timeout).
+  the others are killed (no waiting for the collective timeout). A rank whose peers time out
+  while it is still alive (slow, not lost) fails the run as a ``JobError``, not a lost worker.
+
+Every rank dies with its parent (Linux ``PR_SET_PDEATHSIG``: the driver here, the torchrun
+agent under torchrun), so a killed driver leaves no rank writing into the run folder.
 """
 from __future__ import annotations
 
@@ -31,8 +39,9 @@ import torch.multiprocessing as mp
 
 from ..problem.topology import place_agents
 from .common import check_device, transport
-from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
-                   process_group, rank_device, run_rank)
+from .job_files import for_job, for_tasks
+from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, die_with_parent, from_rank_zero, group_failure,
+                   job_failure, loopback_sockets, process_group, rank_device, run_rank)
 
 
 def launched_by_torchrun() -> bool:
@@ -52,12 +61,16 @@ def run_torch(job, cfg, workers: int, timeout_s: float = 60.0, device: str = "cp
             raise ValueError(f"torchrun started {world} ranks (WORLD_SIZE={world}) but --workers is "
                              f"{workers}: pass --workers {world}")
         check_device(device)
+        die_with_parent()          # the torchrun agent gone: this rank goes too
         torch.set_num_threads(1)
         local, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", world)), _gpus(device)
         backend = transport(device, local, gpus)     # the same on every node of like nodes
         here = rank_device(device == "cuda", int(os.environ.get("LOCAL_RANK", "0")) % max(gpus, 1))
-        with process_group(backend, timeout_s):
-            return run_rank(job, cfg, options, timeout_s, here)
+        with process_group(backend, timeout_s):     # rank 0's settings, and the files it reads, to every rank
+            cfg, shared, files, inputs = from_rank_zero(
+                lambda: (cfg, options, for_job(cfg, options), for_tasks(cfg, options)), "reading the job's files")
+            options = {**shared, **({"progress": options["progress"]} if "progress" in options else {})}
+            return run_rank(job, cfg, options, timeout_s, here, files=files, inputs=inputs)
     check_device(device)
     if device == "cuda" and workers > _gpus(device):
         print(f"torch backend: {workers} workers on {_gpus(device)} GPU(s) share them; collectives go through "
@@ -65,11 +78,13 @@ def run_torch(job, cfg, workers: int, timeout_s: float = 60.0, device: str = "cp
     return _spawn(job, cfg, workers, timeout_s, options, device)
 
 
-def _spawned_rank(rank, world, port, timeout_s, job, cfg, options, device, reports):
+def _spawned_rank(rank, world, port, timeout_s, job, cfg, options, device, reports, parent_pid):
     """One spawned rank: reports (rank, "ok", result, None) from rank 0, or (rank, kind, message,
     user error class or None) from any rank that fails, kind "peer" for a lost-peer error.
-    Exits through ``os._exit`` once its report is flushed: the interpreter's teardown with
-    torch loaded takes seconds and does nothing useful here."""
+    Dies with the driver (``parent_pid``): a killed driver leaves no rank writing into its run
+    folder. Exits through ``os._exit`` once its report is flushed: the interpreter's teardown
+    with torch loaded takes seconds and does nothing useful here."""
+    die_with_parent(parent_pid)
     torch.set_num_threads(1)
     loopback_sockets()
     os.environ.update(MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port))
@@ -102,7 +117,7 @@ def _spawn(job, cfg, workers, timeout_s, options, device):
                           timeout=timedelta(seconds=max(timeout_s, RENDEZVOUS_S)))
     reports = ctx.Queue()
     procs = [ctx.Process(target=_spawned_rank, daemon=True, name=f"surf-dist-rank-{r}",
-                         args=(r, workers, store.port, timeout_s, job, cfg, options, device, reports))
+                         args=(r, workers, store.port, timeout_s, job, cfg, options, device, reports, os.getpid()))
              for r in range(workers)]
     for p in procs:
         p.start()

@@ -90,10 +90,12 @@ class ReplicaProblem:
 
 
 def task_means(comm: Communicator, values_nR: torch.Tensor, task_of_node: torch.Tensor, num_tasks: int) -> torch.Tensor:
-    """Mean over each task's nodes, on every worker: (N, R) -> (T, R) float64."""
-    values = values_nR.detach().double().cpu()
-    groups = task_of_node.cpu()
-    sums = torch.zeros(num_tasks, values.shape[1], dtype=torch.float64).index_add_(0, groups, values)
+    """Mean over each task's nodes, on every worker: (N, R) -> (T, R) float64 on the CPU. The
+    sums are made on the values' device (the task index moves there) and cross to the host
+    once, after the all-reduce."""
+    values = values_nR.detach().double()
+    groups = task_of_node.to(values.device)
+    sums = torch.zeros(num_tasks, values.shape[1], dtype=torch.float64, device=values.device).index_add_(0, groups, values)
     counts = torch.bincount(groups, minlength=num_tasks).double()
     totals = comm.all_reduce(torch.cat([sums.reshape(-1), counts]))
-    return totals[:-num_tasks].reshape(num_tasks, -1) / totals[-num_tasks:, None]
+    return (totals[:-num_tasks].reshape(num_tasks, -1) / totals[-num_tasks:, None]).cpu()

@@ -82,8 +82,8 @@ def _run_chunk(name, worker, tasks, configs, rounds, at_rounds, pool_cap, batch_
     for key in method.discrete:
         hyper[key] = configs[0][key]
     if method.needs_spectrum:
-        per_task = torch.tensor([spectral_lambda2(t.shift) for t in tasks], dtype=W0.dtype)
-        hyper["lambda2"] = per_task[shards.task_of_node][:, None].to(W0.device)
+        per_task = torch.tensor([spectral_lambda2(t.shift) for t in tasks], dtype=W0.dtype, device=W0.device)
+        hyper["lambda2"] = per_task[shards.task_of_node.to(W0.device)][:, None]
     wanted = set(int(r) for r in at_rounds)
     table = {k: [] for k in METRICS}
     evals = []

@@ -170,7 +170,7 @@ def transfer_experiment(cfg: RunConfig, worker, models: dict, topologies, test_a
         say(f"transfer [{i + 1}/{len(settings)}]: {label}")
         tcfg = with_overrides(cfg, {"task": {"topology": setting["topology"], "num_agents": setting["num_agents"]},
                                     "eval": {"async_levels": [0]}})
-        tworker = make_worker(tcfg, worker.comm, worker.device)
+        tworker = make_worker(tcfg, worker.comm, worker.device, worker.inputs)
         tasks = tworker.family.batch("test", range(tcfg.eval.test_tasks))
         methods = {name: evaluate_unrolled(model, tworker, tasks) for name, (model, _) in models.items()}
         methods.update(evaluate_baselines(tcfg, tworker, tasks, progress, names=("dgd",)))
