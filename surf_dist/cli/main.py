@@ -58,7 +58,7 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "dataset": ("task", "dataset", str, "dataset name (digits is embedded; mnist, fashion_mnist, cifar10 need --data-root)"),
     "data_root": ("task", "data_root", str, "folder holding the dataset's files"),
     "agents": ("task", "num_agents", int, "agents per task"),
-    "topology": ("task", "topology", str, "topology preset name (see topologies/) or JSON file"),
+    "topology": ("task", "topology", str, "topology preset name (surf_dist/problem/topologies/) or JSON file"),
     "alpha": ("task", "alpha", float, "Dirichlet label skew (inf: IID)"),
     "samples_seen": ("task", "samples_seen", int, "samples per agent seen by the optimizer"),
     "samples_held": ("task", "samples_held", int, "held-out samples per agent"),

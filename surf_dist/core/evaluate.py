@@ -18,12 +18,11 @@ from ..io.config import RunConfig
 from .engine import Worker
 from ..methods.learned import UnrolledDGD
 from ..methods.registry import METHODS
-from ..problem.softmax import pooled_accuracy, pooled_loss, solve_centralized
+from ..problem.softmax import METRICS, pooled_accuracy, pooled_loss, solve_centralized
 from ..io.progress import bar as progress_bar
 from ..problem.tasks import materialize
 from .train import unroll
 
-METRICS = ("loss", "accuracy", "local_accuracy")
 BASELINES = ("dgd", "dsgd", "gradient_tracking", "dfedavgm")   # of the bench's registry; the order
                                                             # numbers their mini-batch streams
 

@@ -17,7 +17,7 @@ from .file_checks import read_text_file
 LOCAL_NETS = ("compact", "paper")
 DESCENT_FUNCTIONS = ("loss", "grad_norm")
 OBJECTIVES = ("local", "pooled")
-STARTS = ("task", "zero")
+STARTS = ("zero", "task")          # W_0 = 0, or the task's W_0; the bench tries them in this order
 DTYPES = ("float32", "float64")
 ASYNC_MODES = ("zeros", "stale")
 MAX_ROUNDS = 100_000       # baseline rounds: each is run (issue 25: more were once recorded but not run)
@@ -38,7 +38,7 @@ class TaskConfig:
     dataset: str = "digits"
     data_root: str = ""
     num_agents: int = 100
-    topology: str = "paper_circulant"      # preset name under topologies/ or a JSON path
+    topology: str = "paper_circulant"      # preset name (problem/topologies/) or a JSON path
     alpha: float = 0.7                     # Dirichlet label skew; math.inf -> IID
     samples_seen: int = 12                 # per agent, fed to the layers in mini-batches
     samples_held: int = 4                  # per agent, held out for the outer loss / accuracy

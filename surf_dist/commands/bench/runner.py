@@ -25,7 +25,8 @@ from ...methods.accelerated import spectral_lambda2
 from ...problem.softmax import correct_per_agent, loss_per_agent, pooled_accuracy, solve_centralized
 from ...problem.tasks import materialize
 from ...core.train import unroll
-from .protocol import METRICS, STARTS, BenchConfig, Grid, choose, report_task_indices, val_task_indices
+from ...io.config import STARTS
+from .protocol import METRICS, BenchConfig, Grid, choose, report_task_indices, val_task_indices
 from .replicas import ReplicaProblem, task_means
 
 CHUNK = 24                  # replicas per pass: larger blocks fall out of the caches (measured)
