@@ -149,32 +149,25 @@ class EvalConfig:
     baseline_rounds: int = 500
     eval_points: tuple[int, ...] = (0, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 125, 150, 200,
                                      250, 300, 400, 500)
-    step_grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
-    tune_tasks: int = 3
+    tune_tasks: int = 3                    # validation tasks the baselines are tuned on (the bench's rule)
     async_levels: tuple[int, ...] = (0, 1, 2, 5, 10)
     async_draws: int = 20
     async_mode: str = "zeros"
-    local_steps: int = 4                   # DFedAvgM local steps per round
-    momentum: float = 0.9                  # DFedAvgM momentum
 
     def __post_init__(self):
         _check_types(self)
         _finite(self)
-        _positive(self, "test_tasks", "baseline_rounds", "tune_tasks", "async_draws", "local_steps")
+        _positive(self, "test_tasks", "baseline_rounds", "tune_tasks", "async_draws")
         _choice(self, "async_mode", ASYNC_MODES)
         if self.baseline_rounds > MAX_ROUNDS:
             raise ConfigError("baseline_rounds", f"baseline_rounds must be at most {MAX_ROUNDS:,} (every round is "
                               f"run, none is skipped), got {self.baseline_rounds:,}")
-        if any(s <= 0 for s in self.step_grid) or not self.step_grid:
-            raise ConfigError("step_grid", f"step_grid must hold positive step sizes, got {list(self.step_grid)}")
         if (not self.eval_points or sorted(self.eval_points) != list(self.eval_points)
                 or self.eval_points[0] != 0):
             raise ConfigError("eval_points", "eval_points must be increasing and start at 0, "
                               f"got {list(self.eval_points)}")
         if any(level < 0 for level in self.async_levels):
             raise ConfigError("async_levels", f"async_levels must be >= 0, got {list(self.async_levels)}")
-        if self.momentum < 0:
-            raise ConfigError("momentum", f"momentum must be >= 0, got {self.momentum}")
 
 
 @dataclass(frozen=True)
@@ -214,6 +207,7 @@ def _section(cls, data, where: str):
         raise ConfigError(where, f"config section '{where}' must be a JSON object of settings, "
                                  f"got {_json_type(data)}")
     names = {f.name for f in dataclasses.fields(cls)}
+    data = {key: value for key, value in data.items() if key not in RETIRED_KEYS.get(where, ())}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(unknown[0], f"unknown key(s) {unknown} in config section '{where}'; "
@@ -225,6 +219,10 @@ def _section(cls, data, where: str):
 
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+# Keys of older configs (and of the models saved with them), read and ignored: the baselines'
+# own step grid and DFedAvgM settings gave way to the bench's grids and tuning rule
+# (``BenchConfig``), which every command uses.
+RETIRED_KEYS = {"eval": ("step_grid", "local_steps", "momentum")}
 
 
 def from_dict(data) -> RunConfig:
@@ -414,7 +412,7 @@ PRESETS: dict[str, RunConfig] = {
         model=ModelConfig(num_layers=4, num_hops=2, batch_size=4, hidden=8),
         train=TrainConfig(steps=6, tasks_per_step=2, val_every=3, val_tasks=2),
         eval=EvalConfig(test_tasks=2, baseline_rounds=20, eval_points=(0, 2, 4, 8, 12, 20),
-                        step_grid=(0.1, 1.0), tune_tasks=2, async_levels=(0, 1, 2), async_draws=2),
+                        tune_tasks=2, async_levels=(0, 1, 2), async_draws=2),
     ),
 }
 

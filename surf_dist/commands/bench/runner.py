@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import jobs
 from ...core._malloc import release_freed_memory
+from ...core.evaluate import centralized_on_test  # noqa: F401 - read as runner.*
 from ...core.descent_stats import summarize_descent, unrolled_statistics
 from ...core.engine import Worker
+from ...core.models import load_model, run_config
 from ...methods.registry import METHODS
 from ...methods.accelerated import spectral_lambda2
-from ...problem.softmax import correct_per_agent, loss_per_agent, pooled_accuracy, solve_centralized
-from ...problem.tasks import materialize
 from ...core.train import unroll
 from ...io.config import STARTS
 from .protocol import METRICS, BenchConfig, Grid, choose, report_task_indices, val_task_indices
@@ -183,7 +182,13 @@ class Search:
         return [int(i) for m in metrics for i in choose(values[m], values["loss"], m, allowed)[rows]]
 
     def modal(self, key: str, start: str) -> float:
+        """The value of ``key`` chosen most often for accuracy (budgets >= edge_min_round; under
+        fewer rounds than that, the last budget's choice)."""
         picks = [self.configs[i][key] for i in self.chosen(("accuracy",), start)]
+        if not picks:
+            values = self.values
+            allowed = np.array([c["start"] == start for c in self.configs])
+            picks = [self.configs[int(choose(values["accuracy"], values["loss"], "accuracy", allowed)[-1])][key]]
         return max(set(picks), key=picks.count)
 
     def search(self) -> None:
@@ -365,7 +370,7 @@ def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=Non
     from the same start
     also its last layer's values there {metric: (T,)} (an optimizer that memorised the training
     labels falls there)."""
-    model = jobs.load_model(Path(run_dir), worker)
+    model = load_model(Path(run_dir), worker)
     T = len(test_tasks)
     with torch.no_grad():
         shards, Ws = unroll(model, worker, test_tasks)
@@ -374,7 +379,7 @@ def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=Non
     cumulative = [0.0] + worker.comm.bytes_curve()
     K = cfg.num_hops
     steps = cfg.local_steps if cfg.local_net == "compact" else 1
-    trained = jobs.run_config(Path(run_dir), worker.files).train
+    trained = run_config(Path(run_dir), worker.files).train
     descent = summarize_descent(unrolled_statistics(shards, Ws, worker.comm, T, trained.eps, trained.descent))
     out = {**{k: np.stack([m[k].numpy() for m in per_layer], axis=1) for k in METRICS},
            "rounds": [l * K for l in range(len(Ws))],
@@ -393,22 +398,6 @@ def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=Non
             out[key] = {k: v.numpy() for k, v in worker.metrics(Ws[-1], shards, shards.task_of_node, T).items()}
         model.config = cfg
     return out
-
-
-def centralized_on_test(worker: Worker, test_tasks, pool_cap: int) -> dict:
-    """The centralized optimum of each test task's pooled seen data, scored like the methods:
-    {metric: (T,)} (a reference computed from every agent's data, not a federated method)."""
-    family = worker.family
-    everyone = np.arange(family.config.num_agents)
-    out = {k: [] for k in METRICS}
-    for task in test_tasks:
-        sh = materialize(family.dataset, [task], everyone, family.config.feature_noise, torch.float64)
-        w = solve_centralized(sh.X_seen.reshape(-1, sh.X_seen.shape[-1]), sh.Y_seen.reshape(-1), family.num_classes)
-        W = w[None].expand(len(everyone), -1)
-        out["loss"].append(float(loss_per_agent(W, sh.X_held, sh.Y_held).mean()))
-        out["local_accuracy"].append(float(correct_per_agent(W, sh.X_held, sh.Y_held).mean()))
-        out["accuracy"].append(float(pooled_accuracy(w[None], sh.X_pool[0][:pool_cap], sh.Y_pool[0][:pool_cap])[0]))
-    return {k: np.array(v) for k, v in out.items()}
 
 
 def methods_of(bench: BenchConfig) -> list[str]:
