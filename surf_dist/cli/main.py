@@ -304,6 +304,9 @@ def interrupted_hint(args, argv: list[str]) -> str:
     if args.command == "train" and (out / CHECKPOINT).is_file():
         again = [a for a in argv if a != "--force"] + ([] if "--resume" in argv else ["--resume"])
         return f"interrupted; continue with: surf-dist {shlex.join(again)}"
+    if args.command == "bench" and (out / "baselines").is_dir():
+        again = argv + ([] if "--resume" in argv else ["--resume"])
+        return f"interrupted; the baselines done are saved, continue with: surf-dist {shlex.join(again)}"
     if out.is_dir() and not is_empty_folder(out):
         again = argv + ([] if "--force" in argv else ["--force"])
         return f"interrupted before a checkpoint; start again with: surf-dist {shlex.join(again)}"

@@ -32,7 +32,7 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
     features, classes, _ = check_available(cfg.task.dataset, cfg.task.data_root or None)
     check_size(cfg, args.command, features, classes)
     check_graph(cfg)
-    if resume:
+    if resume and args.command == "train":      # the bench's --resume: commands/bench/saved_baselines.py
         check_resumable(out, cfg, features, classes)
     if cfg.train.init_from and args.command in ("train", "demo", "experiment"):
         load_model_file(resolve_run(cfg.train.init_from) / "model.pt")
