@@ -1,256 +1,30 @@
-"""Running the bench on one worker: baselines tuned on validation tasks, then every method on
-the test draws, every round (the protocol is ``protocol.py``; the files are ``report.py``).
+"""Running the bench on one worker: baselines tuned on validation tasks (``search.py``), then
+every method on the test draws, every round (the protocol is ``protocol.py``; the files are
+``report.py``).
 
 Every worker of a backend runs ``bench_job``; a baseline's grid runs as replicas of the tasks
-(``replicas.py``), so a tuning run is one pass over the rounds whatever the grid's size.
+(``grid_run.py``, ``replicas.py``), so a tuning run is one pass over the rounds whatever the
+grid's size.
 """
 from __future__ import annotations
 
 import dataclasses
-
-import itertools
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...core._malloc import release_freed_memory
 from ...core.evaluate import centralized_on_test  # noqa: F401 - read as runner.*
 from ...core.descent_stats import summarize_descent, unrolled_statistics
 from ...core.engine import Worker
 from ...core.models import load_model, run_config
 from ...methods.registry import METHODS
-from ...methods.accelerated import spectral_lambda2
 from ...core.train import unroll
 from ...io.config import STARTS
-from .protocol import METRICS, BenchConfig, Grid, choose, report_task_indices, val_task_indices
-from .replicas import ReplicaProblem, task_means
-
-CHUNK = 24                  # replicas per pass: larger blocks fall out of the caches (measured)
-TASK_BLOCK = 10             # tasks per pass: 3 draws of 10 at once held 11 GB per process (measured)
-TUNE_SCHEDULE = ((30, 1), (100, 5), (200, 10), (None, 25))   # (up to round, every) of the tuning budgets
-
-
-def tuning_rounds(rounds: int) -> np.ndarray:
-    """The round budgets at which choices are made: every round up to 30, then every 5 to 100,
-    every 10 to 200, every 25 beyond, and the last; between two, the earlier one's choice holds."""
-    budgets, start = [], 0
-    for until, every in TUNE_SCHEDULE:
-        stop = rounds if until is None else min(until, rounds)
-        budgets.extend(range(start, stop + 1, every))
-        start = stop
-    return np.union1d(budgets, [rounds])
-
-
-# --------------------------------------------------------------------------- one grid run
-
-def run_grid(name: str, worker: Worker, tasks, configs: list[dict], rounds: int, at_rounds, pool_cap: int,
-             batch_size: int, pooled_at: np.ndarray | None = None) -> dict:
-    """Method ``name`` with every configuration of ``configs`` (one discrete setting, any
-    continuous values and starts) on ``tasks``, in chunks of ``CHUNK`` replicas: per-task means
-    at ``at_rounds`` {metric: (len(at_rounds), T, R)}, and per round the bytes and gradient
-    evaluations per agent. ``pooled_at`` (rounds + 1, R) bool: where the pooled accuracy is
-    needed (default: at every round of ``at_rounds``); NaN elsewhere."""
-    rows = []
-    for j in range(0, len(tasks), TASK_BLOCK):
-        parts = []
-        for i in range(0, len(configs), CHUNK):
-            parts.append(_run_chunk(name, worker, tasks[j:j + TASK_BLOCK], configs[i:i + CHUNK], rounds, at_rounds,
-                                    pool_cap, batch_size, None if pooled_at is None else pooled_at[:, i:i + CHUNK]))
-            release_freed_memory()      # the pass's arrays, kept by the allocator (bench_job), go back
-        rows.append({"values": {k: np.concatenate([p["values"][k] for p in parts], axis=2) for k in METRICS},
-                     "bytes": parts[0]["bytes"], "grad_evals": parts[0]["grad_evals"]})
-    return {"values": {k: np.concatenate([r["values"][k] for r in rows], axis=1) for k in METRICS},
-            "bytes": rows[0]["bytes"], "grad_evals": rows[0]["grad_evals"]}
-
-
-def _run_chunk(name, worker, tasks, configs, rounds, at_rounds, pool_cap, batch_size, pooled_at):
-    method = METHODS[name]
-    shards = worker.load(tasks)
-    R = len(configs)
-    stream = list(METHODS).index(name) + 1
-    batches = lambda i: worker.positions(tasks, [i], batch_size, stream)[0]
-    prob = ReplicaProblem(shards, worker.family.num_classes, R, batches, pool_cap, worker.comm)
-    zero = torch.zeros_like(shards.init_weights)
-    W0 = prob.stack([zero if c["start"] == "zero" else shards.init_weights for c in configs])
-    hyper = {}
-    for key in method.continuous:
-        hyper[key] = prob.columns(torch.tensor([c[key] for c in configs], dtype=W0.dtype, device=W0.device))
-    for key in method.discrete:
-        hyper[key] = configs[0][key]
-    if method.needs_spectrum:
-        per_task = torch.tensor([spectral_lambda2(t.shift) for t in tasks], dtype=W0.dtype)
-        hyper["lambda2"] = per_task[shards.task_of_node][:, None].to(W0.device)
-    wanted = set(int(r) for r in at_rounds)
-    table = {k: [] for k in METRICS}
-    evals = []
-    with torch.no_grad():
-        for r, (W, grad_evals) in enumerate(method.run(W0, prob, worker.comm, hyper, rounds)):
-            evals.append(grad_evals)
-            if r in wanted:
-                keep = None if pooled_at is None else np.flatnonzero(pooled_at[r]).tolist()
-                for k, v in prob.metrics(W, keep).items():
-                    table[k].append(task_means(worker.comm, v, shards.task_of_node, len(tasks)).numpy())
-    per_round_bytes = [0.0] + worker.comm.bytes_curve()
-    return {"values": {k: np.stack(v) for k, v in table.items()},
-            "bytes": np.array(per_round_bytes[:rounds + 1]) / R, "grad_evals": np.array(evals, dtype=float)}
-
-
-# --------------------------------------------------------------------------- tuning
-
-def grids_of(name: str, bench: BenchConfig) -> dict[str, Grid]:
-    method = METHODS[name]
-    grids = {}
-    for key in method.continuous:
-        grids[key] = Grid(key, list(bench.momentum_grid if key == "momentum" else bench.step_grid))
-    for key, values in method.discrete.items():
-        grids[key] = Grid(key, list(values), bench.max_local_steps if key == "local_steps" else math.inf)
-    return grids
-
-
-def config_key(config: dict) -> tuple:
-    return tuple(sorted(config.items()))
-
-
-MOMENTUM_ANCHOR = 0.9      # the momentum at which a two-hyperparameter method's step line starts
-
-
-class Search:
-    """The configurations of one baseline tried on the validation tasks, and their values.
-
-    One-hyperparameter methods: the whole grid (x discrete values x starts). Step and momentum:
-    coordinate-wise, per start: every step at momentum 0.9, then every momentum at the step
-    chosen most often (pooled accuracy, budgets >= ``edge_min_round``), then every step at the
-    momentum chosen most often; each hyperparameter sees its whole grid, at a third of the
-    9 x 9 product's cost. A choice at a grid's edge extends that grid (``extend``)."""
-
-    def __init__(self, name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int,
-                 say=lambda _: None):
-        self.name, self.worker, self.tasks, self.bench, self.batch_size = name, worker, val_tasks, bench, batch_size
-        self.say = say
-        self.method = METHODS[name]
-        self.grids = grids_of(name, bench)
-        self.at = tuning_rounds(bench.rounds)
-        self.configs: list[dict] = []
-        self.columns: dict[str, list] = {k: [] for k in METRICS}
-        self.done: set = set()
-
-    def lines(self, fixed: dict) -> list[dict]:
-        """Every configuration that varies ``self.method.continuous`` over the grids, except the
-        names in ``fixed`` (start, hyperparameter -> value) held."""
-        free = [k for k in self.method.continuous if k not in fixed]
-        out = []
-        discrete = list(self.method.discrete)
-        for combo in itertools.product(*(self.grids[k].values for k in discrete)):
-            for vals in itertools.product(*(self.grids[k].values for k in free)):
-                for start in ([fixed["start"]] if "start" in fixed else STARTS):
-                    config = {"start": start, **dict(zip(discrete, combo)), **dict(zip(free, vals)),
-                              **{k: v for k, v in fixed.items() if k != "start"}}
-                    out.append(config)
-        return out
-
-    def run(self, configs: list[dict]) -> None:
-        todo = []
-        for c in configs:
-            if config_key(c) not in self.done:
-                todo.append(c)
-                self.done.add(config_key(c))
-        groups: dict[tuple, list[dict]] = {}
-        for c in todo:
-            groups.setdefault(tuple(c[k] for k in self.method.discrete), []).append(c)
-        for setting, members in groups.items():
-            fixed = ", ".join(f"{k} {v}" for k, v in zip(self.method.discrete, setting))
-            self.say(f"{self.name}: tuning {len(members)} configurations{' at ' + fixed if fixed else ''}, "
-                     f"{self.bench.rounds} rounds ({len(self.configs)} done)")
-            out = run_grid(self.name, self.worker, self.tasks, members, self.bench.rounds, self.at,
-                           self.bench.pool_cap, self.batch_size)
-            for k in METRICS:
-                self.columns[k].append(out["values"][k].mean(axis=1))          # (B, R): mean over tasks
-            self.configs.extend(members)
-
-    @property
-    def values(self) -> dict[str, np.ndarray]:
-        return {k: np.concatenate(self.columns[k], axis=1) for k in METRICS}
-
-    def chosen(self, metrics=METRICS, start: str | None = None) -> list[int]:
-        """Indices chosen at the budgets >= edge_min_round (with repeats: one per budget and metric)."""
-        values = self.values
-        rows = self.at >= self.bench.edge_min_round
-        allowed = None if start is None else np.array([c["start"] == start for c in self.configs])
-        return [int(i) for m in metrics for i in choose(values[m], values["loss"], m, allowed)[rows]]
-
-    def modal(self, key: str, start: str) -> float:
-        """The value of ``key`` chosen most often for accuracy (budgets >= edge_min_round; under
-        fewer rounds than that, the last budget's choice)."""
-        picks = [self.configs[i][key] for i in self.chosen(("accuracy",), start)]
-        if not picks:
-            values = self.values
-            allowed = np.array([c["start"] == start for c in self.configs])
-            picks = [self.configs[int(choose(values["accuracy"], values["loss"], "accuracy", allowed)[-1])][key]]
-        return max(set(picks), key=picks.count)
-
-    def search(self) -> None:
-        if set(self.method.continuous) == {"step", "momentum"}:
-            for start in STARTS:
-                self.run(self.lines({"start": start, "momentum": MOMENTUM_ANCHOR}))
-                self.run(self.lines({"start": start, "step": self.modal("step", start)}))
-                self.run(self.lines({"start": start, "momentum": self.modal("momentum", start)}))
-        else:
-            self.run(self.lines({}))
-
-    def extend(self) -> int:
-        """Grow every grid whose edge value is chosen (at a budget >= edge_min_round, for any
-        metric) by one value beyond that edge, and try it in place of the edge value in each
-        configuration chosen there; repeat up to ``max_extensions`` times. Returns how many."""
-        for extensions in range(self.bench.max_extensions):
-            chosen = [self.configs[i] for i in set(self.chosen())]
-            grown = {k: g.extend({c[k] for c in chosen}) for k, g in self.grids.items()}
-            grown = {k: v for k, v in grown.items() if v}
-            if not grown:
-                return extensions
-            new = []
-            for key, values in grown.items():      # one step beyond the edge, from the choices on it
-                for v in values:
-                    edge = _neighbour(self.grids[key].values, v)
-                    new += [{**c, key: v} for c in chosen if c[key] == edge]
-            self.run(new)
-        return self.bench.max_extensions
-
-    def at_edge(self) -> dict:
-        out = {}
-        values = self.values
-        rows = self.at >= self.bench.edge_min_round
-        for metric in METRICS:
-            idx = set(choose(values[metric], values["loss"], metric)[rows].tolist())
-            for key, grid in self.grids.items():
-                picked = {self.configs[i][key] for i in idx}
-                edges = picked & {min(grid.values), max(grid.values)}
-                if key == "momentum":
-                    edges.discard(0.0)          # no momentum: a natural edge, nothing beyond it
-                if edges and len(grid.values) > 1:
-                    out.setdefault(metric, {})[key] = sorted(edges)
-        return out
-
-
-def _neighbour(values: list, v) -> object:
-    """The grid value next to ``v`` (an end value just added): the former edge."""
-    i = values.index(v)
-    return values[i - 1] if i == len(values) - 1 else values[i + 1]
-
-
-def tune(name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int, say) -> dict:
-    """Validation means of the searched configurations at the tuning rounds (``Search``).
-    Returns {"configs", "values": {metric: (B, configs)}, "at", "grids", "extensions", "at_edge"}."""
-    start = time.perf_counter()
-    s = Search(name, worker, val_tasks, bench, batch_size, say)
-    s.search()
-    extensions = s.extend()
-    say(f"{name}: tuned {len(s.configs)} configurations on {len(val_tasks)} validation tasks "
-        f"({time.perf_counter() - start:.0f} s, {extensions} grid extension(s))")
-    return {"configs": s.configs, "values": s.values, "at": s.at, "grids": {k: g.values for k, g in s.grids.items()},
-            "extensions": extensions, "at_edge": s.at_edge()}
+from .protocol import METRICS, BenchConfig, choose, report_task_indices, val_task_indices
+from .grid_run import TUNE_SCHEDULE, run_grid, tuning_rounds  # noqa: F401 - run_grid, tuning_rounds read as runner.*
+from .search import config_key, tune
 
 
 def selections(tuned: dict, rounds: int) -> dict:
