@@ -39,8 +39,7 @@ class Search:
     coordinate-wise, per start: every step at momentum 0.9, then every momentum at the step
     chosen most often (pooled accuracy, budgets >= ``edge_min_round``), then every step at the
     momentum chosen most often; each hyperparameter sees its whole grid, at a third of the
-    9 x 9 product's cost. Step and local steps: coarse to fine (``local_steps_search``). A
-    choice at a grid's edge extends that grid (``extend``)."""
+    9 x 9 product's cost. A choice at a grid's edge extends that grid (``extend``)."""
 
     def __init__(self, name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int,
                  say=lambda _: None):
@@ -108,9 +107,6 @@ class Search:
         return max(set(picks), key=picks.count)
 
     def search(self) -> None:
-        if len(self.method.discrete.get("local_steps", ())) > 1 and self.method.continuous == ("step",):
-            self.local_steps_search()
-            return
         if set(self.method.continuous) == {"step", "momentum"}:
             for start in STARTS:
                 self.run(self.lines({"start": start, "momentum": MOMENTUM_ANCHOR}))
@@ -118,42 +114,6 @@ class Search:
                 self.run(self.lines({"start": start, "momentum": self.modal("momentum", start)}))
         else:
             self.run(self.lines({}))
-
-    def local_steps_search(self) -> None:
-        """Coarse to fine over local steps E (their gradient evaluations grow with E): the whole
-        step grid at the fewest E; at each next E, the steps chosen at the E before and one grid
-        value below them (E steps of a want about what E/2 steps of 2a did), widened a value at a
-        time while a choice at this E (any budget from round 1, any metric and start) sits on the
-        window's edge. Where each budget's validation value is unimodal in the step, the choices
-        are those of the whole grid, at about half its cost (BENCHMARKS.md)."""
-        steps = self.grids["step"].values
-        window = list(steps)
-        for count in self.grids["local_steps"].values:
-            while True:
-                self.run([{"start": start, "local_steps": count, "step": step}
-                          for step in window for start in STARTS])
-                picked = self.steps_chosen_at(count)
-                grow = [steps[i] for i, edge in ((steps.index(window[0]) - 1, window[0]),
-                                                 (steps.index(window[-1]) + 1, window[-1]))
-                        if edge in picked and 0 <= i < len(steps)]
-                if not grow:
-                    break
-                window = sorted(window + grow)
-            low = max(steps.index(min(picked)) - 1, 0)
-            window = steps[low:steps.index(max(picked)) + 1]
-
-    def steps_chosen_at(self, count: int) -> set:
-        """The steps chosen among the configurations with ``count`` local steps, at every budget
-        from round 1 (round 0: every step gives W_0), for any metric and start."""
-        values = self.values
-        rows = self.at >= 1
-        picked = set()
-        for start in STARTS:
-            allowed = np.array([c["local_steps"] == count and c["start"] == start for c in self.configs])
-            for metric in METRICS:
-                picked |= {self.configs[int(i)]["step"]
-                           for i in choose(values[metric], values["loss"], metric, allowed)[rows]}
-        return picked
 
     def extend(self) -> int:
         """Grow every grid whose edge value is chosen (at a budget >= edge_min_round, for any
