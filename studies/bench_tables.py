@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-METRICS = ("accuracy", "local_accuracy", "loss")
+from surf_dist.problem.softmax import METRICS
 
 
 def fmt(v, scale=1.0, unit=""):

@@ -40,11 +40,8 @@ from pathlib import Path
 import torch
 
 from surf_dist.io.config import preset, with_overrides
-from surf_dist.core.evaluate import (
-    evaluate_baselines,
-    evaluate_centralized,
-    evaluate_unrolled,
-)
+from surf_dist.commands.bench.summary_curves import centralized_summary, tuned_baselines
+from surf_dist.core.evaluate import evaluate_unrolled
 from surf_dist.commands.jobs import load_model, local_worker, rounds_to_reach, run_config
 from surf_dist.core.train import new_model, train
 
@@ -109,8 +106,8 @@ def baselines(overrides: dict, points, base: str = "paper", seed: int = 0) -> di
     cfg = with_overrides(cfg, {"eval": {"eval_points": list(points), "baseline_rounds": points[-1]}})
     worker = local_worker(cfg)
     tasks = worker.family.batch("test", range(cfg.eval.test_tasks))
-    return {"methods": evaluate_baselines(cfg, worker, tasks, progress=False),
-            "centralized": evaluate_centralized(worker, tasks)}
+    return {"methods": tuned_baselines(cfg, worker, tasks, progress=False),
+            "centralized": centralized_summary(cfg, worker, tasks)}
 
 
 def best_at(methods: dict, rounds: int, metric: str = "local_accuracy") -> tuple[str, float]:

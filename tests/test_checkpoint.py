@@ -103,8 +103,8 @@ def test_mismatched_config_names_the_differing_field(tmp_path, quick_cfg):
 def test_mismatched_tuple_field_is_named(tmp_path, quick_cfg):
     path = tmp_path / "ck.pt"
     save_checkpoint(path, _state(quick_cfg))
-    other = with_overrides(quick_cfg, {"eval": {"step_grid": [0.1, 3.0]}})
-    with pytest.raises(ValueError, match=r"eval\.step_grid"):
+    other = with_overrides(quick_cfg, {"eval": {"eval_points": [0, 3]}})
+    with pytest.raises(ValueError, match=r"eval\.eval_points"):
         load_checkpoint(path, other.to_dict())
 
 

@@ -1,8 +1,8 @@
 """Compressed runs give the same numbers on every backend: the single process, 2 gloo ranks and
 2 Ray actors, in float64 to 1e-12, for each compressor with random draws or a data-dependent
 choice (q4, topk, randk). One job per backend runs, for each compressor: the unrolled network's
-per-layer outputs and meta-gradients (straight-through) on 2 training tasks, gradient tracking
-(two vectors in one message) on the test tasks, CHOCO and BEER on a grid run as replicas side by side
+per-layer outputs and meta-gradients (straight-through) on 2 training tasks; on the test tasks
+gradient tracking (two vectors in one message), CHOCO and BEER on a grid run as replicas side by side
 (``bench.runner.run_grid``: each replica's message compressed alone), and the ledger's bytes."""
 import dataclasses
 
@@ -11,7 +11,6 @@ import pytest
 
 from surf_dist.comm.local import LocalCommunicator
 from surf_dist.commands.bench.runner import run_grid
-from surf_dist.core.evaluate import run_baseline
 from surf_dist.core.train import unroll
 from surf_dist.methods.learned import UnrolledDGD
 from surf_dist.problem.softmax import loss_per_agent
@@ -43,9 +42,9 @@ def compressed_job(cfg, worker, progress=False) -> dict:
                      "bytes": np.array(worker.comm.bytes_curve()),
                      "wire": np.array(list(worker.comm.wire_per_agent().values()))}
             test_tasks = fam.batch("test", range(cfg.eval.test_tasks))
-            rounds, table, cumulative = run_baseline("gradient_tracking", cfg, worker, test_tasks, (0.1, 1.0),
-                                                     (0, 4, 8))
-            entry["gradient_tracking"] = {"bytes": np.array(cumulative), **table}
+            tracking = run_grid("gradient_tracking", worker, test_tasks, [{"start": "zero", "step": 0.1},
+                                {"start": "task", "step": 1.0}], 8, np.array([0, 4, 8]), 64, cfg.model.batch_size)
+            entry["gradient_tracking"] = {**tracking["values"], "bytes": tracking["bytes"]}
             configs = [{"start": "zero", "step": 0.5, "consensus": 0.5}, {"start": "task", "step": 1.0, "consensus": 0.2}]
             for name in ("choco", "beer"):
                 grid = run_grid(name, worker, test_tasks[:2], configs, 6, np.arange(7), 64, cfg.model.batch_size)

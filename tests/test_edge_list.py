@@ -1,5 +1,5 @@
 """A user's own graph: edge list files (format, weights as mixing weights, the hints) and the
-examples shipped in topologies/."""
+examples shipped in surf_dist/problem/topologies/."""
 import json
 
 import numpy as np
@@ -65,7 +65,7 @@ def test_json_spec_with_weights_must_say_so(tmp_path):
 
 
 def test_shipped_examples_load_and_agree(tmp_path):
-    """topologies/my_graph.json names topologies/my_graph.edges; both give the same operator."""
+    """The preset my_graph.json names my_graph.edges beside it; both give the same operator."""
     from_json = load_topology_preset("my_graph")
     from_file = load_topology_preset(PRESET_DIR / "my_graph.edges")
     n = topo.edge_list_nodes(from_json)

@@ -11,9 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "surf_dist"
 MAX_LINES = 450
 # Files already over MAX_LINES when this test was written, each held at its size then: they may
 # shrink, never grow; at MAX_LINES or below, drop them from here. Split one rather than raise it.
-OVER_MAX_LINES = {
-    "problem/topology.py": 606,   # graph families, normalisations, edge lists, placement; to split (spectra.py: out)
-}
+OVER_MAX_LINES: dict[str, int] = {}
 DISTRIBUTED_MODULES = ("torch.distributed", "ray")
 DISTRIBUTED_HOMES = ("comm", "runtime")
 # The layers, top to bottom: a folder may import its own modules and those of every folder on a

@@ -1,5 +1,6 @@
 """Tests for surf_dist.problem.topology: generators, normalisations, validation, loaders, placement."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,21 +279,32 @@ def test_deterministic_family_is_same_every_call():
     assert (spec.sample(10) != spec.sample(10)).nnz == 0
 
 
-def test_presets_load_and_json_files_mirror_builtin_dict():
-    files = {path.stem: path for path in topo.PRESET_DIR.glob("*.json")
-             if json.loads(path.read_text())["family"] != "edge_list"}   # user-graph examples
-    assert set(files) == set(topo.BUILTIN_PRESETS)
-    for name, path in files.items():
-        assert json.loads(path.read_text()) == topo.BUILTIN_PRESETS[name], name
+PRESETS = ("erdos_renyi", "exponential", "grid", "my_graph", "paper_circulant", "random_geometric", "ring",
+           "small_world", "star", "torus")
+
+
+def test_presets_are_the_package_json_files_and_each_samples():
+    assert topo.available_presets() == PRESETS            # the names the CLI and configs use
+    for name in PRESETS:
         spec = topo.load_topology_preset(name)
-        assert spec == topo.spec_from_dict(topo.BUILTIN_PRESETS[name])
-        assert spec.sample(16, np.random.default_rng(0)).shape == (16, 16)
+        config = json.loads((topo.PRESET_DIR / f"{name}.json").read_text())
+        if spec.family != "edge_list":
+            assert spec == topo.spec_from_dict(config), name
+        n = 12 if spec.family == "edge_list" else 16
+        assert spec.sample(n, np.random.default_rng(0)).shape == (n, n), name
     assert topo.load_topology_preset("paper_circulant").family == "paper_circulant"
 
 
-def test_builtin_preset_used_when_folder_missing(monkeypatch, tmp_path):
-    monkeypatch.setattr(topo, "PRESET_DIR", tmp_path / "absent")
-    assert topo.load_topology_preset("ring") == topo.TopologySpec("ring", "metropolis")
+def test_preset_files_are_package_data():
+    """Every file of the presets' folder is matched by pyproject's package-data (an installed
+    package has its presets) and sits inside the package."""
+    import fnmatch
+    import tomllib
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["surf_dist.problem"]
+    files = sorted(p.name for p in topo.PRESET_DIR.iterdir())
+    assert topo.PRESET_DIR.parent == Path(topo.__file__).parent and files
+    assert [f for f in files if not any(fnmatch.fnmatch(f"topologies/{f}", pat) for pat in patterns)] == []
 
 
 def test_unknown_preset_and_unknown_keys(tmp_path):

@@ -24,7 +24,8 @@ from surf_dist.cli.main import main
 from surf_dist.comm.local import LocalCommunicator
 from surf_dist.io.config import preset, with_overrides
 from surf_dist.core.coordinator import draw_async_masks
-from surf_dist.core.evaluate import async_sweep, evaluate_unrolled, run_baseline
+from surf_dist.commands.bench.runner import run_grid
+from surf_dist.core.evaluate import async_sweep, evaluate_unrolled
 from surf_dist.methods.learned import UnrolledDGD
 from surf_dist.problem.softmax import loss_per_agent
 from surf_dist.runtime import run_job
@@ -92,9 +93,10 @@ def training_checks(cfg, worker) -> dict:
 def baseline_checks(cfg, worker) -> dict:
     tasks = worker.family.batch("test", range(cfg.eval.test_tasks))
     out = {}
+    configs = [{"start": start, "step": step} for start in ("zero", "task") for step in (0.1, 1.0)]
     for name in ("dsgd", "gradient_tracking"):
-        rounds, table, cumulative = run_baseline(name, cfg, worker, tasks, (0.1, 1.0), (0, 4, 8))
-        out[name] = {"rounds": np.array(rounds), "bytes": np.array(cumulative), **table}
+        run = run_grid(name, worker, tasks, configs, 8, (0, 4, 8), 256, cfg.model.batch_size)
+        out[name] = {"bytes": run["bytes"], "grad_evals": run["grad_evals"], **run["values"]}
     return out
 
 
@@ -186,6 +188,8 @@ def assert_tree_close(actual, expected, path=""):
         assert set(actual) == set(expected), path
         for key in expected:
             assert_tree_close(actual[key], expected[key], f"{path}/{key}")
+    elif isinstance(expected, list) and any(isinstance(e, dict) for e in expected):
+        assert actual == expected, path            # the baselines' choices (segments of configurations)
     else:
         np.testing.assert_allclose(np.asarray(actual, dtype=float), np.asarray(expected, dtype=float),
                                    err_msg=path, **TOL)

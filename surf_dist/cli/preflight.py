@@ -46,7 +46,7 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
             check_graph(mixed)
         except ValueError as err:
             raise ValueError(f"--mixture {entry}: {err}") from None
-    if resume:
+    if resume and args.command == "train":      # the bench's --resume: commands/bench/saved_baselines.py
         check_resumable(out, cfg, features, classes)
     if cfg.train.init_from and args.command in ("train", "demo", "experiment"):
         load_model_file(resolve_run(cfg.train.init_from) / "model.pt")

@@ -14,22 +14,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io.checkpoint import check_state_dict, load_model_file
 from ..comm.compress import parse_compressor
 from ..comm.local import LocalCommunicator
 from ..io.config import RunConfig, from_dict, mixture_task, with_overrides
 from ..core.engine import Worker
-from ..core.evaluate import async_sweep, evaluate_baselines, evaluate_centralized, evaluate_unrolled
+from ..core.evaluate import async_sweep, evaluate_unrolled
+from .bench.summary_curves import centralized_summary, tuned_baselines
 from ..runtime.pools import helper_pool, stop_pool
 from ..methods.learned import UnrolledDGD
+from ..core.models import fitted_model, load_model, run_config  # noqa: F401 - read as jobs.*
 from ..core.train import new_model, to_cpu, train
 
 
 def baselines_job(cfg: RunConfig, worker: Worker, progress: bool = True) -> dict:
     test_tasks = worker.family.batch("test", range(cfg.eval.test_tasks))
-    summary = {"methods": evaluate_baselines(cfg, worker, test_tasks, progress)}
+    summary = {"methods": tuned_baselines(cfg, worker, test_tasks, progress)}
     if worker.comm.rank == 0:
-        summary["centralized"] = evaluate_centralized(worker, test_tasks)
+        summary["centralized"] = centralized_summary(cfg, worker, test_tasks)
     return summary
 
 
@@ -55,42 +56,10 @@ def check_compressor(spec: str, said: str, d: int | None = None) -> None:
         compressor.check_fits(d, said)
 
 
-def run_config(run_dir: Path, files=None) -> RunConfig:
-    return load_model_file(Path(run_dir) / "model.pt", files)[1]
-
-
 def settings_of_runs(runs: list[str], overrides: dict[str, dict]) -> RunConfig:
     """The settings ``runs[0]`` was trained with, ``overrides`` (the command line's explicit
     settings) on top."""
     return with_overrides(run_config(Path(runs[0])), overrides)
-
-
-def load_model(run_dir: Path, worker: Worker) -> UnrolledDGD:
-    saved, cfg = load_model_file(Path(run_dir) / "model.pt", worker.files)
-    data = worker.family.dataset
-    model = fitted_model(Path(run_dir), saved, cfg, data.name, data.num_features, data.num_classes)
-    worker.comm.check_replicated(model.parameters(), f"model parameters of {run_dir}")   # before the first layer
-    return model.to(device=worker.device, dtype=worker.dtype)
-
-
-def fitted_model(run_dir: Path, saved: dict, cfg: RunConfig, dataset: str, num_features: int,
-                 num_classes: int) -> UnrolledDGD:
-    """The model of ``run_dir`` (its ``model.pt`` already loaded as ``saved``, trained with
-    ``cfg``) built for a dataset of ``num_features`` and ``num_classes``; a ValueError naming
-    both datasets if its network is tied to the size of the one it was trained on."""
-    model = UnrolledDGD(cfg.model, num_features + 1, num_classes)
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(getattr(v, "shape", ())) for k, v in saved["model"].items()}
-    if ours != theirs and set(ours) == set(theirs) and dataset != cfg.task.dataset:
-        from ..problem.datasets import SHAPES
-        trained = SHAPES.get(cfg.task.dataset, ("?", "?"))
-        raise ValueError(f"{run_dir} was trained on '{cfg.task.dataset}' ({trained[0]} features, {trained[1]} "
-                         f"classes) and its {cfg.model.local_net} local network is tied to that size; this "
-                         f"evaluation uses '{dataset}' ({num_features} features, {num_classes} classes): "
-                         f"evaluate it on '{cfg.task.dataset}' (drop --dataset) or train a run on '{dataset}'")
-    check_state_dict(saved["model"], ours, run_dir / "model.pt")
-    model.load_state_dict(saved["model"])
-    return model
 
 
 def evaluate_models(cfg: RunConfig, worker: Worker, models: dict[str, UnrolledDGD],
@@ -108,9 +77,9 @@ def evaluate_models(cfg: RunConfig, worker: Worker, models: dict[str, UnrolledDG
         summary["async"][name] = [sweep[level] for level in ec.async_levels]
         summary["permuted_labels"][name] = evaluate_unrolled(model, worker, permuted)["local_accuracy"][-1]
     if with_baselines:
-        summary["methods"].update(evaluate_baselines(cfg, worker, test_tasks, progress))
+        summary["methods"].update(tuned_baselines(cfg, worker, test_tasks, progress))
     if worker.comm.rank == 0:
-        summary["centralized"] = evaluate_centralized(worker, test_tasks)
+        summary["centralized"] = centralized_summary(cfg, worker, test_tasks)
     return summary
 
 
@@ -196,7 +165,7 @@ def baselines_detached(cfg_dict: dict, device: str = "cpu") -> dict:
     """The tuned baselines on the local backend in a helper process."""
     cfg = from_dict(cfg_dict)
     worker = local_worker(cfg, device)
-    return evaluate_baselines(cfg, worker, worker.family.batch("test", range(cfg.eval.test_tasks)), False)
+    return tuned_baselines(cfg, worker, worker.family.batch("test", range(cfg.eval.test_tasks)), False)
 
 
 def local_worker(cfg: RunConfig, device: str = "cpu") -> Worker:

@@ -12,24 +12,17 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .field_checks import ConfigError, check_types, choice, finite, json_type, positive
 from .file_checks import read_text_file
 
 LOCAL_NETS = ("compact", "paper")
 DESCENT_FUNCTIONS = ("loss", "grad_norm")
 OBJECTIVES = ("local", "pooled")
-STARTS = ("task", "zero")
+STARTS = ("zero", "task")          # W_0 = 0, or the task's W_0; the bench tries them in this order
 DTYPES = ("float32", "float64")
 ASYNC_MODES = ("zeros", "stale")
 MAX_ROUNDS = 100_000       # baseline rounds: each is run (issue 25: more were once recorded but not run)
 COMBINES = ("cta", "atc")
-
-
-class ConfigError(ValueError):
-    """A bad setting; ``field`` names it (``num_agents``), so the command line can name its flag."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -38,7 +31,7 @@ class TaskConfig:
     dataset: str = "digits"
     data_root: str = ""
     num_agents: int = 100
-    topology: str = "paper_circulant"      # preset name under topologies/ or a JSON path
+    topology: str = "paper_circulant"      # preset name (problem/topologies/) or a JSON path
     alpha: float = 0.7                     # Dirichlet label skew; math.inf -> IID
     samples_seen: int = 12                 # per agent, fed to the layers in mini-batches
     samples_held: int = 4                  # per agent, held out for the outer loss / accuracy
@@ -48,9 +41,9 @@ class TaskConfig:
     compress: str = "none"                 # what every message carries: none, qB, topk:K, randk:K (comm/compress.py)
 
     def __post_init__(self):
-        _check_types(self)
-        _finite(self, allow_inf=("alpha",))
-        _positive(self, "num_agents", "samples_seen", "samples_held")
+        check_types(self)
+        finite(self, allow_inf=("alpha",))
+        positive(self, "num_agents", "samples_seen", "samples_held")
         if self.num_agents < 2:
             raise ConfigError("num_agents", "num_agents must be at least 2 for a decentralized task, "
                               f"got {self.num_agents}")
@@ -87,12 +80,12 @@ class ModelConfig:
                                            # exact-diffusion / NIDS correction (c = beta = 1, taps (1/2, 1/2))
 
     def __post_init__(self):
-        _check_types(self)
-        _finite(self)
-        _positive(self, "num_layers", "num_hops", "batch_size", "hidden", "local_steps")
-        _choice(self, "local_net", LOCAL_NETS)
-        _choice(self, "start", STARTS)
-        _choice(self, "combine", COMBINES)
+        check_types(self)
+        finite(self)
+        positive(self, "num_layers", "num_hops", "batch_size", "hidden", "local_steps")
+        choice(self, "local_net", LOCAL_NETS)
+        choice(self, "start", STARTS)
+        choice(self, "combine", COMBINES)
         if self.warmup_steps < 0:
             raise ConfigError("warmup_steps", f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.warmup_steps and self.local_net != "compact":
@@ -127,12 +120,12 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        _check_types(self)
-        _finite(self)
-        _positive(self, "steps", "tasks_per_step", "val_every", "val_tasks")
-        _choice(self, "descent", DESCENT_FUNCTIONS)
-        _choice(self, "objective", OBJECTIVES)
-        _choice(self, "dtype", DTYPES)
+        check_types(self)
+        finite(self)
+        positive(self, "steps", "tasks_per_step", "val_every", "val_tasks")
+        choice(self, "descent", DESCENT_FUNCTIONS)
+        choice(self, "objective", OBJECTIVES)
+        choice(self, "dtype", DTYPES)
         if not 0 <= self.eps < 1:
             raise ConfigError("eps", f"eps must lie in [0, 1), got {self.eps}")
         if not 0 < self.lr_floor <= 1:
@@ -154,32 +147,25 @@ class EvalConfig:
     baseline_rounds: int = 500
     eval_points: tuple[int, ...] = (0, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 100, 125, 150, 200,
                                      250, 300, 400, 500)
-    step_grid: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
-    tune_tasks: int = 3
+    tune_tasks: int = 3                    # validation tasks the baselines are tuned on (the bench's rule)
     async_levels: tuple[int, ...] = (0, 1, 2, 5, 10)
     async_draws: int = 20
     async_mode: str = "zeros"
-    local_steps: int = 4                   # DFedAvgM local steps per round
-    momentum: float = 0.9                  # DFedAvgM momentum
 
     def __post_init__(self):
-        _check_types(self)
-        _finite(self)
-        _positive(self, "test_tasks", "baseline_rounds", "tune_tasks", "async_draws", "local_steps")
-        _choice(self, "async_mode", ASYNC_MODES)
+        check_types(self)
+        finite(self)
+        positive(self, "test_tasks", "baseline_rounds", "tune_tasks", "async_draws")
+        choice(self, "async_mode", ASYNC_MODES)
         if self.baseline_rounds > MAX_ROUNDS:
             raise ConfigError("baseline_rounds", f"baseline_rounds must be at most {MAX_ROUNDS:,} (every round is "
                               f"run, none is skipped), got {self.baseline_rounds:,}")
-        if any(s <= 0 for s in self.step_grid) or not self.step_grid:
-            raise ConfigError("step_grid", f"step_grid must hold positive step sizes, got {list(self.step_grid)}")
         if (not self.eval_points or sorted(self.eval_points) != list(self.eval_points)
                 or self.eval_points[0] != 0):
             raise ConfigError("eval_points", "eval_points must be increasing and start at 0, "
                               f"got {list(self.eval_points)}")
         if any(level < 0 for level in self.async_levels):
             raise ConfigError("async_levels", f"async_levels must be >= 0, got {list(self.async_levels)}")
-        if self.momentum < 0:
-            raise ConfigError("momentum", f"momentum must be >= 0, got {self.momentum}")
 
 
 @dataclass(frozen=True)
@@ -226,8 +212,9 @@ def _jsonable(obj):
 def _section(cls, data, where: str):
     if not isinstance(data, dict):
         raise ConfigError(where, f"config section '{where}' must be a JSON object of settings, "
-                                 f"got {_json_type(data)}")
+                                 f"got {json_type(data)}")
     names = {f.name for f in dataclasses.fields(cls)}
+    data = {key: value for key, value in data.items() if key not in RETIRED_KEYS.get(where, ())}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(unknown[0], f"unknown key(s) {unknown} in config section '{where}'; "
@@ -239,12 +226,16 @@ def _section(cls, data, where: str):
 
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+# Keys of older configs (and of the models saved with them), read and ignored: the baselines'
+# own step grid and DFedAvgM settings gave way to the bench's grids and tuning rule
+# (``BenchConfig``), which every command uses.
+RETIRED_KEYS = {"eval": ("step_grid", "local_steps", "momentum")}
 
 
 def from_dict(data) -> RunConfig:
     if not isinstance(data, dict):
         raise ConfigError("", f"a config must be a JSON object with sections {sorted(SECTIONS)}, "
-                              f"got {_json_type(data)}")
+                              f"got {json_type(data)}")
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(unknown[0], f"unknown config section(s) {unknown}; valid: {sorted(SECTIONS)}")
@@ -316,77 +307,6 @@ def with_overrides(config: RunConfig, overrides: dict[str, dict]) -> RunConfig:
     return from_dict(data)
 
 
-def _json_type(value) -> str:
-    """How a JSON value reads to the user: null, true, a string, a list, ..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    names = {str: "a string", list: "a list", tuple: "a list", dict: "an object", int: "an integer",
-             float: "a number"}
-    return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value, default=str)[:40]})"
-
-
-ELEMENT_KINDS = {"tuple[int, ...]": "int", "tuple[float, ...]": "float", "tuple[str, ...]": "str"}
-
-
-def _check_types(obj) -> None:
-    """Every field holds its declared type, named in the error: an int field takes no bool and
-    no string, a float field also takes an int (stored as float), a tuple field a list of its
-    element type. Runs before every other check of a section."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        where = f"{type(obj).__name__.removesuffix('Config').lower()}.{f.name}"
-        if f.type in ELEMENT_KINDS:
-            if not isinstance(value, (list, tuple)):
-                raise ConfigError(f.name, f"{where} must be a list of {ELEMENT_KINDS[f.type]}s, "
-                                          f"got {_json_type(value)}")
-            kind = ELEMENT_KINDS[f.type]
-            items = tuple(_typed(v, kind, f.name, f"{where}[{i}]") for i, v in enumerate(value))
-            object.__setattr__(obj, f.name, items)
-        else:
-            object.__setattr__(obj, f.name, _typed(value, f.type, f.name, where))
-
-
-def _typed(value, kind: str, field_name: str, where: str):
-    if kind == "bool":
-        ok = isinstance(value, bool)
-    elif kind == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif kind == "str":
-        ok = isinstance(value, str)
-    else:
-        raise AssertionError(f"no type check for {kind}")
-    if not ok:
-        wanted = {"bool": "true or false", "int": "an integer", "float": "a number",
-                  "str": "a string"}[kind]
-        raise ConfigError(field_name, f"{where} must be {wanted}, got {_json_type(value)}")
-    return value
-
-
-def _finite(obj, allow_inf=()):
-    """Every float field must be a number (NaN never; inf only where it means something)."""
-    for f in dataclasses.fields(obj):
-        values = getattr(obj, f.name)
-        for v in values if isinstance(values, tuple) else (values,):
-            if isinstance(v, float) and (math.isnan(v) or (math.isinf(v) and f.name not in allow_inf)):
-                raise ConfigError(f.name, f"{type(obj).__name__}.{f.name} must be a finite number, got {v}")
-
-
-def _positive(obj, *names):
-    for name in names:
-        if getattr(obj, name) < 1:
-            raise ConfigError(name, f"{name} must be a positive integer, got {getattr(obj, name)}")
-
-
-def _choice(obj, name, choices):
-    if getattr(obj, name) not in choices:
-        raise ConfigError(name, f"{name} must be one of {choices}, got {getattr(obj, name)!r}")
-
-
 # The default network: adapt then combine, started as exact diffusion / NIDS with 4 local sub-steps.
 ATC_NIDS = ModelConfig(num_layers=20, num_hops=1, local_steps=4, start="zero", combine="atc", momentum=True,
                        momentum_init=1.0, correction=True, zero_init=True)
@@ -428,7 +348,7 @@ PRESETS: dict[str, RunConfig] = {
         model=ModelConfig(num_layers=4, num_hops=2, batch_size=4, hidden=8),
         train=TrainConfig(steps=6, tasks_per_step=2, val_every=3, val_tasks=2),
         eval=EvalConfig(test_tasks=2, baseline_rounds=20, eval_points=(0, 2, 4, 8, 12, 20),
-                        step_grid=(0.1, 1.0), tune_tasks=2, async_levels=(0, 1, 2), async_draws=2),
+                        tune_tasks=2, async_levels=(0, 1, 2), async_draws=2),
     ),
 }
 

@@ -136,7 +136,7 @@ def results_json(data, name: str, **options) -> str:
         else:
             at = f" (entry {index})" if index is not None else ""
         raise FloatingPointError(f"the run diverged: {where} is {value}{at}, so {name} was not written (a "
-                                 "result with NaN is no result); lower the step sizes (eval.step_grid, --lr) or check "
+                                 "result with NaN is no result); lower the step sizes (--lr) or check "
                                  "the model")
     return json.dumps(data, allow_nan=False, **options)
 

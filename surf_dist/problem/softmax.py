@@ -12,6 +12,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# What every method is scored by, on held-out data: ``accuracy`` pooled over the task's agents (the
+# headline), ``local_accuracy`` each agent on its own, ``loss`` the cross-entropy. The bench breaks
+# ties between configurations in this order.
+METRICS = ("accuracy", "local_accuracy", "loss")
+
 
 def num_params(num_features: int, num_classes: int) -> int:
     """d = (p + 1) * C for p raw features (the bias column is added by ``add_bias``)."""

@@ -25,6 +25,7 @@ from ...methods.registry import METHODS
 from .limit import limit_on_test, limit_rounds, sampled_agents
 from .protocol import METRICS, BenchConfig, report_task_indices, val_task_indices
 from .runner import baseline_job, centralized_on_test, learned_on_test, methods_of
+from .saved_baselines import resumed_baselines, save_baseline, settings_of
 
 DEFAULT_RUNS = ("pretrained", "pretrained:r1", "pretrained:r2", "pretrained:r3", "pretrained:r5", "pretrained:cta")
 
@@ -57,22 +58,35 @@ def split_methods(names: list[str], bench: BenchConfig) -> tuple[list[str], list
     return bins
 
 
-def baselines_detached(cfg_dict: dict, bench_dict: dict, names: list[str], choices: dict | None = None) -> dict:
+def baselines_detached(cfg_dict: dict, bench_dict: dict, names: list[str], choices: dict | None = None,
+                       save_to: str | None = None) -> dict:
     """Some baselines on the local backend, in a helper process."""
     from ..jobs import local_worker
     keep_freed_memory()
     cfg, bench = from_dict(cfg_dict), BenchConfig(**bench_dict)
     worker = local_worker(cfg)
-    return {n: baseline_job(n, worker, bench, cfg.model.batch_size, _say, (choices or {}).get(n)) for n in names}
+    return {n: saved_job(n, worker, cfg_dict, bench, _say, choices, save_to) for n in names}
+
+
+def saved_job(name: str, worker: Worker, cfg_dict: dict, bench: BenchConfig, say, choices: dict | None,
+              save_to: str | None) -> dict:
+    """``baseline_job``, its result then saved in ``save_to`` (rank 0; None: not saved)."""
+    choice = (choices or {}).get(name)
+    result = baseline_job(name, worker, bench, cfg_dict["model"]["batch_size"], say, choice)
+    if save_to and worker.comm.rank == 0:
+        save_baseline(save_to, name, result, settings_of(cfg_dict, bench.__dict__, choice))
+    return result
 
 
 def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str, str]],
               meta_training: dict, progress: bool = True, choices: dict | None = None,
-              skip: tuple[str, ...] = (), limit_at: list[int] | None = None, centralized: bool = True) -> dict:
+              skip: tuple[str, ...] = (), limit_at: list[int] | None = None, centralized: bool = True,
+              save_to: str | None = None) -> dict:
     """Every worker runs this; rank 0's result holds the raw per-task arrays. ``choices``:
     {baseline: its validation choices saved by an earlier bench}, replayed instead of tuning.
     ``skip``: baselines not run (their results come from an earlier bench); ``limit_at``: the
-    round budgets of the information limit (None: not computed); ``centralized``: compute it."""
+    round budgets of the information limit (None: not computed); ``centralized``: compute it;
+    ``save_to``: the folder each baseline's result is saved in as it finishes (``saved_baselines``)."""
     bc = BenchConfig(**bench)
     keep_freed_memory()           # 2x faster passes; runner.run_grid hands the memory back after each
     say = _say if worker.comm.rank == 0 else (lambda *_: None)
@@ -82,10 +96,10 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
     if isinstance(worker.comm, LocalCommunicator) and (os.cpu_count() or 1) > 1 and len(names) > 1:
         mine, theirs = split_methods(names, bc)
         side = helper_pool(1)
-        future = side.submit(baselines_detached, cfg.to_dict(), bench, theirs, choices)
+        future = side.submit(baselines_detached, cfg.to_dict(), bench, theirs, choices, save_to)
         say(f"baselines {', '.join(theirs)} in a helper process")
     try:
-        baselines = {n: baseline_job(n, worker, bc, cfg.model.batch_size, say, (choices or {}).get(n)) for n in mine}
+        baselines = {n: saved_job(n, worker, cfg.to_dict(), bc, say, choices, save_to) for n in mine}
         test_tasks = [t for d in range(bc.draws) for t in worker.family.batch("test", report_task_indices(bc, d))]
         learned = {}
         val_tasks = worker.family.batch("val", val_task_indices(bc))
@@ -161,6 +175,9 @@ def add_arguments(parser) -> None:
                              "or a tuned_baselines.json) on this bench's test draws instead of tuning again: "
                              "validation tasks do not depend on --report-seed, so a fresh report seed costs only "
                              "the chosen configurations' test runs")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed bench in --out: the baselines it saved there (baselines/*.pt, "
+                             "each as it finished) are not run again; refused if they were made with other settings")
 
 
 def listed_names(text: str | None, flag: str) -> tuple[str, ...]:
@@ -281,7 +298,7 @@ def check_arguments(args, cfg: RunConfig) -> None:
     """The bench's settings and models, checked (ValueError) before anything is written."""
     bc = bench_config(args)
     methods_of(bc)
-    saved_choices(args, cfg, bc)
+    resumed_baselines(args, cfg, bc, saved_choices(args, cfg, bc))
     reused_results(args, cfg, bc)
     for label, rounds in model_rounds(learned_runs(args.models)).items():
         if rounds > bc.rounds:
@@ -315,13 +332,18 @@ def run_bench(args, cfg: RunConfig, out: Path, progress: bool) -> int:
         fresh = [n for n in methods_of(bc) if n not in choices]
         _say(f"validation choices of {args.choices_from} replayed for {', '.join(choices) or 'no baseline'}"
              + (f"; tuning {', '.join(fresh)} here (no saved choices for their current update)" if fresh else ""))
+    resumed = resumed_baselines(args, cfg, bc, choices)
+    if resumed:
+        _say(f"--resume: {', '.join(resumed)} saved in {out / 'baselines'}, not run again")
     start = time.perf_counter()
     raw = run_job(bench_job, cfg, args.backend, args.workers, args.device, progress=progress,
-                  bench=bc.__dict__, runs=runs, meta_training=meta, skip=skip, limit_at=limit_at,
-                  centralized="centralized" not in earlier, choices=choices)
+                  bench=bc.__dict__, runs=runs, meta_training=meta, skip=skip + tuple(resumed), limit_at=limit_at,
+                  centralized="centralized" not in earlier, choices=choices,
+                  save_to=str(out) if args.backend != "ray" else None)     # Ray actors may sit on other hosts
     if raw is None or not is_coordinator():
         return 0
-    raw["baselines"] = {n: (earlier["baselines"][n] if n in skip else raw["baselines"][n]) for n in methods_of(bc)}
+    raw["baselines"] = {n: (earlier["baselines"][n] if n in skip else resumed[n] if n in resumed
+                            else raw["baselines"][n]) for n in methods_of(bc)}
     for key in ("centralized", "limit"):
         if key not in raw and key in earlier:
             raw[key] = earlier[key]

@@ -53,7 +53,7 @@ class ReplicaProblem:
         """grad f_i of every replica: X_i^T (softmax(X_i W_i) - onehot(y_i)) / m, (N, D)."""
         N, m, _ = X_nmp.shape
         E = torch.softmax(self._logits(W_nD, X_nmp), dim=-1)
-        E = E - F.one_hot(Y_nm, self.C).to(E.dtype)[:, :, None, :]
+        E.sub_(F.one_hot(Y_nm, self.C).to(E.dtype)[:, :, None, :])
         return torch.bmm(X_nmp.transpose(1, 2), E.reshape(N, m, -1)).reshape(N, -1) / m
 
     def full(self, W_nD: torch.Tensor) -> torch.Tensor:

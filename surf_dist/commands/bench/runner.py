@@ -1,254 +1,30 @@
-"""Running the bench on one worker: baselines tuned on validation tasks, then every method on
-the test draws, every round (the protocol is ``protocol.py``; the files are ``report.py``).
+"""Running the bench on one worker: baselines tuned on validation tasks (``search.py``), then
+every method on the test draws, every round (the protocol is ``protocol.py``; the files are
+``report.py``).
 
 Every worker of a backend runs ``bench_job``; a baseline's grid runs as replicas of the tasks
-(``replicas.py``), so a tuning run is one pass over the rounds whatever the grid's size.
+(``grid_run.py``, ``replicas.py``), so a tuning run is one pass over the rounds whatever the
+grid's size.
 """
 from __future__ import annotations
 
 import dataclasses
-
-import itertools
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import jobs
-from ...core._malloc import release_freed_memory
+from ...core.evaluate import centralized_on_test  # noqa: F401 - read as runner.*
 from ...core.descent_stats import summarize_descent, unrolled_statistics
 from ...core.engine import Worker
+from ...core.models import load_model, run_config
 from ...methods.registry import METHODS
-from ...methods.accelerated import spectral_lambda2
-from ...problem.softmax import correct_per_agent, loss_per_agent, pooled_accuracy, solve_centralized
-from ...problem.tasks import materialize
 from ...core.train import unroll
-from .protocol import METRICS, STARTS, BenchConfig, Grid, choose, report_task_indices, val_task_indices
-from .replicas import ReplicaProblem, task_means
-
-CHUNK = 24                  # replicas per pass: larger blocks fall out of the caches (measured)
-TASK_BLOCK = 10             # tasks per pass: 3 draws of 10 at once held 11 GB per process (measured)
-TUNE_SCHEDULE = ((30, 1), (100, 5), (200, 10), (None, 25))   # (up to round, every) of the tuning budgets
-
-
-def tuning_rounds(rounds: int) -> np.ndarray:
-    """The round budgets at which choices are made: every round up to 30, then every 5 to 100,
-    every 10 to 200, every 25 beyond, and the last; between two, the earlier one's choice holds."""
-    budgets, start = [], 0
-    for until, every in TUNE_SCHEDULE:
-        stop = rounds if until is None else min(until, rounds)
-        budgets.extend(range(start, stop + 1, every))
-        start = stop
-    return np.union1d(budgets, [rounds])
-
-
-# --------------------------------------------------------------------------- one grid run
-
-def run_grid(name: str, worker: Worker, tasks, configs: list[dict], rounds: int, at_rounds, pool_cap: int,
-             batch_size: int, pooled_at: np.ndarray | None = None) -> dict:
-    """Method ``name`` with every configuration of ``configs`` (one discrete setting, any
-    continuous values and starts) on ``tasks``, in chunks of ``CHUNK`` replicas: per-task means
-    at ``at_rounds`` {metric: (len(at_rounds), T, R)}, and per round the bytes and gradient
-    evaluations per agent. ``pooled_at`` (rounds + 1, R) bool: where the pooled accuracy is
-    needed (default: at every round of ``at_rounds``); NaN elsewhere."""
-    rows = []
-    for j in range(0, len(tasks), TASK_BLOCK):
-        parts = []
-        for i in range(0, len(configs), CHUNK):
-            parts.append(_run_chunk(name, worker, tasks[j:j + TASK_BLOCK], configs[i:i + CHUNK], rounds, at_rounds,
-                                    pool_cap, batch_size, None if pooled_at is None else pooled_at[:, i:i + CHUNK]))
-            release_freed_memory()      # the pass's arrays, kept by the allocator (bench_job), go back
-        rows.append({"values": {k: np.concatenate([p["values"][k] for p in parts], axis=2) for k in METRICS},
-                     "bytes": parts[0]["bytes"], "grad_evals": parts[0]["grad_evals"]})
-    return {"values": {k: np.concatenate([r["values"][k] for r in rows], axis=1) for k in METRICS},
-            "bytes": rows[0]["bytes"], "grad_evals": rows[0]["grad_evals"]}
-
-
-def _run_chunk(name, worker, tasks, configs, rounds, at_rounds, pool_cap, batch_size, pooled_at):
-    method = METHODS[name]
-    shards = worker.load(tasks)
-    R = len(configs)
-    stream = list(METHODS).index(name) + 1
-    batches = lambda i: worker.positions(tasks, [i], batch_size, stream)[0]
-    prob = ReplicaProblem(shards, worker.family.num_classes, R, batches, pool_cap, worker.comm)
-    worker.comm.replicas(R, worker.family.num_classes)     # a compressor acts on each replica's message
-    zero = torch.zeros_like(shards.init_weights)
-    W0 = prob.stack([zero if c["start"] == "zero" else shards.init_weights for c in configs])
-    hyper = {}
-    for key in method.continuous:
-        hyper[key] = prob.columns(torch.tensor([c[key] for c in configs], dtype=W0.dtype, device=W0.device))
-    for key in method.discrete:
-        hyper[key] = configs[0][key]
-    if method.needs_spectrum:
-        per_task = torch.tensor([spectral_lambda2(t.shift) for t in tasks], dtype=W0.dtype, device=W0.device)
-        hyper["lambda2"] = per_task[shards.task_of_node.to(W0.device)][:, None]
-    wanted = set(int(r) for r in at_rounds)
-    table = {k: [] for k in METRICS}
-    evals = []
-    with torch.no_grad():
-        for r, (W, grad_evals) in enumerate(method.run(W0, prob, worker.comm, hyper, rounds)):
-            evals.append(grad_evals)
-            if r in wanted:
-                keep = None if pooled_at is None else np.flatnonzero(pooled_at[r]).tolist()
-                for k, v in prob.metrics(W, keep).items():
-                    table[k].append(task_means(worker.comm, v, shards.task_of_node, len(tasks)).numpy())
-    per_round_bytes = [0.0] + worker.comm.bytes_curve()
-    return {"values": {k: np.stack(v) for k, v in table.items()},
-            "bytes": np.array(per_round_bytes[:rounds + 1]) / R, "grad_evals": np.array(evals, dtype=float)}
-
-
-# --------------------------------------------------------------------------- tuning
-
-def grids_of(name: str, bench: BenchConfig) -> dict[str, Grid]:
-    method = METHODS[name]
-    grids = {}
-    for key in method.continuous:
-        values = {"momentum": bench.momentum_grid, "consensus": bench.consensus_grid}.get(key, bench.step_grid)
-        grids[key] = Grid(key, list(values))
-    for key, values in method.discrete.items():
-        grids[key] = Grid(key, list(values), bench.max_local_steps if key == "local_steps" else math.inf)
-    return grids
-
-
-def config_key(config: dict) -> tuple:
-    return tuple(sorted(config.items()))
-
-
-MOMENTUM_ANCHOR = 0.9      # the momentum at which a two-hyperparameter method's step line starts
-
-
-class Search:
-    """The configurations of one baseline tried on the validation tasks, and their values.
-
-    One-hyperparameter methods: the whole grid (x discrete values x starts). Step and momentum:
-    coordinate-wise, per start: every step at momentum 0.9, then every momentum at the step
-    chosen most often (pooled accuracy, budgets >= ``edge_min_round``), then every step at the
-    momentum chosen most often; each hyperparameter sees its whole grid, at a third of the
-    9 x 9 product's cost. A choice at a grid's edge extends that grid (``extend``)."""
-
-    def __init__(self, name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int,
-                 say=lambda _: None):
-        self.name, self.worker, self.tasks, self.bench, self.batch_size = name, worker, val_tasks, bench, batch_size
-        self.say = say
-        self.method = METHODS[name]
-        self.grids = grids_of(name, bench)
-        self.at = tuning_rounds(bench.rounds)
-        self.configs: list[dict] = []
-        self.columns: dict[str, list] = {k: [] for k in METRICS}
-        self.done: set = set()
-
-    def lines(self, fixed: dict) -> list[dict]:
-        """Every configuration that varies ``self.method.continuous`` over the grids, except the
-        names in ``fixed`` (start, hyperparameter -> value) held."""
-        free = [k for k in self.method.continuous if k not in fixed]
-        out = []
-        discrete = list(self.method.discrete)
-        for combo in itertools.product(*(self.grids[k].values for k in discrete)):
-            for vals in itertools.product(*(self.grids[k].values for k in free)):
-                for start in ([fixed["start"]] if "start" in fixed else STARTS):
-                    config = {"start": start, **dict(zip(discrete, combo)), **dict(zip(free, vals)),
-                              **{k: v for k, v in fixed.items() if k != "start"}}
-                    out.append(config)
-        return out
-
-    def run(self, configs: list[dict]) -> None:
-        todo = []
-        for c in configs:
-            if config_key(c) not in self.done:
-                todo.append(c)
-                self.done.add(config_key(c))
-        groups: dict[tuple, list[dict]] = {}
-        for c in todo:
-            groups.setdefault(tuple(c[k] for k in self.method.discrete), []).append(c)
-        for setting, members in groups.items():
-            fixed = ", ".join(f"{k} {v}" for k, v in zip(self.method.discrete, setting))
-            self.say(f"{self.name}: tuning {len(members)} configurations{' at ' + fixed if fixed else ''}, "
-                     f"{self.bench.rounds} rounds ({len(self.configs)} done)")
-            out = run_grid(self.name, self.worker, self.tasks, members, self.bench.rounds, self.at,
-                           self.bench.pool_cap, self.batch_size)
-            for k in METRICS:
-                self.columns[k].append(out["values"][k].mean(axis=1))          # (B, R): mean over tasks
-            self.configs.extend(members)
-
-    @property
-    def values(self) -> dict[str, np.ndarray]:
-        return {k: np.concatenate(self.columns[k], axis=1) for k in METRICS}
-
-    def chosen(self, metrics=METRICS, start: str | None = None) -> list[int]:
-        """Indices chosen at the budgets >= edge_min_round (with repeats: one per budget and metric)."""
-        values = self.values
-        rows = self.at >= self.bench.edge_min_round
-        allowed = None if start is None else np.array([c["start"] == start for c in self.configs])
-        return [int(i) for m in metrics for i in choose(values[m], values["loss"], m, allowed)[rows]]
-
-    def modal(self, key: str, start: str) -> float:
-        picks = [self.configs[i][key] for i in self.chosen(("accuracy",), start)]
-        return max(set(picks), key=picks.count)
-
-    def search(self) -> None:
-        if set(self.method.continuous) == {"step", "momentum"}:
-            for start in STARTS:
-                self.run(self.lines({"start": start, "momentum": MOMENTUM_ANCHOR}))
-                self.run(self.lines({"start": start, "step": self.modal("step", start)}))
-                self.run(self.lines({"start": start, "momentum": self.modal("momentum", start)}))
-        else:
-            self.run(self.lines({}))
-
-    def extend(self) -> int:
-        """Grow every grid whose edge value is chosen (at a budget >= edge_min_round, for any
-        metric) by one value beyond that edge, and try it in place of the edge value in each
-        configuration chosen there; repeat up to ``max_extensions`` times. Returns how many."""
-        for extensions in range(self.bench.max_extensions):
-            chosen = [self.configs[i] for i in set(self.chosen())]
-            grown = {k: g.extend({c[k] for c in chosen}) for k, g in self.grids.items()}
-            grown = {k: v for k, v in grown.items() if v}
-            if not grown:
-                return extensions
-            new = []
-            for key, values in grown.items():      # one step beyond the edge, from the choices on it
-                for v in values:
-                    edge = _neighbour(self.grids[key].values, v)
-                    new += [{**c, key: v} for c in chosen if c[key] == edge]
-            self.run(new)
-        return self.bench.max_extensions
-
-    def at_edge(self) -> dict:
-        out = {}
-        values = self.values
-        rows = self.at >= self.bench.edge_min_round
-        for metric in METRICS:
-            idx = set(choose(values[metric], values["loss"], metric)[rows].tolist())
-            for key, grid in self.grids.items():
-                picked = {self.configs[i][key] for i in idx}
-                edges = picked & {min(grid.values), max(grid.values)}
-                if key == "momentum":
-                    edges.discard(0.0)          # no momentum: a natural edge, nothing beyond it
-                if key == "consensus":
-                    edges.discard(1.0)          # the full consensus step: a natural edge
-                if edges and len(grid.values) > 1:
-                    out.setdefault(metric, {})[key] = sorted(edges)
-        return out
-
-
-def _neighbour(values: list, v) -> object:
-    """The grid value next to ``v`` (an end value just added): the former edge."""
-    i = values.index(v)
-    return values[i - 1] if i == len(values) - 1 else values[i + 1]
-
-
-def tune(name: str, worker: Worker, val_tasks, bench: BenchConfig, batch_size: int, say) -> dict:
-    """Validation means of the searched configurations at the tuning rounds (``Search``).
-    Returns {"configs", "values": {metric: (B, configs)}, "at", "grids", "extensions", "at_edge"}."""
-    start = time.perf_counter()
-    s = Search(name, worker, val_tasks, bench, batch_size, say)
-    s.search()
-    extensions = s.extend()
-    say(f"{name}: tuned {len(s.configs)} configurations on {len(val_tasks)} validation tasks "
-        f"({time.perf_counter() - start:.0f} s, {extensions} grid extension(s))")
-    return {"configs": s.configs, "values": s.values, "at": s.at, "grids": {k: g.values for k, g in s.grids.items()},
-            "extensions": extensions, "at_edge": s.at_edge()}
+from ...io.config import STARTS
+from .protocol import METRICS, BenchConfig, choose, report_task_indices, val_task_indices
+from .grid_run import TUNE_SCHEDULE, run_grid, tuning_rounds  # noqa: F401 - run_grid, tuning_rounds read as runner.*
+from .search import config_key, tune
 
 
 def selections(tuned: dict, rounds: int) -> dict:
@@ -368,7 +144,7 @@ def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=Non
     from the same start
     also its last layer's values there {metric: (T,)} (an optimizer that memorised the training
     labels falls there)."""
-    model = jobs.load_model(Path(run_dir), worker)
+    model = load_model(Path(run_dir), worker)
     T = len(test_tasks)
     with torch.no_grad():
         shards, Ws = unroll(model, worker, test_tasks)
@@ -377,7 +153,7 @@ def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=Non
     cumulative = [0.0] + worker.comm.bytes_curve()
     K = cfg.num_hops
     steps = cfg.local_steps if cfg.local_net == "compact" else 1
-    trained = jobs.run_config(Path(run_dir), worker.files).train
+    trained = run_config(Path(run_dir), worker.files).train
     descent = summarize_descent(unrolled_statistics(shards, Ws, worker.comm, T, trained.eps, trained.descent))
     out = {**{k: np.stack([m[k].numpy() for m in per_layer], axis=1) for k in METRICS},
            "rounds": [l * K for l in range(len(Ws))],
@@ -396,22 +172,6 @@ def learned_on_test(run_dir: str, worker: Worker, test_tasks, permuted_tasks=Non
             out[key] = {k: v.numpy() for k, v in worker.metrics(Ws[-1], shards, shards.task_of_node, T).items()}
         model.config = cfg
     return out
-
-
-def centralized_on_test(worker: Worker, test_tasks, pool_cap: int) -> dict:
-    """The centralized optimum of each test task's pooled seen data, scored like the methods:
-    {metric: (T,)} (a reference computed from every agent's data, not a federated method)."""
-    family = worker.family
-    everyone = np.arange(family.config.num_agents)
-    out = {k: [] for k in METRICS}
-    for task in test_tasks:
-        sh = materialize(family.dataset, [task], everyone, family.config.feature_noise, torch.float64)
-        w = solve_centralized(sh.X_seen.reshape(-1, sh.X_seen.shape[-1]), sh.Y_seen.reshape(-1), family.num_classes)
-        W = w[None].expand(len(everyone), -1)
-        out["loss"].append(float(loss_per_agent(W, sh.X_held, sh.Y_held).mean()))
-        out["local_accuracy"].append(float(correct_per_agent(W, sh.X_held, sh.Y_held).mean()))
-        out["accuracy"].append(float(pooled_accuracy(w[None], sh.X_pool[0][:pool_cap], sh.Y_pool[0][:pool_cap])[0]))
-    return {k: np.array(v) for k, v in out.items()}
 
 
 def methods_of(bench: BenchConfig) -> list[str]:

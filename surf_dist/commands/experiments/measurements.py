@@ -15,7 +15,8 @@ import numpy as np
 from .. import jobs
 from ...io.config import RunConfig, with_overrides
 from ...core.descent_stats import exceeds, layer_statistics, summarize_descent
-from ...core.evaluate import async_sweep, evaluate_baselines, evaluate_centralized, evaluate_unrolled
+from ...core.evaluate import async_sweep, evaluate_unrolled
+from ..bench.summary_curves import centralized_summary, tuned_baselines
 
 
 def layers_experiment(cfg: RunConfig, worker, models: dict, say) -> dict:
@@ -99,15 +100,15 @@ def communication_experiment(cfg: RunConfig, worker, models: dict, progress: boo
         summary["centralized"] = saved["centralized"]
     else:
         say(f"communication: tuned baselines to {cfg.eval.baseline_rounds} rounds")
-        summary["methods"].update(evaluate_baselines(cfg, worker, tasks, progress))
+        summary["methods"].update(tuned_baselines(cfg, worker, tasks, progress))
         if worker.comm.rank == 0:
             say("communication: centralized optimum")
-            summary["centralized"] = evaluate_centralized(worker, tasks)
+            summary["centralized"] = centralized_summary(cfg, worker, tasks)
     return {"experiment": "communication", "summary": summary, "key": communication_numbers(summary),
             "baselines_from": baselines_dir}
 
 
-EVAL_KEYS = ("test_tasks", "baseline_rounds", "eval_points", "step_grid", "tune_tasks", "local_steps", "momentum")
+EVAL_KEYS = ("test_tasks", "baseline_rounds", "eval_points", "tune_tasks")
 
 
 
@@ -173,10 +174,10 @@ def transfer_experiment(cfg: RunConfig, worker, models: dict, topologies, test_a
         tworker = make_worker(tcfg, worker.comm, worker.device, worker.inputs)
         tasks = tworker.family.batch("test", range(tcfg.eval.test_tasks))
         methods = {name: evaluate_unrolled(model, tworker, tasks) for name, (model, _) in models.items()}
-        methods.update(evaluate_baselines(tcfg, tworker, tasks, progress, names=("dgd",)))
+        methods.update(tuned_baselines(tcfg, tworker, tasks, progress, names=("dgd",)))
         summary = {"methods": methods}
         if worker.comm.rank == 0:
-            summary["centralized"] = evaluate_centralized(tworker, tasks)
+            summary["centralized"] = centralized_summary(tcfg, tworker, tasks)
         key = communication_numbers(summary)
         for name in models:
             key["methods"][name]["held_loss_rises"] = int(sum(exceeds(np.asarray(methods[name]["loss"]))))
