@@ -27,7 +27,7 @@ def table(path: str) -> str:
     for label, c in r["comparisons"].items():
         eb, lim = c["every_budget"], c.get("limit", {})
         cells = [f"{eb[k]['learned']:.3f} ({100 * eb[k]['difference']['mean']:+.1f} [{100 * eb[k]['difference']['low']:+.1f}, "
-                 f"{100 * eb[k]['difference']['high']:+.1f}])" for k in BUDGETS if k in eb]
+                 f"{100 * eb[k]['difference']['high']:+.1f}])" if k in eb else "-" for k in BUDGETS]
         ratio, gap = c["accuracy"]["ratio"], c["accuracy"]["budget_gap"]
         lines.append(f"| `{label}` | " + " | ".join(cells) + f" | {fmt(ratio['mean'])}x [{fmt(ratio['low'])}, {fmt(ratio['high'])}]"
                      f" | {100 * gap['mean']:+.2f} [{100 * gap['low']:+.2f}, {100 * gap['high']:+.2f}] | "

@@ -27,7 +27,8 @@ from .protocol import METRICS, BenchConfig, report_task_indices, val_task_indice
 from .runner import baseline_job, centralized_on_test, learned_on_test, methods_of
 from .saved_baselines import resumed_baselines, save_baseline, settings_of
 
-DEFAULT_RUNS = ("pretrained", "pretrained:r1", "pretrained:r2", "pretrained:r3", "pretrained:r5", "pretrained:cta")
+DEFAULT_RUNS = ("pretrained", "pretrained:r1", "pretrained:r2", "pretrained:r3", "pretrained:r5", "pretrained:mixture",
+                "pretrained:cta")
 
 
 def _say(message: str) -> None:
