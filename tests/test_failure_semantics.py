@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from surf_dist.cli.main import main
-from test_resilience import CLI, TRAIN, children, cli_env, rank_pids
+from test_resilience import CLI, TRAIN, children, cli_env, rank_pids, ray_process_pid
 from test_torch_backend import assert_tree_close
 
 BASELINES = ["baselines", "--quick", "--dtype", "float64", "--no-progress"]
@@ -175,18 +175,8 @@ def _state(pid: int) -> str:
 
 
 def coordinator_pid(driver_pid: int) -> int | None:
-    """The coordinator actor of the Ray run started by ``driver_pid`` (its process carries the
-    driver's ``SURF_TEST_DRIVER`` tag, as every process of that run's own Ray instance does)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes()
-                env = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            if cmd.startswith(b"ray::Coordinator") and f"SURF_TEST_DRIVER={driver_pid}".encode() in env:
-                return int(entry.name)
-    return None
+    """The coordinator actor of the Ray run started by ``driver_pid``."""
+    return ray_process_pid(b"ray::Coordinator", driver_pid)
 
 
 @pytest.mark.slow

@@ -212,9 +212,11 @@ def test_torch_rank_killed_mid_run_fails_fast_naming_it_then_resumes_exactly(tmp
     assert_runs_equal(out, uninterrupted("torch", 2))
 
 
-def rank_actor_pid(cli_pid: int) -> int | None:
-    """A rank actor of the Ray run started by ``cli_pid`` (Ray names the process after the
-    actor's running method); its Ray instance is the run's own (``local_ray``)."""
+def ray_process_pid(prefix: bytes, driver_pid: int) -> int | None:
+    """A process of the Ray run started by ``driver_pid`` whose command line starts with
+    ``prefix`` (Ray names an actor's process after its class and running method, e.g.
+    ``ray::RankActor.run``); every process of that run's own Ray instance (``local_ray``)
+    carries the driver's ``SURF_TEST_DRIVER`` tag."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -222,9 +224,14 @@ def rank_actor_pid(cli_pid: int) -> int | None:
                 env = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if cmd.startswith(b"ray::RankActor.run") and f"SURF_TEST_DRIVER={cli_pid}".encode() in env:
+            if cmd.startswith(prefix) and f"SURF_TEST_DRIVER={driver_pid}".encode() in env:
                 return int(entry.name)
     return None
+
+
+def rank_actor_pid(cli_pid: int) -> int | None:
+    """A rank actor of the Ray run started by ``cli_pid``."""
+    return ray_process_pid(b"ray::RankActor.run", cli_pid)
 
 
 @pytest.mark.slow

@@ -12,21 +12,22 @@ NAMES = ("default", "r1", "r2", "r3", "r5", "mixture", "cta", "local", "scratch"
 BUDGETS = {"r1": 1, "r2": 2, "r3": 3, "r5": 5}    # the budget models: R layers trained for the R-th iterate alone
 DEVICE = "CPU, 2 cores shared with other jobs, one torch thread"
 ONE_CORE = "CPU, one core of 2 (taskset), one torch thread, the other core busy"
+
+
+def _budget(layers: int, warmup: int, steps: int, seconds: int, device: str = ONE_CORE, more: str = "") -> dict:
+    """The training record of a budget model (``BUDGETS``)."""
+    return {"meta_steps": steps, "wall_seconds": seconds, "device": device,
+            "how": f"the default preset, {layers} layer(s) after {warmup} warm-up local steps, trained for its "
+                   f"last layer alone (--layers {layers} --warmup-steps {warmup} --anytime false{more})"}
+
+
 TRAINING = {   # meta-training cost of each shipped model (README.md here)
     "default": {"meta_steps": 300, "wall_seconds": 1041, "device": ONE_CORE,
                 "how": "the default preset from scratch (surf-dist train), seed 0 of 3, chosen on validation"},
-    "r1": {"meta_steps": 600, "wall_seconds": 2301, "device": "CPU, one core of 2 shared with a bench and tests",
-           "how": "the default preset, 1 layer after 12 warm-up local steps, trained for its last layer alone "
-                  "(--layers 1 --warmup-steps 12 --anytime false --steps 600 --lr 0.01)"},
-    "r2": {"meta_steps": 300, "wall_seconds": 220, "device": ONE_CORE,
-           "how": "the default preset, 2 layers after 8 warm-up local steps, trained for its last layer alone "
-                  "(--layers 2 --warmup-steps 8 --anytime false)"},
-    "r3": {"meta_steps": 300, "wall_seconds": 164, "device": ONE_CORE,
-           "how": "the default preset, 3 layers after 8 warm-up local steps, trained for its last layer alone "
-                  "(--layers 3 --warmup-steps 8 --anytime false)"},
-    "r5": {"meta_steps": 300, "wall_seconds": 245, "device": ONE_CORE,
-           "how": "the default preset, 5 layers after 4 warm-up local steps, trained for its last layer alone "
-                  "(--layers 5 --warmup-steps 4 --anytime false)"},
+    "r1": _budget(1, 12, 600, 2301, "CPU, one core of 2 shared with a bench and tests", " --steps 600 --lr 0.01"),
+    "r2": _budget(2, 8, 300, 220),
+    "r3": _budget(3, 8, 300, 164),
+    "r5": _budget(5, 4, 300, 245),
     "mixture": {"meta_steps": 540, "wall_seconds": 2631, "device": ONE_CORE,
                 "how": "default fine-tuned 240 steps (lr 1e-3, 1,590 s) on a mixture: the digits, the large and "
                        "mnist1d presets and ring graphs of 30 agents (--mixture large,mnist1d,default:ring:30)"},
