@@ -10,10 +10,10 @@ from surf_dist.methods.pretrained import BUDGETS, NAMES, resolve_run
 TRAINED_AS = {   # name -> (preset, these settings on top) (surf_dist/methods/pretrained/README.md)
     "default": ("default", {}),
     "r1": ("default", {"model": {"num_layers": 1, "warmup_steps": 12}, "train": {"anytime": False, "steps": 600,
-                                                                                "lr": 0.01}}),
+                                                                                "lr": 0.01, "seed": 2}}),
     "r2": ("default", {"model": {"num_layers": 2, "warmup_steps": 8}, "train": {"anytime": False}}),
     "r3": ("default", {"model": {"num_layers": 3, "warmup_steps": 8}, "train": {"anytime": False}}),
-    "r5": ("default", {"model": {"num_layers": 5, "warmup_steps": 4}, "train": {"anytime": False}}),
+    "r5": ("default", {"model": {"num_layers": 5, "warmup_steps": 4}, "train": {"anytime": False, "seed": 2}}),
     "mixture": ("default", {"train": {"init_from": "pretrained", "steps": 240, "lr": 0.001,
                                       "mixture": ["large", "mnist1d", "default:ring:30"]}}),
     "cta": ("cta", {}),
