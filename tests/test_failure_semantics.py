@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from surf_dist.cli.main import main
-from test_resilience import CLI, TRAIN, children, cli_env, rank_pids, ray_process_pid
+from test_resilience import CLI, TRAIN, children, cli_env, rank_pids, ray_process_pid, run_and_kill, wait_for_checkpoint
 from test_torch_backend import assert_tree_close
 
 BASELINES = ["baselines", "--quick", "--dtype", "float64", "--no-progress"]
@@ -141,11 +141,7 @@ def test_a_killed_driver_leaves_no_torch_rank_running_or_writing(tmp_path):
                                            "--workers", "2"], env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while not (out / "checkpoint.pt").exists():
-            assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.communicate()}"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.01)
+        wait_for_checkpoint(proc, out, 180)
         ranks = rank_pids(proc.pid, 2)
         assert len(ranks) == 2, children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
@@ -186,27 +182,10 @@ def test_a_killed_coordinator_actor_fails_the_ray_run_in_one_line(tmp_path):
     gone with it, so the run does not restart; it fails within seconds, exit 1, one line that
     names the dead coordinator (the contract of ``runtime.common.JobError``), and no rank is left."""
     out = tmp_path / "run"
-    launch = ["/bin/sh", "-c", 'SURF_TEST_DRIVER=$$ exec "$@"', "sh", *CLI, *TRAIN, "--steps", "300",
-              "--out", str(out), "--backend", "ray", "--workers", "2"]
-    proc = subprocess.Popen(launch, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 200
-        while not (out / "checkpoint.pt").exists():
-            assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.communicate()}"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.01)
-        victim = coordinator_pid(proc.pid)
-        assert victim, "the coordinator actor was not found"
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
-        _, stderr = proc.communicate(timeout=90)
-        took = time.monotonic() - killed_at
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    code, _, stderr, took = run_and_kill(out, ["--steps", "300", "--backend", "ray", "--workers", "2"],
+                                         victim=coordinator_pid, timeout=200, tag_driver=True, end_timeout=90)
     err = error_lines(stderr)
-    assert proc.returncode == 1, stderr[-3000:]
+    assert code == 1, stderr[-3000:]
     assert len(err) == 1 and "the coordinator actor died" in err[0], stderr[-3000:]
     assert "restarting the group" not in stderr
     assert took < 60, f"{took:.1f} s from the kill to the end"

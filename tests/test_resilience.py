@@ -76,27 +76,33 @@ def rank_pids(cli_pid: int, workers: int) -> list[int]:
     return sorted(ranks, key=lambda p: (start_time(p), p))
 
 
-def run_and_kill(out: Path, backend_args: list[str], victim, timeout=240.0, tag_driver=False):
+def wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float) -> None:
+    """Until the run of ``proc`` has written its first checkpoint in ``out`` (it must not end first)."""
+    deadline = time.monotonic() + timeout
+    while not (out / "checkpoint.pt").exists():
+        assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.communicate()}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.005)
+
+
+def run_and_kill(out: Path, backend_args: list[str], victim, timeout=240.0, tag_driver=False, end_timeout=60.0):
     """Start a training run; once its first checkpoint exists, SIGKILL ``victim(cli_pid)``.
-    Returns (exit code, stdout, stderr, seconds from the kill to the end). ``tag_driver``: the
-    run's processes carry ``SURF_TEST_DRIVER=<cli pid>`` in their environment (Ray's workers
-    inherit the driver's), to find them among other Ray instances on the machine."""
+    Returns (exit code, stdout, stderr, seconds from the kill to the end, at most
+    ``end_timeout``). ``tag_driver``: the run's processes carry ``SURF_TEST_DRIVER=<cli pid>`` in
+    their environment (Ray's workers inherit the driver's), to find them among other Ray
+    instances on the machine."""
     env = cli_env()
     launch = CLI + TRAIN + ["--out", str(out), *backend_args]
     if tag_driver:
         launch = ["/bin/sh", "-c", 'SURF_TEST_DRIVER=$$ exec "$@"', "sh", *launch]
     proc = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + timeout
-        while not (out / "checkpoint.pt").exists():
-            assert proc.poll() is None, f"the run ended before its first checkpoint: {proc.communicate()}"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.005)
+        wait_for_checkpoint(proc, out, timeout)
         pid = victim(proc.pid)
         assert pid, "the process to kill was not found"
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        stdout, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=end_timeout)
         return proc.returncode, stdout, stderr, time.monotonic() - killed_at
     finally:
         if proc.poll() is None:
