@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from surf_dist.problem.tasks import (TaskFamily, block_shift, dirichlet_shards, materialize,
+from surf_dist.problem.tasks import (TaskFamily, block_shift, dirichlet_shards, materialize, pool_owner,
                              minibatch_indices)
 
 
@@ -186,12 +186,15 @@ def test_materialize_subset_equals_rows_of_full(digits_family, noise_std):
     n = digits_family.config.num_agents
     full = materialize(digits_family.dataset, tasks, np.arange(n), noise_std)
     subset = np.array([1, 4, 6])
-    part = materialize(digits_family.dataset, tasks, subset, noise_std)
+    others = np.setdiff1d(np.arange(n), subset)
+    # two workers, ``subset`` on rank 0: who reads each held-out sample, from what each worker's agents hold
+    owners = [pool_owner(np.stack([t.holds(subset), t.holds(others)])) for t in tasks]
+    part = materialize(digits_family.dataset, tasks, subset, noise_std, pool_owners=owners, rank=0)
     rows = (np.arange(2)[:, None] * n + subset[None]).ravel()
     for name in ("X_seen", "Y_seen", "X_held", "Y_held", "init_weights"):
         assert torch.equal(getattr(part, name), getattr(full, name)[rows]), name
     assert torch.equal(part.task_of_node, torch.tensor([0, 0, 0, 1, 1, 1]))
-    rest = materialize(digits_family.dataset, tasks, np.setdiff1d(np.arange(n), subset), noise_std)
+    rest = materialize(digits_family.dataset, tasks, others, noise_std, pool_owners=owners, rank=1)
     for t in range(2):      # the two shares partition the pool: rows of the whole, each exactly once
         assert full.pool_size[t] == part.pool_size[t] == full.X_pool[t].shape[0]
         assert torch.equal(full.pool_at[t], torch.arange(full.pool_size[t]))
@@ -210,19 +213,21 @@ def test_materialize_subset_equals_rows_of_full(digits_family, noise_std):
 def test_materialize_values_come_from_the_dataset(digits_family):
     task = digits_family.sample("train", 2)
     ds = digits_family.dataset
-    shards = materialize(ds, [task], np.array([3]))
+    agents = np.arange(digits_family.config.num_agents)
+    owner = pool_owner(np.stack([task.holds(np.array([3])), task.holds(agents[agents != 3])]))
+    shards = materialize(ds, [task], np.array([3]), pool_owners=[owner], rank=0)
     assert shards.X_seen.dtype == torch.float64 and shards.X_seen.shape[-1] == ds.num_features + 1
     assert torch.equal(shards.X_seen[0, :, :-1], torch.as_tensor(ds.features[task.seen_idx[3]]))
     assert torch.equal(shards.X_seen[0, :, -1], torch.ones(task.seen_idx.shape[1], dtype=torch.float64))
     assert torch.equal(shards.Y_held[0], torch.as_tensor(ds.labels[task.held_idx[3]]))
     assert torch.equal(shards.init_weights[0], torch.as_tensor(task.init_weights[3]))
-    # the task's pooled held-out set: the distinct held-out samples of all its agents; agent 3
-    # holds the share of them that no lower-numbered agent holds
+    # the task's pooled held-out set: the distinct held-out samples of all its agents; agent 3,
+    # alone on rank 0, reads every one it holds (rank 1, every other agent, the rest)
     distinct = np.unique(task.held_idx)
-    first_holder = np.array([np.flatnonzero((task.held_idx == i).any(1))[0] for i in distinct])
-    share = distinct[first_holder == 3]
-    assert shards.pool_size == [distinct.size] and 0 < share.size < np.unique(task.held_idx[3]).size + 1
-    assert torch.equal(shards.pool_at[0], torch.as_tensor(np.flatnonzero(first_holder == 3)))
+    mine = np.isin(distinct, task.held_idx[3])
+    share = distinct[mine]
+    assert shards.pool_size == [distinct.size] and 0 < share.size < distinct.size
+    assert torch.equal(shards.pool_at[0], torch.as_tensor(np.flatnonzero(mine)))
     assert torch.equal(shards.X_pool[0][:, :-1], torch.as_tensor(ds.features[share]))
     assert torch.equal(shards.Y_pool[0], torch.as_tensor(ds.labels[share]))
 

@@ -101,7 +101,7 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
         masks = worker.comm.broadcast(torch.as_tensor(drawn)).numpy()
     shards, Ws = unroll(state.model, worker, tasks, masks)
     g = descent_values(Ws, shards.X_seen, shards.Y_seen, cfg.train.descent)
-    outer = trained_loss(Ws, shards, cfg.train, worker.comm)
+    outer = trained_loss(Ws, shards, cfg.train)
     slack = slack_terms(g, cfg.train.eps)
     num_nodes = len(tasks) * worker.num_agents
     duals = state.duals.to(device=outer.device, dtype=outer.dtype)
@@ -115,25 +115,24 @@ def primal_step(state: TrainState, worker: Worker, tasks, cfg: RunConfig) -> dic
     return {"outer_loss": float(sums[0]) / num_nodes, "slacks": (sums[1:] / num_nodes)}
 
 
-def outer_loss(W_nd: torch.Tensor, shards: Shards, objective: str, comm=None) -> torch.Tensor:
+def outer_loss(W_nd: torch.Tensor, shards: Shards, objective: str) -> torch.Tensor:
     """Per node, the last layer's loss that meta-training minimises (N,).
 
     ``local``: on the agent's own held-out samples, which follow its label skew (what
     ``local_accuracy`` scores). ``pooled``: on the pooled held-out samples of its task, one
     model good for every agent's data (what the pooled ``accuracy`` scores); each worker holds
-    a share of each pool, and ``comm`` sums the models and the losses across workers
-    (``Shards.on_pools``)."""
+    every pool whole and scores its own nodes (``Shards.on_pools``)."""
     if objective == "local":
         return loss_per_agent(W_nd, shards.X_held, shards.Y_held)
-    return shards.on_pools(pooled_loss_sum, W_nd, comm)
+    return shards.on_pools(pooled_loss_sum, W_nd)
 
 
-def trained_loss(Ws: list[torch.Tensor], shards: Shards, tc, comm=None) -> torch.Tensor:
+def trained_loss(Ws: list[torch.Tensor], shards: Shards, tc) -> torch.Tensor:
     """Per node, what meta-training minimises: the last layer's ``outer_loss``, or with
     ``tc.anytime`` its mean over layers 1..L (each layer is a round budget a user may stop at)."""
     if not tc.anytime:
-        return outer_loss(Ws[-1], shards, tc.objective, comm)
-    return torch.stack([outer_loss(W, shards, tc.objective, comm) for W in Ws[1:]]).mean(0)
+        return outer_loss(Ws[-1], shards, tc.objective)
+    return torch.stack([outer_loss(W, shards, tc.objective) for W in Ws[1:]]).mean(0)
 
 
 def learning_rate(cfg: RunConfig, step: int) -> float:
@@ -157,7 +156,7 @@ def validate(model: UnrolledDGD, worker: Worker, tasks, tc) -> dict:
         shards, Ws = unroll(model, worker, tasks)
         groups = torch.zeros(Ws[-1].shape[0], dtype=torch.int64)
         values = worker.metrics(Ws[-1], shards, groups, 1)
-        values["objective"] = worker.comm.group_mean(trained_loss(Ws, shards, tc, worker.comm), groups, 1)
+        values["objective"] = worker.comm.group_mean(trained_loss(Ws, shards, tc), groups, 1)
         return {k: float(v[0]) for k, v in values.items()}
 
 

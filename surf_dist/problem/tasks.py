@@ -5,12 +5,16 @@ samples per agent, b: mini-batch, L: layers, p: features + bias column, C: class
 
 Everything random comes from one seed: task ``k`` of split ``s`` draws from
 ``SeedSequence([seed, s, k])``, so a task is the same on every backend and worker count.
-A task is indices (cheap, global); ``materialize`` gathers the features of only the agents a
-worker hosts, so a worker's memory holds its own shards and nothing else. A task's pooled
+A task is a graph and seeds; its per-agent parts (shards as dataset indices, W_0, mini-batch
+keys) are drawn only for the agents asked for, in blocks of ``AGENT_BLOCK`` consecutive agents,
+each block from a stream of its own (block 0 from the stream a whole task used before blocks
+existed, so a task of at most ``AGENT_BLOCK`` agents draws what it always drew). A worker
+draws the blocks of its agents and ``materialize`` gathers their features, so a worker's
+memory holds its own shards and nothing else, whatever the number of agents. A task's pooled
 held-out set (the distinct held-out samples of all its agents: evaluation data for the
-``accuracy`` metric, never seen by the optimizer) is split the same way: each sample is held
-by the worker hosting the first agent that holds it (``pool_share``), and ``Shards.on_pools``
-scores every model of the task on every share, moving models, not samples.
+``accuracy`` metric, never seen by the optimizer) is split the same way: each sample is read
+by the lowest-ranked worker whose agents hold it (``pool_share``; the workers learn who holds
+what from one sum of (held-part,) masks), and the worker then sends its share to the others.
 
 Sampling (documented contract):
 - The dataset is split once into train / validation / test pools (60/20/20, stratified).
@@ -23,8 +27,9 @@ Sampling (documented contract):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,20 +41,91 @@ from .softmax import add_bias, num_params
 from .topology import TopologySpec, load_topology_preset
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
+AGENT_BLOCK = 1024               # consecutive agents drawn from one stream
+
+
+@dataclass(frozen=True)
+class ShardRule:
+    """What a task's agents draw their shards and W_0 from (every agent of every task)."""
+    labels: np.ndarray            # (dataset,) labels
+    seen_pool: np.ndarray         # dataset indices of the task's seen part
+    held_pool: np.ndarray         # dataset indices of its held-out part
+    samples_seen: int
+    samples_held: int
+    alpha: float
+    init_std: float
+    num_params: int
 
 
 @dataclass(frozen=True)
 class Task:
     shift: sp.csr_matrix          # (n, n) validated shift operator
-    seen_idx: np.ndarray          # (n, m) dataset indices
-    held_idx: np.ndarray          # (n, h) dataset indices
-    init_weights: np.ndarray      # (n, d) W_0
     label_map: np.ndarray         # (C,) label permutation (identity unless permuted)
     seed: int                     # root of this task's per-agent streams (noise, mini-batches)
+    rule: ShardRule
+    part_seed: np.random.SeedSequence     # the shards' streams (one child per block of agents)
+    init_seed: np.random.SeedSequence     # W_0's streams (block 0: itself; block b: its child b)
+    _drawn: dict = field(default_factory=dict, compare=False, repr=False)   # the last agents' draws
 
     @property
     def num_agents(self) -> int:
         return self.shift.shape[0]
+
+    def shards_of(self, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Dataset indices of ``agents``' seen (k, m) and held-out (k, h) samples."""
+        return self._draw(agents)[:2]
+
+    def init_of(self, agents: np.ndarray) -> np.ndarray:
+        """W_0 of ``agents``: (k, d)."""
+        return self._draw(agents)[2]
+
+    def holds(self, agents: np.ndarray) -> np.ndarray:
+        """Which samples of the held-out part (``held_part``) ``agents`` hold: (P,) bool."""
+        return np.isin(self.held_part, self.shards_of(agents)[1])
+
+    @property
+    def held_part(self) -> np.ndarray:
+        """The dataset indices agents draw held-out samples from, sorted: (P,)."""
+        return np.sort(self.rule.held_pool)
+
+    # every agent at once (n-sized: for tests and small tasks)
+    seen_idx = property(lambda self: self.shards_of(np.arange(self.num_agents))[0])
+    held_idx = property(lambda self: self.shards_of(np.arange(self.num_agents))[1])
+    init_weights = property(lambda self: self.init_of(np.arange(self.num_agents)))
+
+    def _draw(self, agents) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw the blocks holding ``agents`` whole (each from its own stream) and keep their rows."""
+        agents = np.asarray(agents, dtype=np.int64)
+        key = agents.tobytes()
+        if key not in self._drawn:
+            r, n = self.rule, self.num_agents
+            seen = np.empty((len(agents), r.samples_seen), dtype=np.int64)
+            held = np.empty((len(agents), r.samples_held), dtype=np.int64)
+            init = np.empty((len(agents), r.num_params))
+            for block, rows, lo, size in agent_blocks(agents, n):
+                part = np.random.default_rng(child_seed(self.part_seed, block))
+                s, h = dirichlet_shards(r.labels, r.seen_pool, r.held_pool, size, r.samples_seen,
+                                        r.samples_held, r.alpha, part)
+                seen[rows], held[rows] = s[agents[rows] - lo], h[agents[rows] - lo]
+                stream = self.init_seed if block == 0 else child_seed(self.init_seed, block)
+                W0 = np.random.default_rng(stream).normal(0.0, r.init_std, (size, r.num_params))
+                init[rows] = W0[agents[rows] - lo]
+            self._drawn.clear()
+            self._drawn[key] = (seen, held, init)
+        return self._drawn[key]
+
+
+def agent_blocks(agents: np.ndarray, num_agents: int):
+    """(block, rows of ``agents`` in it, its first agent, its size) for each block ``agents`` touch."""
+    of = agents // AGENT_BLOCK
+    for block in np.unique(of):
+        lo = int(block) * AGENT_BLOCK
+        yield int(block), np.flatnonzero(of == block), lo, min(AGENT_BLOCK, num_agents - lo)
+
+
+def child_seed(ss: np.random.SeedSequence, index: int) -> np.random.SeedSequence:
+    """The ``index``-th child ``ss.spawn`` would make, without counting spawns on ``ss``."""
+    return np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key) + (int(index),), pool_size=ss.pool_size)
 
 
 class TaskFamily:
@@ -81,14 +157,11 @@ class TaskFamily:
         shift = self.topology.sample(cfg.num_agents, np.random.default_rng(graph_ss))
         pool = np.random.default_rng(part_ss).permutation(self.pools[split])
         num_held = int(len(pool) * cfg.held_fraction)
-        rng = np.random.default_rng(part_ss.spawn(1)[0])
-        seen_idx, held_idx = dirichlet_shards(self.dataset.labels, pool[num_held:], pool[:num_held],
-                                              cfg.num_agents, cfg.samples_seen, cfg.samples_held,
-                                              cfg.alpha, rng)
-        init = np.random.default_rng(init_ss).normal(0.0, cfg.init_std, (cfg.num_agents, self.num_params))
+        rule = ShardRule(self.dataset.labels, pool[num_held:], pool[:num_held], cfg.samples_seen,
+                         cfg.samples_held, cfg.alpha, cfg.init_std, self.num_params)
         label_map = (np.random.default_rng(perm_ss).permutation(self.num_classes) if permute_labels
                      else np.arange(self.num_classes))
-        return Task(shift, seen_idx, held_idx, init, label_map, int(stream_ss.generate_state(1)[0]))
+        return Task(shift, label_map, int(stream_ss.generate_state(1)[0]), rule, part_ss, init_ss)
 
     def batch(self, split: str, indices, permute_labels: bool = False) -> list[Task]:
         return [self.sample(split, int(i), permute_labels) for i in indices]
@@ -125,18 +198,25 @@ def _draw(rng, classes, q, count, by_class):
     return rng.permutation(np.concatenate(out))
 
 
-def minibatch_indices(task: Task, steps, batch_size: int, stream: int = 0) -> np.ndarray:
-    """I.i.d. mini-batches of each agent's own seen samples: (len(steps), n, b) positions in [0, m).
+def minibatch_indices(task: Task, steps, batch_size: int, stream: int = 0,
+                      agents: np.ndarray | None = None) -> np.ndarray:
+    """I.i.d. mini-batches of each agent's own seen samples: (len(steps), k, b) positions in
+    [0, m) for ``agents`` (default: all n).
 
     Step ``s`` of stream ``stream`` always draws the same batch, whatever else is drawn, so
     iterations can ask for their batches one at a time. Within one step an agent's batch has
     no repeats; steps are independent. Streams: 0 the unrolled layers, 1 baseline iterations.
+    Each block of agents draws its keys from its own stream (block 0's is the whole task's of
+    before), so a worker draws only the blocks of its agents.
     """
-    n, m = task.seen_idx.shape
-    out = np.empty((len(steps), n, batch_size), dtype=np.int64)
+    n, m = task.num_agents, task.rule.samples_seen
+    agents = np.arange(n) if agents is None else np.asarray(agents, dtype=np.int64)
+    out = np.empty((len(steps), len(agents), batch_size), dtype=np.int64)
     for i, step in enumerate(steps):
-        keys = np.random.default_rng(np.random.SeedSequence([task.seed, 1, stream, step])).random((n, m))
-        out[i] = np.argsort(keys, axis=-1)[:, :batch_size]
+        for block, rows, lo, size in agent_blocks(agents, n):
+            ss = np.random.SeedSequence([task.seed, 1, stream, step], spawn_key=(block,) if block else ())
+            keys = np.random.default_rng(ss).random((size, m))[agents[rows] - lo]
+            out[i, rows] = np.argsort(keys, axis=-1)[:, :batch_size]
     return out
 
 
@@ -177,25 +257,22 @@ class Shards:
         keep = self.pool_at[t] < cap
         return X[keep], Y[keep], cap
 
-    def on_pools(self, fn, W_nd: torch.Tensor, comm=None, cap: int | None = None) -> torch.Tensor:
+    def on_pools(self, fn, W_nd: torch.Tensor, cap: int | None = None) -> torch.Tensor:
         """The mean over each task's pooled held-out samples (its first ``cap``), per node:
         (N, ...). ``fn(W (k, ...), X (s, p), Y (s,))`` gives per model the *sum* over the given
-        samples (k, ...). Where the pool is split between workers (``comm`` with more than one),
-        each worker scores every model of the batch on its shares: the models are summed across
-        workers (each adds its own rows into zeros) and so are the scores, both differentiably
-        (``comm.sum_across``), two collectives for the whole batch. Differentiable in ``W_nd``."""
+        samples (k, ...). Needs the pools whole (``with_whole_pools``): each worker scores its
+        own nodes' models, so nothing here grows with the agents of other workers.
+        Differentiable in ``W_nd``."""
+        assert self.pool_size is None or all(len(x) == s for x, s in zip(self.X_pool, self.pool_size)), \
+            "score on whole pools: Worker.load gathers every worker's share"
         pools = [self.pool(t, cap) for t in range(len(self.X_pool))]
-        if comm is None or comm.world_size == 1:
-            rows = [torch.nonzero(self.task_of_node == t).squeeze(1) for t in range(len(pools))]
-            values = torch.cat([fn(W_nd[r], X, Y) / size for r, (X, Y, size) in zip(rows, pools)])
-            return values[torch.argsort(torch.cat(rows))]          # back in node order
-        T, k = len(pools), len(self.agents)          # every task's hosted rows, task by task
-        where = (torch.arange(T, device=W_nd.device)[:, None], torch.as_tensor(self.agents, device=W_nd.device)[None])
-        zeros = W_nd.new_zeros(T, self.num_agents, *W_nd.shape[1:])
-        everyone = comm.sum_across(zeros.index_put(where, W_nd.reshape(T, k, *W_nd.shape[1:])))
-        scores = comm.sum_across(torch.stack([fn(everyone[t], X, Y) for t, (X, Y, _) in enumerate(pools)]))
-        sizes = torch.tensor([size for _, _, size in pools], dtype=W_nd.dtype, device=W_nd.device)
-        return (scores[where] / sizes.reshape(T, *[1] * (scores.dim() - 1))).reshape(T * k, *scores.shape[2:])
+        rows = [torch.nonzero(self.task_of_node == t).squeeze(1) for t in range(len(pools))]
+        values = torch.cat([fn(W_nd[r], X, Y) / size for r, (X, Y, size) in zip(rows, pools)])
+        return values[torch.argsort(torch.cat(rows))]          # back in node order
+
+    def with_whole_pools(self, X_pool: list[torch.Tensor], Y_pool: list[torch.Tensor]) -> "Shards":
+        """The same shards with each task's whole pool (every worker's share, in pool order)."""
+        return dataclasses.replace(self, X_pool=X_pool, Y_pool=Y_pool, pool_at=None, pool_size=None)
 
     def minibatch(self, positions_nb: torch.Tensor):
         """Gather rows of the seen shards: positions (N, b) -> X (N, b, p), Y (N, b)."""
@@ -204,13 +281,19 @@ class Shards:
 
 
 def materialize(dataset: Dataset, tasks: list[Task], agents: np.ndarray, noise_std: float = 0.0,
-                dtype=torch.float64) -> Shards:
-    """Gather the shards of ``agents`` (indices within a task) for every task of the batch."""
+                dtype=torch.float64, pool_owners: list[np.ndarray] | None = None, rank: int = 0) -> Shards:
+    """Gather the shards of ``agents`` (indices within a task) for every task of the batch.
+
+    ``pool_owners``: per task, the worker that reads each sample of its held-out part (P,),
+    -1 where no agent holds it (``pool_owner``); this worker is ``rank``. Default: ``agents``
+    are every agent that matters (their pools whole, read here)."""
     Xs, Ys, Xh, Yh, Xp, Yp, W0, At, Sizes = [], [], [], [], [], [], [], [], []
-    for task in tasks:
-        seen_x, seen_y = _features(dataset, task, task.seen_idx[agents], noise_std, 0, agents)
-        held_x, held_y = _features(dataset, task, task.held_idx[agents], noise_std, 1, agents)
-        pool_ids, at, size = pool_share(task.held_idx, agents)
+    for t, task in enumerate(tasks):
+        seen_idx, held_idx = task.shards_of(agents)
+        seen_x, seen_y = _features(dataset, task, seen_idx, noise_std, 0, agents)
+        held_x, held_y = _features(dataset, task, held_idx, noise_std, 1, agents)
+        owner = pool_owner(task.holds(agents)[None]) if pool_owners is None else pool_owners[t]
+        pool_ids, at, size = pool_share(task.held_part, owner, rank)
         noise = None
         if noise_std > 0:     # the whole pool's stream, so that every share draws what the whole pool draws
             rng = np.random.default_rng(np.random.SeedSequence([task.seed, 2, 2, 0]))
@@ -218,22 +301,30 @@ def materialize(dataset: Dataset, tasks: list[Task], agents: np.ndarray, noise_s
         pool_x, pool_y = _features(dataset, task, pool_ids[None], noise_std, 2, agents, noise)
         Xs.append(seen_x); Ys.append(seen_y); Xh.append(held_x); Yh.append(held_y)
         Xp.append(pool_x[0]); Yp.append(pool_y[0]); At.append(torch.as_tensor(at)); Sizes.append(size)
-        W0.append(task.init_weights[agents])
+        W0.append(task.init_of(agents))
     as_t = lambda a: torch.as_tensor(np.concatenate(a), dtype=dtype)
     as_i = lambda a: torch.as_tensor(np.concatenate(a), dtype=torch.int64)
     task_of_node = torch.arange(len(tasks)).repeat_interleave(len(agents))
     return Shards(as_t(Xs), as_i(Ys), as_t(Xh), as_i(Yh),
                   [torch.as_tensor(x, dtype=dtype) for x in Xp], [torch.as_tensor(y) for y in Yp],
-                  task_of_node, as_t(W0), At, Sizes, np.asarray(agents), len(tasks[0].held_idx) if tasks else 0)
+                  task_of_node, as_t(W0), At, Sizes, np.asarray(agents), tasks[0].num_agents if tasks else 0)
 
 
-def pool_share(held_idx: np.ndarray, agents: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """The part of a task's pooled held-out set (its distinct held-out samples, by dataset
-    index) that ``agents`` hold: the samples whose first holder (the lowest agent index holding
-    it) is one of them, so the shares of disjoint agent sets partition the pool. (dataset
-    indices, their positions in the pool, the pool's size)."""
-    ids, first = np.unique(held_idx, return_index=True)       # first place in (agent, slot) order
-    at = np.flatnonzero(np.isin(first // held_idx.shape[1], agents))
+def pool_owner(holds_wp: np.ndarray) -> np.ndarray:
+    """The worker that reads each sample of a held-out part: the lowest-ranked one whose agents
+    hold it, -1 where none does. ``holds_wp``: (workers, P), nonzero where worker w's agents
+    hold sample p (summed across workers, each filling its own row)."""
+    held = holds_wp != 0
+    return np.where(held.any(0), held.argmax(0), -1)
+
+
+def pool_share(held_part: np.ndarray, owner: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The part of a task's pooled held-out set (the samples of its held-out part that some
+    agent holds, by dataset index, sorted) that worker ``rank`` reads (``owner`` == ``rank``),
+    so that the workers' shares partition the pool. (dataset indices, their positions in the
+    pool, the pool's size)."""
+    ids = held_part[owner >= 0]
+    at = np.flatnonzero(owner[owner >= 0] == rank)
     return ids[at], at, len(ids)
 
 

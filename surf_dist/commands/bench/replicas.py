@@ -85,7 +85,7 @@ class ReplicaProblem:
                 Zp = torch.matmul(X, W.reshape(W.shape[0], self.p, -1)).reshape(W.shape[0], X.shape[0], k, C)
                 return (Zp.argmax(-1) == Yp[None, :, None]).to(W.dtype).sum(1)
 
-            pooled[:, keep] = sh.on_pools(correct, W_kept, self.comm, self.pool_cap)
+            pooled[:, keep] = sh.on_pools(correct, W_kept, self.pool_cap)
         return {"loss": loss, "accuracy": pooled, "local_accuracy": local}
 
 
