@@ -102,3 +102,15 @@ def test_evaluation_in_blocks_is_the_same_on_one_process_and_two_ranks():
     # each rank holds every task's whole pool (2 ranks: twice the single process's rows)
     assert torch.equal(ranks["pool_rows"], 2 * local["pool_rows"])
     assert 0.1 < local["curve"]["accuracy"][-1] <= 1.0 and local["curve"]["accuracy"][0] != local["curve"]["accuracy"][-1]
+
+
+def test_the_local_net_in_blocks_of_rows_is_the_whole_one(monkeypatch):
+    """Evaluation computes the compact net's hidden layer in blocks of rows: the same numbers."""
+    from surf_dist.methods import learned
+    net = learned.CompactLocalNet(2, 16, 0.5, 1, torch.Generator().manual_seed(0), zero_init=False)
+    phi = torch.randn(300, 65, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = net.mlp(1, phi)
+        monkeypatch.setattr(learned, "MLP_ROWS", 1000)          # 20 blocks, the last one short
+        blocks = net.mlp(1, phi)
+    assert torch.equal(blocks, whole) and whole.abs().sum() > 0

@@ -1,16 +1,21 @@
 """How much memory a command will need, estimated from its settings before anything is allocated.
 
-Legend: n: agents, T: tasks held at once, d = p C: params per agent, p: features + bias,
-C: classes, L: layers, K: hops, E: local sub-steps, F: compact-net features, H: hidden width,
-m / h: seen / held-out samples per agent.
+Legend: n: agents, w: workers, k = ceil(n / w): agents per worker, T: tasks held at once,
+d = p C: params per agent, p: features + bias, C: classes, L: layers, K: hops, E: local
+sub-steps, F: compact-net features, H: hidden width, m / h: seen / held-out samples per agent.
 
-The estimate counts the big tensors (upper bounds within a small factor, not a profile):
-- shards: T n (m + h) p numbers (each worker gathers its agents' samples);
+The estimate is per worker (each holds only its own agents' shards and iterates) and counts
+the big tensors (upper bounds within a small factor, not a profile):
+- shards: T k (m + h) p numbers (each worker gathers its agents' samples);
 - meta-training keeps every layer's activations for the backward pass:
-  T n L d (K + 3 + E (F + 2 H + 4)) for the compact network (T: tasks per step; the
-  default preset: 3.1 GiB estimated, 2.8 GiB measured for one meta-step), T n L d (K + 5) plus the
+  T k L d (K + 3 + E (F + 2 H + 4)) for the compact network (T: tasks per step; the
+  default preset: 3.1 GiB estimated, 2.8 GiB measured for one meta-step), T k L d (K + 5) plus the
   network's own weights L (fan_in d + d^2) (and Adam's two moments) for the paper's;
-- evaluation (no gradients) holds a few iterates per node: test_tasks n d (K + 6).
+- evaluation (no gradients) keeps every layer's iterate of its nodes and one layer's
+  temporaries: test_tasks k d (L + K + 12), the compact network's hidden layer in blocks of
+  at most ``MLP_ROWS`` rows (2 MLP_ROWS H more);
+- every worker process: ``PROCESS_BYTES`` (Python, torch, the dataset).
+The workers on this machine (``--workers``, or a torchrun launch's ``LOCAL_WORLD_SIZE``) add up.
 A command whose estimate exceeds the memory limit (this machine's RAM, or
 ``SURF_DIST_MEMORY_LIMIT_GB``) is refused with the estimate, its largest term and the fix.
 """
@@ -20,7 +25,9 @@ import os
 
 from ..io.config import RunConfig
 
-MAX_AGENTS = 1_000_000          # the graph, placement and task code is exercised up to 10,000
+MAX_AGENTS = 1_000_000          # evaluation is measured up to 100,000 (BENCHMARKS.md)
+MLP_ROWS = 1 << 22              # methods.learned.MLP_ROWS (cli may not import methods)
+PROCESS_BYTES = 400 * 1024 ** 2  # a worker's Python, torch and dataset (~350 MB measured)
 TRAINING_COMMANDS = ("train", "demo", "experiment")
 GIB = 1024 ** 3
 
@@ -43,14 +50,19 @@ def memory_limit_bytes() -> int:
         return 16 * GIB
 
 
-def estimate_bytes(cfg: RunConfig, num_features: int, num_classes: int, training: bool) -> dict[str, int]:
-    """The big terms (name -> bytes) of a command on ``cfg`` for a dataset of that shape."""
+def estimate_bytes(cfg: RunConfig, num_features: int, num_classes: int, training: bool,
+                   workers: int = 1) -> dict[str, int]:
+    """The big terms (name -> bytes) of one of ``workers`` workers of a command on ``cfg`` for a
+    dataset of that shape."""
     tc, mc, ec, task = cfg.train, cfg.model, cfg.eval, cfg.task
     size = 8 if tc.dtype == "float64" else 4
-    p, C, n = num_features + 1, num_classes, task.num_agents
+    p, C, k = num_features + 1, num_classes, -(-task.num_agents // workers)
     d = p * C
     per_agent_data = (task.samples_seen + task.samples_held) * p
-    terms = {"evaluation iterates": ec.test_tasks * n * (d * (mc.num_hops + 6) + per_agent_data) * size}
+    nodes = ec.test_tasks * k
+    hidden = 2 * min(nodes * d, MLP_ROWS) * mc.hidden if mc.local_net == "compact" else 0
+    terms = {"evaluation iterates": (nodes * (d * (mc.num_layers + mc.num_hops + 12) + per_agent_data) + hidden) * size,
+             "worker process": PROCESS_BYTES}
     if training:
         T = tc.tasks_per_step
         if mc.local_net == "compact":
@@ -60,20 +72,30 @@ def estimate_bytes(cfg: RunConfig, num_features: int, num_classes: int, training
             fan_in = mc.batch_size * (p + C) + d
             per_layer = d * (mc.num_hops + 5)
             terms["network weights"] = 4 * mc.num_layers * (fan_in * d + d * d) * size
-        terms["training activations"] = T * n * (mc.num_layers * per_layer + per_agent_data) * size
+        terms["training activations"] = T * k * (mc.num_layers * per_layer + per_agent_data) * size
     return terms
 
 
-def check_size(cfg: RunConfig, command: str, num_features: int, num_classes: int) -> int:
+def workers_here(workers: int) -> int:
+    """How many of ``workers`` run on this machine: all of them, or a torchrun launch's share."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return min(workers, int(local)) if local.isdigit() and int(local) > 0 else workers
+
+
+def check_size(cfg: RunConfig, command: str, num_features: int, num_classes: int, workers: int = 1) -> int:
     """Refuse, before anything is allocated, a command that cannot fit: more than
-    ``MAX_AGENTS`` agents, or an estimate above ``memory_limit_bytes()``. Returns the estimate."""
+    ``MAX_AGENTS`` agents, or an estimate (each worker on this machine holding its share of the
+    agents) above ``memory_limit_bytes()``. Returns the estimate for this machine."""
     n = cfg.task.num_agents
-    terms = estimate_bytes(cfg, num_features, num_classes, command in TRAINING_COMMANDS)
-    total, limit = sum(terms.values()), memory_limit_bytes()
+    terms = estimate_bytes(cfg, num_features, num_classes, command in TRAINING_COMMANDS, workers)
+    here = workers_here(workers)
+    total, limit = here * sum(terms.values()), memory_limit_bytes()
     if total > limit:
         biggest = max(terms, key=terms.get)
-        raise ValueError(f"this needs about {total / GIB:,.1f} GiB ({biggest}: {terms[biggest] / GIB:,.1f} "
-                         f"GiB for {n:,} agents x {cfg.model.num_layers} layers x {num_features + 1} x "
+        share = (f"{n:,} agents" if workers == 1 else
+                 f"{-(-n // workers):,} of {n:,} agents on each of {here} workers")
+        raise ValueError(f"this needs about {total / GIB:,.1f} GiB ({biggest}: {here * terms[biggest] / GIB:,.1f} "
+                         f"GiB for {share} x {cfg.model.num_layers} layers x {num_features + 1} x "
                          f"{num_classes} params per agent), more than the {limit / GIB:,.1f} GiB limit; lower "
                          "--agents, --layers, --test-tasks or --samples-seen (SURF_DIST_MEMORY_LIMIT_GB sets "
                          "the limit)")

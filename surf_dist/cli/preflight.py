@@ -32,11 +32,11 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
     resume = getattr(args, "resume", False)
     check_launch(args.backend, args.workers, args.device, cfg.task.num_agents)
     if not is_coordinator():     # torchrun's other ranks: rank 0 checks the files, reads them and sends them
-        check_size(cfg, args.command, *SHAPES[canonical_name(cfg.task.dataset)][:2])
+        check_size(cfg, args.command, *SHAPES[canonical_name(cfg.task.dataset)][:2], args.workers)
         return
     check_output_folder(out, args.force, resume)
     features, classes, _ = check_available(cfg.task.dataset, cfg.task.data_root or None)
-    check_size(cfg, args.command, features, classes)
+    check_size(cfg, args.command, features, classes, args.workers)
     check_compress(cfg, features, classes, getattr(args, "compress", None) is not None)
     check_graph(cfg)
     for entry in cfg.train.mixture if args.command == "train" else ():

@@ -19,6 +19,8 @@ from ..io.config import ModelConfig
 from ..problem.softmax import grad_per_agent
 from ..problem.tasks import Shards
 
+MLP_ROWS = 1 << 22      # rows (node x coordinate) of the compact net's hidden layer computed at once without autograd
+
 
 def graph_filter(taps_k: torch.Tensor, hops: list[torch.Tensor]) -> torch.Tensor:
     """H(W; S) = sum_{k=0..K} h_k S^k W, from hops = [W, S W, ..., S^K W], each (N, d)."""
@@ -62,9 +64,17 @@ class CompactLocalNet(nn.Module):
         The same function; on the CPU torch's tanh costs ~5x a sigmoid, and the (N d, H)
         hidden layer is the largest tensor of a training step (this form halves its time).
         """
-        pre = torch.addmm(2 * self.b1[layer], phi_ndf.reshape(-1, phi_ndf.shape[-1]), 2 * self.w1[layer])
+        phi = phi_ndf.reshape(-1, phi_ndf.shape[-1])
         w2 = self.w2[layer]
-        return (2 * (torch.sigmoid(pre) @ w2) - w2.sum()).reshape(phi_ndf.shape[:-1])
+        if torch.is_grad_enabled() or phi.shape[0] <= MLP_ROWS:
+            pre = torch.addmm(2 * self.b1[layer], phi, 2 * self.w1[layer])
+            return (2 * (torch.sigmoid(pre) @ w2) - w2.sum()).reshape(phi_ndf.shape[:-1])
+        # without autograd (evaluation) in blocks of rows: the (N d, H) hidden layer never whole
+        out = torch.empty(phi.shape[0], dtype=phi.dtype, device=phi.device)
+        for start in range(0, phi.shape[0], MLP_ROWS):
+            pre = torch.addmm(2 * self.b1[layer], phi[start:start + MLP_ROWS], 2 * self.w1[layer])
+            out[start:start + MLP_ROWS] = 2 * (torch.sigmoid(pre) @ w2) - w2.sum()
+        return out.reshape(phi_ndf.shape[:-1])
 
     def forward(self, layer, W_nd, disagreement_nd, X_nbp, Y_nb, memory_nd, tracker_nd=None, grad_nd=None):
         """``grad_nd``: the gradient at W_nd on this mini-batch, where the caller has it."""
