@@ -114,3 +114,15 @@ def test_the_local_net_in_blocks_of_rows_is_the_whole_one(monkeypatch):
         monkeypatch.setattr(learned, "MLP_ROWS", 1000)          # 20 blocks, the last one short
         blocks = net.mlp(1, phi)
     assert torch.equal(blocks, whole) and whole.abs().sum() > 0
+
+
+def test_pooled_scores_in_blocks_of_models_are_the_whole_ones(monkeypatch):
+    """Many agents on a large pool are scored in blocks of models: the same numbers."""
+    from surf_dist.problem.softmax import pooled_correct, pooled_loss_sum
+    gen = torch.Generator().manual_seed(2)
+    W, X, Y = torch.randn(50, 12, generator=gen), torch.randn(40, 4, generator=gen), torch.arange(40) % 3
+    whole = [fn(W, X, Y) for fn in (pooled_correct, pooled_loss_sum)]
+    monkeypatch.setattr(tasks_module, "POOL_CELLS", 7 * 40)      # blocks of 7 models, the last one short
+    for fn, expected in zip((pooled_correct, pooled_loss_sum), whole):
+        assert torch.equal(tasks_module._in_blocks(fn, W, X, Y), expected)
+    assert 0 < whole[0].sum() < 50 * 40

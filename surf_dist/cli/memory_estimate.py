@@ -26,7 +26,7 @@ import os
 from ..io.config import RunConfig
 
 MAX_AGENTS = 1_000_000          # evaluation is measured up to 100,000 (BENCHMARKS.md)
-MLP_ROWS = 1 << 22              # methods.learned.MLP_ROWS (cli may not import methods)
+MLP_ROWS = 1 << 16              # methods.learned.MLP_ROWS (cli may not import methods)
 PROCESS_BYTES = 400 * 1024 ** 2  # a worker's Python, torch and dataset (~350 MB measured)
 TRAINING_COMMANDS = ("train", "demo", "experiment")
 GIB = 1024 ** 3

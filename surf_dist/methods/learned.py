@@ -19,7 +19,9 @@ from ..io.config import ModelConfig
 from ..problem.softmax import grad_per_agent
 from ..problem.tasks import Shards
 
-MLP_ROWS = 1 << 22      # rows (node x coordinate) of the compact net's hidden layer computed at once without autograd
+# rows (node x coordinate) of the compact net's hidden layer at once without autograd: 4 MB in
+# float32, which stays in cache (4-5x faster than the whole (N d, H) layer at 10,000 agents)
+MLP_ROWS = 1 << 16
 
 
 def graph_filter(taps_k: torch.Tensor, hops: list[torch.Tensor]) -> torch.Tensor:

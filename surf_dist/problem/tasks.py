@@ -267,7 +267,7 @@ class Shards:
             "score on whole pools: Worker.load gathers every worker's share"
         pools = [self.pool(t, cap) for t in range(len(self.X_pool))]
         rows = [torch.nonzero(self.task_of_node == t).squeeze(1) for t in range(len(pools))]
-        values = torch.cat([fn(W_nd[r], X, Y) / size for r, (X, Y, size) in zip(rows, pools)])
+        values = torch.cat([_in_blocks(fn, W_nd[r], X, Y) / size for r, (X, Y, size) in zip(rows, pools)])
         return values[torch.argsort(torch.cat(rows))]          # back in node order
 
     def with_whole_pools(self, X_pool: list[torch.Tensor], Y_pool: list[torch.Tensor]) -> "Shards":
@@ -278,6 +278,18 @@ class Shards:
         """Gather rows of the seen shards: positions (N, b) -> X (N, b, p), Y (N, b)."""
         X = torch.gather(self.X_seen, 1, positions_nb[..., None].expand(-1, -1, self.X_seen.shape[-1]))
         return X, torch.gather(self.Y_seen, 1, positions_nb)
+
+
+POOL_CELLS = 1 << 22     # (model, pooled sample) pairs scored at once: ~4 blocks at 100,000 agents on digits
+
+
+def _in_blocks(fn, W_k: torch.Tensor, X_sp: torch.Tensor, Y_s: torch.Tensor) -> torch.Tensor:
+    """``fn(W, X, Y)`` over blocks of models, each of at most ``POOL_CELLS`` (model, sample)
+    pairs: the (k, s, C) logits of many agents on a large pool are never whole."""
+    step = max(1, POOL_CELLS // max(1, X_sp.shape[0]))
+    if W_k.shape[0] <= step:
+        return fn(W_k, X_sp, Y_s)
+    return torch.cat([fn(W_k[i:i + step], X_sp, Y_s) for i in range(0, W_k.shape[0], step)])
 
 
 def materialize(dataset: Dataset, tasks: list[Task], agents: np.ndarray, noise_std: float = 0.0,
