@@ -19,14 +19,15 @@ from .train import unroll
 
 def evaluate_unrolled(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False) -> dict:
     """Per-layer curve of the unrolled network on ``tasks`` (layer 0 is W_0)."""
+    per_layer = []        # each layer's metrics as it is made: two iterates in memory, not L + 1
+    score = lambda shards, W: per_layer.append(
+        worker.metrics(W, shards, torch.zeros(W.shape[0], dtype=torch.int64), 1))
     with torch.no_grad():
-        shards, Ws = unroll(model, worker, tasks, masks_ltn, stale)
-    groups = torch.zeros(Ws[0].shape[0], dtype=torch.int64)
-    per_layer = [worker.metrics(W, shards, groups, 1) for W in Ws]
+        unroll(model, worker, tasks, masks_ltn, stale, each_layer=score)
     K = model.config.num_hops
     cumulative = [0.0] + worker.comm.bytes_curve()
-    curve = {"rounds": [l * K for l in range(len(Ws))],
-             "bytes_per_agent": [cumulative[l * K] for l in range(len(Ws))]}
+    curve = {"rounds": [l * K for l in range(len(per_layer))],
+             "bytes_per_agent": [cumulative[l * K] for l in range(len(per_layer))]}
     curve.update({k: [float(m[k][0]) for m in per_layer] for k in METRICS})
     return curve
 

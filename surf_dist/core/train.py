@@ -83,11 +83,13 @@ def warm_start(model: UnrolledDGD, run_dir: str | Path, files=None) -> None:
     model.load_state_dict({**model.state_dict(), **saved["model"]})     # an added part keeps its initial value
 
 
-def unroll(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False):
-    """Load ``tasks`` on this worker and run every layer: (shards, [W_0..W_L])."""
+def unroll(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False, each_layer=None):
+    """Load ``tasks`` on this worker and run every layer: (shards, [W_0..W_L]); with
+    ``each_layer(shards, W)`` called on every iterate, only the last two are kept."""
     shards = worker.load(tasks)
     positions = worker.positions(tasks, range(model.config.num_layers), model.config.batch_size, stream=0)
-    Ws = model(shards.init_weights, shards, positions, worker.comm, worker.active_mask(masks_ltn), stale)
+    hook = None if each_layer is None else (lambda W: each_layer(shards, W))
+    Ws = model(shards.init_weights, shards, positions, worker.comm, worker.active_mask(masks_ltn), stale, hook)
     return shards, Ws
 
 

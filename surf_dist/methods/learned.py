@@ -154,9 +154,11 @@ class UnrolledDGD(nn.Module):
 
     def forward(self, W0_nd: torch.Tensor, shards: Shards, positions_lnb: torch.Tensor,
                 comm: Communicator, active_ln: torch.Tensor | None = None,
-                stale: bool = False) -> list[torch.Tensor]:
+                stale: bool = False, each_layer=None) -> list[torch.Tensor]:
         """Run the L layers from W_0 (zeros with ``config.start == "zero"``); returns
-        [W_0, W_1, ..., W_L].
+        [W_0, W_1, ..., W_L]. With ``each_layer``, it is called with every iterate as it is
+        made (W_0 first) and only the last two are kept and returned (evaluation of many
+        agents: two iterates in memory, not L + 1).
 
         ``active_ln`` (L, N) bool: False marks an asynchronous agent at that layer: it neither
         updates nor sends (its neighbours receive zeros, or with ``stale`` the last message it
@@ -183,6 +185,8 @@ class UnrolledDGD(nn.Module):
         K, d = self.config.num_hops, W0_nd.shape[1]
         tracking = self.config.tracking
         Ws = [W0_nd]
+        if each_layer is not None:
+            each_layer(W0_nd)
         last_sent: list[torch.Tensor | None] = [None] * K
         memory = torch.zeros_like(W0_nd)     # each agent's previous update (local state)
         tracker = mixed_tracker = grad_prev = previous_tracker = None
@@ -237,6 +241,9 @@ class UnrolledDGD(nn.Module):
                 psi = torch.where(active[:, None], psi, memory)
             memory = psi
             Ws.append(W_next)
+            if each_layer is not None:
+                each_layer(W_next)
+                del Ws[:-2]              # the heavy-ball term reads W_(l-1)
         return Ws
 
     def warm_up(self, W_nd: torch.Tensor, shards: Shards, positions_lnb: torch.Tensor,
