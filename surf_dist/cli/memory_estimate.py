@@ -11,9 +11,10 @@ the big tensors (upper bounds within a small factor, not a profile):
   T k L d (K + 3 + E (F + 2 H + 4)) for the compact network (T: tasks per step; the
   default preset: 3.1 GiB estimated, 2.8 GiB measured for one meta-step), T k L d (K + 5) plus the
   network's own weights L (fan_in d + d^2) (and Adam's two moments) for the paper's;
-- evaluation (no gradients) keeps every layer's iterate of its nodes and one layer's
-  temporaries: test_tasks k d (L + K + 12), the compact network's hidden layer in blocks of
-  at most ``MLP_ROWS`` rows (2 MLP_ROWS H more);
+- evaluation (no gradients) scores each layer as it is made: two iterates and one layer's
+  temporaries per node, test_tasks k d (K + 28) (measured: 4.15 GB per rank for 2 x 50,000
+  agents of the default preset, 4.39 GB estimated), the compact network's hidden layer in
+  blocks of at most ``MLP_ROWS`` rows (2 MLP_ROWS H more);
 - every worker process: ``PROCESS_BYTES`` (Python, torch, the dataset).
 The workers on this machine (``--workers``, or a torchrun launch's ``LOCAL_WORLD_SIZE``) add up.
 A command whose estimate exceeds the memory limit (this machine's RAM, or
@@ -61,7 +62,7 @@ def estimate_bytes(cfg: RunConfig, num_features: int, num_classes: int, training
     per_agent_data = (task.samples_seen + task.samples_held) * p
     nodes = ec.test_tasks * k
     hidden = 2 * min(nodes * d, MLP_ROWS) * mc.hidden if mc.local_net == "compact" else 0
-    terms = {"evaluation iterates": (nodes * (d * (mc.num_layers + mc.num_hops + 12) + per_agent_data) + hidden) * size,
+    terms = {"evaluation iterates": (nodes * (d * (mc.num_hops + 28) + per_agent_data) + hidden) * size,
              "worker process": PROCESS_BYTES}
     if training:
         T = tc.tasks_per_step
