@@ -76,7 +76,7 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
     "dtype": ("train", "dtype", str, "float32 or float64"),
     "test_tasks": ("eval", "test_tasks", int, "test tasks"),
-    "rounds": ("eval", "baseline_rounds", int, "baseline rounds (default: the preset's, 500; demo: "
+    "rounds": ("eval", "baseline_rounds", int, "baseline rounds (default: the preset's, 500; bench: 100, five times SURF's 20; demo: "
                f"{DEMO_BASELINE_ROUNDS} - SURF needs 20, and the rounds the baselines need to match it "
                "lie well below)"),
     "async_draws": ("eval", "async_draws", int, "random dropout draws per n_async level"),
