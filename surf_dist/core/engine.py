@@ -15,8 +15,9 @@ import torch
 
 from ..comm.base import Communicator
 from ..comm.compress import parse_compressor
-from .coordinator import Coordinator
+from .coordinator import Coordinator, draw_link_survival
 from ..problem.softmax import correct_per_agent, loss_per_agent, pooled_correct
+from ..problem.round_graphs import round_shifts
 from ..problem.tasks import Shards, Task, TaskFamily, block_shift, materialize, minibatch_indices
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -51,7 +52,8 @@ class Worker:
         keys = ((np.array([t.seed for t in tasks], dtype=np.uint64)[:, None] << np.uint64(20))
                 | self.agents.astype(np.uint64)[None]).ravel()
         self.comm.bind(block_shift(tasks), nodes_of(self.agents), lists, keys,
-                       parse_compressor(self.family.config.compress))
+                       parse_compressor(self.family.config.compress),
+                       round_shifts(tasks, self.family.config.link_failure, draw_link_survival))
         shards = materialize(self.family.dataset, tasks, self.agents, self.family.config.feature_noise, self.dtype)
         return shards.to(self.device)
 
