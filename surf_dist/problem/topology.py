@@ -301,4 +301,7 @@ def load_topology_preset(name_or_path) -> TopologySpec:
     config = parse_json(read_text_file(path, "topology file", hint="a JSON spec"), f"topology file {path}")
     if isinstance(config, dict) and isinstance(config.get("edge_list"), str) and config["edge_list"]:
         config["edge_list"] = str(path.parent / config["edge_list"])  # absolute paths stay as they are
+    if isinstance(config, dict) and isinstance(config.get("sequence"), list):   # its files: beside it too
+        config["sequence"] = [str(path.parent / e) if isinstance(e, str) and looks_like_a_path(e) else e
+                              for e in config["sequence"]]
     return spec_from_dict(config, str(path))
