@@ -10,7 +10,7 @@ import pytest
 
 from surf_dist.comm.local import LocalCommunicator
 from surf_dist.commands.bench.runner import run_grid
-from surf_dist.core.coordinator import draw_async_masks
+from surf_dist.core.coordinator import draw_async_masks, draw_link_survival
 from surf_dist.core.train import unroll
 from surf_dist.methods.learned import UnrolledDGD
 from surf_dist.problem.softmax import loss_per_agent
@@ -82,3 +82,47 @@ def test_two_gloo_ranks_match_the_single_process(reference):
 def test_two_ray_actors_match_the_single_process(reference):
     with ray_runtime.local_ray(num_cpus=2):
         assert_close(run_job(network_job, CFG, "ray", 2), reference)
+
+
+def physical_job(cfg, worker, progress=False) -> dict:
+    """Rows that crossed ranks in the unrolled network's forward pass on one ring task (no
+    failures, then half the links failing), with agents 0 and 5 dropped at every layer (zeros)
+    or none, and the count expected from the ring's edges and the placement."""
+    import torch
+    from surf_dist.problem.round_graphs import num_edges
+    base = worker.family.config
+    fam, K, L = worker.family, cfg.model.num_hops, cfg.model.num_layers
+    n, owner = fam.config.num_agents, worker.owner
+    out = {}
+    try:
+        for p in (0.0, 0.5):
+            fam.config = dataclasses.replace(base, link_failure=p)
+            model = UnrolledDGD(cfg.model, fam.dataset.num_features + 1, fam.num_classes, seed=1).to(worker.dtype)
+            task = fam.sample("train", 0)
+            for label, dropped in (("all", []), ("dropped", [0, 5])):
+                masks = np.ones((L, 1, n), dtype=bool)
+                masks[:, :, dropped] = False
+                with torch.no_grad():
+                    unroll(model, worker, [task], masks)
+                crossed = worker.comm.all_reduce(torch.tensor([float(worker.comm.ledger.physical_bytes)]))
+                d = (fam.dataset.num_features + 1) * fam.num_classes
+                expected = 0
+                for r in range(L * K):     # ring edges (i, i+1) across ranks, live, from a sender not dropped
+                    edges = sorted((min(i, (i + 1) % n), max(i, (i + 1) % n)) for i in range(n))
+                    live = draw_link_survival(task.seed, r, num_edges(task.shift), p) if p else [True] * n
+                    for (i, j), ok in zip(edges, live):
+                        if ok and owner[i] != owner[j]:
+                            expected += (i not in dropped) + (j not in dropped)
+                out[f"{p}/{label}"] = (float(crossed[0]) / (d * 8), expected)
+    finally:
+        fam.config = base
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_failed_links_and_dropped_agents_send_no_rows_between_ranks():
+    counts = run_job(physical_job, CFG, "torch", 2)
+    assert counts["0.0/all"][1] == 2 * 2 * CFG.model.num_layers * CFG.model.num_hops     # 2 cut edges, both ways
+    assert counts["0.5/dropped"][1] < counts["0.5/all"][1] < counts["0.0/all"][1]
+    for key, (crossed, expected) in counts.items():
+        assert crossed == expected, key

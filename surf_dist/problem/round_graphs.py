@@ -11,6 +11,10 @@ coordinator's link stream), and the round mixes with Metropolis weights on the s
 graph: ``s_ij = 1 / (1 + max(deg_i, deg_j))`` on surviving edges, ``s_ii = 1 - sum_j s_ij``
 (an agent whose every link failed keeps its own row). A failed link sends nothing.
 
+Dropped agents (``dropped(r)``: (N,) bool, the asynchronous agents of round r, whose message is
+zeros) send nothing either: their columns of S_r lose every off-diagonal weight (the receivers'
+own weights stay as they are: the paper's zeros), so no row of theirs is exchanged or counted.
+
 Time-varying families (one graph per round, each doubly stochastic, their union connected):
   one_peer_exponential  round k pairs i with i XOR 2^(k mod tau), tau = ceil(log2 n) (an agent
                         whose partner id is >= n idles); exact averaging in tau rounds when n
@@ -90,10 +94,10 @@ class RoundShifts:
     """S_r (N, N) of a batch of tasks for every round r: the block diagonal of each task's
     round-r graph (module doc). ``period``: S_r repeats with it (None under link failures)."""
 
-    def __init__(self, tasks, link_failure: float, draw: LinkDraw):
-        self.tasks, self.p, self.draw = list(tasks), float(link_failure), draw
+    def __init__(self, tasks, link_failure: float, draw: LinkDraw, dropped: Callable[[int], np.ndarray] | None = None):
+        self.tasks, self.p, self.draw, self.dropped = list(tasks), float(link_failure), draw, dropped
         lengths = [len(t.rounds) or 1 for t in self.tasks]
-        self.period = None if self.p > 0 else int(np.lcm.reduce(lengths))
+        self.period = None if self.p > 0 or dropped is not None else int(np.lcm.reduce(lengths))
         self._cache: dict[int, sp.csr_matrix] = {}
 
     def graph_of(self, task, r: int) -> sp.csr_matrix:
@@ -106,12 +110,26 @@ class RoundShifts:
     def __call__(self, r: int) -> sp.csr_matrix:
         key = r if self.period is None else r % self.period
         if key not in self._cache:
-            self._cache[key] = sp.block_diag([self.graph_of(t, r) for t in self.tasks], format="csr")
+            shift = sp.block_diag([self.graph_of(t, r) for t in self.tasks], format="csr")
+            self._cache[key] = shift if self.dropped is None else silence(shift, self.dropped(r))
         return self._cache[key]
 
 
-def round_shifts(tasks, link_failure: float, draw: LinkDraw) -> RoundShifts | None:
+def silence(shift: sp.csr_matrix, dropped_n: np.ndarray) -> sp.csr_matrix:
+    """``shift`` (N, N) without the off-diagonal entries of the columns of ``dropped_n`` (N,) bool."""
+    dropped_n = np.asarray(dropped_n, dtype=bool)
+    if not dropped_n.any():
+        return shift
+    kept = shift @ sp.diags((~dropped_n).astype(np.float64)) + sp.diags(shift.diagonal() * dropped_n)
+    kept = sp.csr_matrix(kept)
+    kept.eliminate_zeros()
+    kept.sort_indices()
+    return kept
+
+
+def round_shifts(tasks, link_failure: float, draw: LinkDraw,
+                 dropped: Callable[[int], np.ndarray] | None = None) -> RoundShifts | None:
     """The per-round graphs of a batch, or None when every round uses the tasks' own ``shift``."""
-    if link_failure == 0 and not any(t.rounds for t in tasks):
+    if link_failure == 0 and not any(t.rounds for t in tasks) and dropped is None:
         return None
-    return RoundShifts(tasks, link_failure, draw)
+    return RoundShifts(tasks, link_failure, draw, dropped)
