@@ -141,6 +141,8 @@ class TopologySpec:
         """Boolean (n, n) adjacency of one draw (``rng`` is required by random families only)."""
         if self.is_random and not isinstance(rng, np.random.Generator):
             raise ValueError(f"family {self.family!r} is random: pass rng=np.random.default_rng(seed)")
+        if self.is_time_varying:          # the union of the rounds' graphs
+            return union_adjacency(self.sample_rounds(n, rng))
         builders = {
             "ring": lambda: ring(n), "paper_circulant": lambda: paper_circulant(n),
             "circulant": lambda: circulant(n, self.degree_offsets), "grid": lambda: grid(n),
