@@ -46,6 +46,7 @@ class Task:
     init_weights: np.ndarray      # (n, d) W_0
     label_map: np.ndarray         # (C,) label permutation (identity unless permuted)
     seed: int                     # root of this task's per-agent streams (noise, mini-batches)
+    rounds: tuple = ()            # time-varying: the shift of each round, cycled (``round_graphs.py``)
 
     @property
     def num_agents(self) -> int:
@@ -78,7 +79,9 @@ class TaskFamily:
         cfg = self.config
         ss = np.random.SeedSequence([self.seed, SPLITS[split], index])
         graph_ss, part_ss, init_ss, perm_ss, stream_ss = ss.spawn(5)
-        shift = self.topology.sample(cfg.num_agents, np.random.default_rng(graph_ss))
+        shift, rounds = (self.topology.sample_union(cfg.num_agents, np.random.default_rng(graph_ss))
+                         if self.topology.is_time_varying else
+                         (self.topology.sample(cfg.num_agents, np.random.default_rng(graph_ss)), ()))
         pool = np.random.default_rng(part_ss).permutation(self.pools[split])
         num_held = int(len(pool) * cfg.held_fraction)
         rng = np.random.default_rng(part_ss.spawn(1)[0])
@@ -88,7 +91,7 @@ class TaskFamily:
         init = np.random.default_rng(init_ss).normal(0.0, cfg.init_std, (cfg.num_agents, self.num_params))
         label_map = (np.random.default_rng(perm_ss).permutation(self.num_classes) if permute_labels
                      else np.arange(self.num_classes))
-        return Task(shift, seen_idx, held_idx, init, label_map, int(stream_ss.generate_state(1)[0]))
+        return Task(shift, seen_idx, held_idx, init, label_map, int(stream_ss.generate_state(1)[0]), rounds)
 
     def batch(self, split: str, indices, permute_labels: bool = False) -> list[Task]:
         return [self.sample(split, int(i), permute_labels) for i in indices]

@@ -120,7 +120,7 @@ def load_baselines(folder: Path, cfg: RunConfig) -> dict:
     saved = json.loads(path.read_text())
     mine = cfg.to_dict()
     theirs = saved.get("config", {})
-    same = ({"compress": "none", **theirs.get("task", {})} == mine["task"] and theirs.get("train", {}).get("seed") == mine["train"]["seed"]
+    same = ({"compress": "none", "link_failure": 0.0, **theirs.get("task", {})} == mine["task"] and theirs.get("train", {}).get("seed") == mine["train"]["seed"]
             and {k: theirs.get("eval", {}).get(k) for k in EVAL_KEYS}
             == {k: mine["eval"][k] for k in EVAL_KEYS})
     if not same:
