@@ -16,6 +16,7 @@ import torch
 from surf_dist.commands import jobs
 from surf_dist.io.config import preset, with_overrides
 from surf_dist.problem.data_files import write_idx
+from surf_dist.problem.tasks import materialize, pool_share
 from surf_dist.runtime import run_job
 from surf_dist.runtime.job_files import TaskInputs, for_tasks
 from test_torch_backend import assert_tree_close
@@ -68,8 +69,8 @@ def test_task_inputs_draw_the_same_tasks_without_their_files(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_ray_ranks_read_no_dataset_or_topology_file_and_give_the_local_numbers(tmp_path, monkeypatch):
+@pytest.mark.timeout(600)
+def test_ray_ranks_read_no_dataset_or_topology_file_get_their_agents_rows_only_and_give_the_local_numbers(tmp_path, monkeypatch):
     """The driver reads the files, then they leave the host before any rank starts its job
     (moved away right after the driver's read): 2 Ray ranks give the local backend's numbers."""
     from surf_dist.runtime import ray_runtime
@@ -81,12 +82,36 @@ def test_ray_ranks_read_no_dataset_or_topology_file_and_give_the_local_numbers(t
         inputs = for_tasks(cfg, options)
         shutil.move(tmp_path / "in", tmp_path / "elsewhere")
         return inputs
+    spawned = run_job(jobs.baselines_job, cfg, "torch", 2, progress=False)
     monkeypatch.setattr(ray_runtime, "for_tasks", read_then_hide)
     with ray_runtime.local_ray(num_cpus=2):
         remote = run_job(baselines_without_the_files, cfg, "ray", 2, folder=str(tmp_path / "in"), max_retries=0)
+        rows = run_job(rows_of_my_agents_job, cfg, "ray", 2, max_retries=0)
     assert not (tmp_path / "in").exists() and (tmp_path / "elsewhere").is_dir()
     assert np.abs(np.asarray(local["methods"]["dgd"]["loss"])).max() > 0
+    assert_tree_close(spawned["methods"], local["methods"])
     assert_tree_close(remote["methods"], local["methods"])
+    reference = for_tasks(config(tmp_path / "elsewhere" / "mnist", tmp_path / "elsewhere" / "graph.edges"), {})
+    family = reference.family(config(tmp_path / "elsewhere" / "mnist", tmp_path / "elsewhere" / "graph.edges").task, 0)
+    assert torch.equal(rows["X_seen"], materialize(family.dataset, family.batch("train", range(2)), rows["agents"]).X_seen)
+
+
+def rows_of_my_agents_job(cfg, worker, progress: bool = False):
+    """Each rank: the features of its agents' shards of two training tasks are exactly the rows
+    the driver's row server sent it (their seen and held-out samples, its share of each pooled
+    held-out set), fewer than the dataset holds; rank 0 returns its agents and seen features."""
+    from surf_dist.runtime.ray_rows import RemoteRows
+    data, agents = worker.family.dataset, worker.agents
+    assert isinstance(data.features, RemoteRows), f"rank {worker.comm.rank} holds {type(data.features).__name__}"
+    assert len(data.features.received()) == 0, "rows sent before any shard was gathered"
+    tasks = worker.family.batch("train", range(2))
+    shards = materialize(data, tasks, agents)
+    mine = np.unique(np.concatenate([np.concatenate([t.seen_idx[agents].ravel(), t.held_idx[agents].ravel(),
+                                                     pool_share(t.held_idx, agents)[0]]) for t in tasks]))
+    sent = data.features.received()
+    assert np.array_equal(sent, mine), f"rank {worker.comm.rank} was sent {len(sent)} rows, its agents use {len(mine)}"
+    assert 0 < len(sent) < data.num_samples
+    return {"agents": agents, "X_seen": shards.X_seen}
 
 
 def different_models_job(cfg, worker, progress: bool = False):

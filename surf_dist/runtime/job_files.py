@@ -99,6 +99,14 @@ class TaskInputs:
             self.topologies[text] = (replace(spec, edges=read_edge_list(spec.edge_list)) if spec.family == "edge_list"
                                      else spec)
 
+    def with_features(self, features) -> "TaskInputs":
+        """A copy whose datasets hold ``features(key, dataset)`` in place of their features (the
+        labels and everything else kept): what a Ray rank receives (``ray_rows``)."""
+        copy = TaskInputs()
+        copy.topologies = dict(self.topologies)
+        copy.datasets = {key: replace(data, features=features(key, data)) for key, data in self.datasets.items()}
+        return copy
+
     def family(self, task_config, seed: int) -> TaskFamily:
         key = (canonical_name(task_config.dataset), task_config.data_root or "")
         if key[0] in FILE_DATASETS and key not in self.datasets:
