@@ -180,3 +180,22 @@ def test_under_torchrun_rank_0_sends_the_dataset_and_topology_and_the_run_matche
     ours, ref = (torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("tr", "local"))
     for key in ref["model"]:
         torch.testing.assert_close(ours["model"][key], ref["model"][key], rtol=1e-9, atol=1e-9, msg=key)
+
+
+def test_the_baselines_an_experiment_reuses_travel_with_the_job(tmp_path):
+    """``experiment communication --baselines DIR``: the driver (rank 0 under torchrun) reads
+    DIR's summary.json and sends it; a rank reads what it was sent, never its own disk."""
+    import json
+    from surf_dist.commands.experiments import load_baselines
+    from surf_dist.runtime.job_files import Shipped, for_job
+    cfg = preset("quick")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "summary.json").write_text(json.dumps({"config": cfg.to_dict(), "methods": {"dgd": {}},
+                                                            "centralized": {}}))
+    files = for_job(cfg, {"baselines": str(tmp_path / "b")})
+    assert load_baselines(tmp_path / "b", cfg)["methods"] == {"dgd": {}}
+    shutil.rmtree(tmp_path / "b")
+    assert load_baselines(tmp_path / "b", cfg, files)["methods"] == {"dgd": {}}
+    for where in (None, Shipped()):
+        with pytest.raises(ValueError, match=r"--baselines: .*summary.json does not exist"):
+            load_baselines(tmp_path / "b", cfg, where)

@@ -1,5 +1,5 @@
 """Two "hosts" on one machine: network namespaces ``surfh1`` (10.77.0.1) and ``surfh2``
-(10.77.0.2) joined by one veth pair, with no route anywhere else, so that whatever runs inside
+(10.77.0.2; names suffixed by ``SURF_DIST_TESTBED_TAG`` where set) joined by one veth pair, with no route anywhere else, so that whatever runs inside
 them can reach only the two addresses and its own loopback.
 
 ``create()`` skips the calling test (with the reason) where ``ip`` is missing or namespaces can't
@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-HOSTS = {"surfh1": ("surfv1", "10.77.0.1"), "surfh2": ("surfv2", "10.77.0.2")}
+TAG = os.environ.get("SURF_DIST_TESTBED_TAG", "")     # e.g. "b": surfh1b, surfh2b (two checkouts testing at once)
+assert TAG.isalnum() and len(TAG) <= 8 or not TAG, f"SURF_DIST_TESTBED_TAG={TAG!r}: up to 8 letters or digits"
+HOSTS = {f"surfh1{TAG}": (f"surfv1{TAG}", "10.77.0.1"), f"surfh2{TAG}": (f"surfv2{TAG}", "10.77.0.2")}
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -69,13 +71,14 @@ def create() -> dict[str, tuple[str, str]]:
     if shutil.which("ip") is None:
         pytest.skip("the 'ip' command (iproute2) is missing")
     remove()
-    probe = ip("netns", "add", "surfh1", check=False)
+    first, second = HOSTS
+    probe = ip("netns", "add", first, check=False)
     if probe.returncode != 0:
         pytest.skip(f"cannot create network namespaces: {probe.stderr.strip()}")
     try:
-        ip("netns", "add", "surfh2")
+        ip("netns", "add", second)
         (if1, _), (if2, _) = HOSTS.values()
-        ip("link", "add", if1, "netns", "surfh1", "type", "veth", "peer", "name", if2, "netns", "surfh2")
+        ip("link", "add", if1, "netns", first, "type", "veth", "peer", "name", if2, "netns", second)
         for name, (iface, addr) in HOSTS.items():
             ip("-n", name, "addr", "replace", f"{addr}/24", "dev", iface)
             ip("-n", name, "link", "set", iface, "up")

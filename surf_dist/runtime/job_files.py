@@ -61,7 +61,7 @@ class Shipped(dict):
 def for_job(cfg, options: dict) -> Shipped:
     """Every file a job of the command line reads (the job's options as ``run_job`` gets them):
     the model to warm-start from, the checkpoint of a run to resume, the models to evaluate or
-    bench, the runs an experiment reads."""
+    bench, the runs an experiment reads and the baselines it reuses (``--baselines DIR``)."""
     from ..methods.pretrained import resolve_run
     files = Shipped()
     if cfg.train.init_from:
@@ -72,6 +72,8 @@ def for_job(cfg, options: dict) -> Shipped:
         files.add(Path(run) / MODEL)
     for run in options.get("runs") or ():          # bench: (label, folder); experiments: folders
         files.add(Path(run[1] if isinstance(run, (tuple, list)) else run) / MODEL)
+    if isinstance(options.get("baselines"), str):   # experiment communication --baselines DIR
+        files.add(Path(options["baselines"]) / "summary.json")
     return files
 
 
