@@ -199,3 +199,24 @@ def test_the_baselines_an_experiment_reuses_travel_with_the_job(tmp_path):
     for where in (None, Shipped()):
         with pytest.raises(ValueError, match=r"--baselines: .*summary.json does not exist"):
             load_baselines(tmp_path / "b", cfg, where)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["train", "--config", "absent.json"], "config file absent.json"),
+    (["evaluate", "absent_run"], "absent_run/model.pt"),
+    (["bench", "absent_run", "--quick"], "absent_run"),
+    (["bench", "pretrained", "--quick", "--choices-from", "absent.json"], "--choices-from absent.json"),
+    (["bench", "pretrained", "--quick", "--baselines-from", "absent_dir"], "--baselines-from absent_dir"),
+])
+def test_a_torchrun_rank_without_a_file_read_on_every_rank_stops_before_anything_runs_naming_it(
+        tmp_path, monkeypatch, capsys, args, named):
+    """The files read on every torchrun rank (launch/README.md): a rank whose node lacks one
+    stops in one line naming it (exit 2) before it joins the group; here rank 1 of 2."""
+    from surf_dist.cli.main import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*args, "--out", "out", "--backend", "torch", "--workers", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
