@@ -72,7 +72,8 @@ def test_task_inputs_draw_the_same_tasks_without_their_files(tmp_path):
 @pytest.mark.timeout(600)
 def test_ray_ranks_read_no_dataset_or_topology_file_get_their_agents_rows_only_and_give_the_local_numbers(tmp_path, monkeypatch):
     """The driver reads the files, then they leave the host before any rank starts its job
-    (moved away right after the driver's read): 2 Ray ranks give the local backend's numbers."""
+    (moved away right after the driver's read): 2 Ray ranks give the local backend's numbers, as
+    do 2 torch ranks; each Ray rank is sent exactly its own agents' rows (``rows_of_my_agents_job``)."""
     from surf_dist.runtime import ray_runtime
     data, edges = make_inputs(tmp_path / "in")
     cfg = config(data, edges)
@@ -86,13 +87,14 @@ def test_ray_ranks_read_no_dataset_or_topology_file_get_their_agents_rows_only_a
     monkeypatch.setattr(ray_runtime, "for_tasks", read_then_hide)
     with ray_runtime.local_ray(num_cpus=2):
         remote = run_job(baselines_without_the_files, cfg, "ray", 2, folder=str(tmp_path / "in"), max_retries=0)
-        rows = run_job(rows_of_my_agents_job, cfg, "ray", 2, max_retries=0)
-    assert not (tmp_path / "in").exists() and (tmp_path / "elsewhere").is_dir()
+        assert not (tmp_path / "in").exists() and (tmp_path / "elsewhere").is_dir()
+        monkeypatch.undo()
+        moved = config(tmp_path / "elsewhere" / "mnist", tmp_path / "elsewhere" / "graph.edges")
+        rows = run_job(rows_of_my_agents_job, moved, "ray", 2, max_retries=0)
     assert np.abs(np.asarray(local["methods"]["dgd"]["loss"])).max() > 0
     assert_tree_close(spawned["methods"], local["methods"])
     assert_tree_close(remote["methods"], local["methods"])
-    reference = for_tasks(config(tmp_path / "elsewhere" / "mnist", tmp_path / "elsewhere" / "graph.edges"), {})
-    family = reference.family(config(tmp_path / "elsewhere" / "mnist", tmp_path / "elsewhere" / "graph.edges").task, 0)
+    family = for_tasks(moved, {}).family(moved.task, 0)
     assert torch.equal(rows["X_seen"], materialize(family.dataset, family.batch("train", range(2)), rows["agents"]).X_seen)
 
 
