@@ -16,6 +16,24 @@ from surf_dist.problem.tasks import Shards, TaskFamily
 from surf_dist.problem.topology import ring, shift_operator, star
 
 
+RAY_FILES = {"test_cluster_files.py", "test_ray_backend.py"}
+
+
+def starts_ray(item) -> bool:
+    """A test that starts Ray, a Ray cluster or the namespace hosts (which have fixed names)."""
+    return (item.path.name in RAY_FILES or item.get_closest_marker("cluster") is not None
+            or ("ray" in item.name.lower() and item.get_closest_marker("slow") is not None))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2`` in pyproject.toml) every test that starts Ray runs in one test
+    process, one after the other: two Ray instances or two pairs of namespace hosts at once would
+    compete for the hosts' names and the 2 cores. The other tests spread over both processes."""
+    for item in items:
+        if starts_ray(item):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def quick_cfg():
     return preset("quick")

@@ -214,3 +214,28 @@ def test_compression_experiment_counts_bytes_by_hand_and_compares_like_for_like(
     assert not (tmp_path / "bad").exists()
     assert experiment("layers", tmp_path / "unused", "--quick", "--compressors", "q4") == 2
     assert "--compressors is not used by experiment layers" in capsys.readouterr().err
+
+
+@pytest.mark.slow           # two benches of one baseline
+@pytest.mark.timeout(400)
+def test_link_failure_experiment_counts_only_live_links(tmp_path, capsys):
+    """The shipped optimizer and DGD without failures and with half the links failing, on the
+    quick preset (8 agents on a ring, float32, d = 650): 20 x 2 x 650 x 4 bytes per agent after
+    20 rounds without failures; with p = 0.5 about half, and the same for both methods (the
+    failures are drawn per task and round, whatever the method)."""
+    out = tmp_path / "links"
+    assert experiment("link-failures", out, "--quick", "--methods", "dgd", "--link-failure-probs", "0,0.5") == 0
+    result = json.loads((out / "link-failures.json").read_text())
+    assert result["rounds"] == 20 and set(result["methods"]) == {"0.0", "0.5"}
+    full, half = result["methods"]["0.0"], result["methods"]["0.5"]
+    assert full["pretrained"]["bytes_per_agent"] == full["dgd"]["bytes_per_agent"] == 20 * 2 * 650 * 4
+    assert half["pretrained"]["bytes_per_agent"] == half["dgd"]["bytes_per_agent"]
+    assert 0.3 < half["dgd"]["bytes_per_agent"] / (20 * 2 * 650 * 4) < 0.7
+    assert half["pretrained"]["accuracy"] != full["pretrained"]["accuracy"]
+    assert result["learned_versus_first_p"]["pretrained"]["0.0"]["mean"] == 0.0
+    assert (out / "link-failures.png").stat().st_size > 0
+    assert len(list(csv.reader((out / "link-failures.csv").open()))) == 1 + 2 * 2
+    assert experiment("link-failures", tmp_path / "bad", "--quick", "--link-failure-probs", "0,1") == 2
+    assert "--link-failure-probs: 1 is not a probability in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert experiment("layers", tmp_path / "unused", "--quick", "--link-failure-probs", "0.1") == 2

@@ -16,6 +16,7 @@ import torch
 from surf_dist.commands import jobs
 from surf_dist.io.config import preset, with_overrides
 from surf_dist.problem.data_files import write_idx
+from surf_dist.problem.tasks import materialize
 from surf_dist.runtime import run_job
 from surf_dist.runtime.job_files import TaskInputs, for_tasks
 from test_torch_backend import assert_tree_close
@@ -68,10 +69,11 @@ def test_task_inputs_draw_the_same_tasks_without_their_files(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_ray_ranks_read_no_dataset_or_topology_file_and_give_the_local_numbers(tmp_path, monkeypatch):
+@pytest.mark.timeout(600)
+def test_ray_ranks_read_no_dataset_or_topology_file_get_their_agents_rows_only_and_give_the_local_numbers(tmp_path, monkeypatch):
     """The driver reads the files, then they leave the host before any rank starts its job
-    (moved away right after the driver's read): 2 Ray ranks give the local backend's numbers."""
+    (moved away right after the driver's read): 2 Ray ranks give the local backend's numbers, as
+    do 2 torch ranks; each Ray rank is sent exactly its own agents' rows (``rows_of_my_agents_job``)."""
     from surf_dist.runtime import ray_runtime
     data, edges = make_inputs(tmp_path / "in")
     cfg = config(data, edges)
@@ -81,12 +83,38 @@ def test_ray_ranks_read_no_dataset_or_topology_file_and_give_the_local_numbers(t
         inputs = for_tasks(cfg, options)
         shutil.move(tmp_path / "in", tmp_path / "elsewhere")
         return inputs
+    spawned = run_job(jobs.baselines_job, cfg, "torch", 2, progress=False)
     monkeypatch.setattr(ray_runtime, "for_tasks", read_then_hide)
     with ray_runtime.local_ray(num_cpus=2):
         remote = run_job(baselines_without_the_files, cfg, "ray", 2, folder=str(tmp_path / "in"), max_retries=0)
-    assert not (tmp_path / "in").exists() and (tmp_path / "elsewhere").is_dir()
+        assert not (tmp_path / "in").exists() and (tmp_path / "elsewhere").is_dir()
+        monkeypatch.undo()
+        moved = config(tmp_path / "elsewhere" / "mnist", tmp_path / "elsewhere" / "graph.edges")
+        rows = run_job(rows_of_my_agents_job, moved, "ray", 2, max_retries=0)
     assert np.abs(np.asarray(local["methods"]["dgd"]["loss"])).max() > 0
+    assert_tree_close(spawned["methods"], local["methods"])
     assert_tree_close(remote["methods"], local["methods"])
+    family = for_tasks(moved, {}).family(moved.task, 0)
+    assert torch.equal(rows["X_seen"], materialize(family.dataset, family.batch("train", range(2)), rows["agents"]).X_seen)
+
+
+def rows_of_my_agents_job(cfg, worker, progress: bool = False):
+    """Each rank: the features of its agents' shards of two training tasks are exactly the rows
+    the driver's row server sent it (their seen and held-out samples, its share of each pooled
+    held-out set), fewer than the dataset holds; rank 0 returns its agents and seen features."""
+    from surf_dist.runtime.ray_rows import RemoteRows
+    data, agents = worker.family.dataset, worker.agents
+    assert isinstance(data.features, RemoteRows), f"rank {worker.comm.rank} holds {type(data.features).__name__}"
+    assert len(data.features.received()) == 0, "rows sent before any shard was gathered"
+    tasks = worker.family.batch("train", range(2))
+    shards = materialize(data, tasks, agents)
+    # the pooled held-out samples a worker reads are among its agents' held-out ones (``pool_share``)
+    mine = np.unique(np.concatenate([np.concatenate([t.seen_idx[agents].ravel(), t.held_idx[agents].ravel()])
+                                     for t in tasks]))
+    sent = data.features.received()
+    assert np.array_equal(sent, mine), f"rank {worker.comm.rank} was sent {len(sent)} rows, its agents use {len(mine)}"
+    assert 0 < len(sent) < data.num_samples
+    return {"agents": agents, "X_seen": shards.X_seen}
 
 
 def different_models_job(cfg, worker, progress: bool = False):
@@ -155,3 +183,43 @@ def test_under_torchrun_rank_0_sends_the_dataset_and_topology_and_the_run_matche
     ours, ref = (torch.load(tmp_path / run / "model.pt", weights_only=True) for run in ("tr", "local"))
     for key in ref["model"]:
         torch.testing.assert_close(ours["model"][key], ref["model"][key], rtol=1e-9, atol=1e-9, msg=key)
+
+
+def test_the_baselines_an_experiment_reuses_travel_with_the_job(tmp_path):
+    """``experiment communication --baselines DIR``: the driver (rank 0 under torchrun) reads
+    DIR's summary.json and sends it; a rank reads what it was sent, never its own disk."""
+    import json
+    from surf_dist.commands.experiments import load_baselines
+    from surf_dist.runtime.job_files import Shipped, for_job
+    cfg = preset("quick")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "summary.json").write_text(json.dumps({"config": cfg.to_dict(), "methods": {"dgd": {}},
+                                                            "centralized": {}}))
+    files = for_job(cfg, {"baselines": str(tmp_path / "b")})
+    assert load_baselines(tmp_path / "b", cfg)["methods"] == {"dgd": {}}
+    shutil.rmtree(tmp_path / "b")
+    assert load_baselines(tmp_path / "b", cfg, files)["methods"] == {"dgd": {}}
+    for where in (None, Shipped()):
+        with pytest.raises(ValueError, match=r"--baselines: .*summary.json does not exist"):
+            load_baselines(tmp_path / "b", cfg, where)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["train", "--config", "absent.json"], "config file absent.json"),
+    (["evaluate", "absent_run"], "absent_run/model.pt"),
+    (["bench", "absent_run", "--quick"], "absent_run"),
+    (["bench", "pretrained", "--quick", "--choices-from", "absent.json"], "--choices-from absent.json"),
+    (["bench", "pretrained", "--quick", "--baselines-from", "absent_dir"], "--baselines-from absent_dir"),
+])
+def test_a_torchrun_rank_without_a_file_read_on_every_rank_stops_before_anything_runs_naming_it(
+        tmp_path, monkeypatch, capsys, args, named):
+    """The files read on every torchrun rank (launch/README.md): a rank whose node lacks one
+    stops in one line naming it (exit 2) before it joins the group; here rank 1 of 2."""
+    from surf_dist.cli.main import main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main([*args, "--out", "out", "--backend", "torch", "--workers", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

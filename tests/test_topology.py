@@ -15,6 +15,8 @@ FAMILY_KWARGS = {
     "erdos_renyi": {"edge_prob": 0.5},
     "random_geometric": {"radius": 0.6},
     "small_world": {"neighbours": 4, "rewire_prob": 0.3},
+    "random_regular": {"degree": 4},
+    "sequence": {"sequence": (topo.TopologySpec("ring"), topo.TopologySpec("star"))},
 }
 GENERATED_FAMILIES = [f for f in topo.FAMILIES if f != "edge_list"]
 
@@ -279,8 +281,9 @@ def test_deterministic_family_is_same_every_call():
     assert (spec.sample(10) != spec.sample(10)).nnz == 0
 
 
-PRESETS = ("erdos_renyi", "exponential", "grid", "my_graph", "paper_circulant", "random_geometric", "ring",
-           "small_world", "star", "torus")
+PRESETS = ("erdos_renyi", "exponential", "grid", "my_graph", "one_peer_exponential", "paper_circulant",
+           "random_geometric", "random_matching", "random_regular", "ring", "ring_star_sequence", "small_world",
+           "star", "torus")
 
 
 def test_presets_are_the_package_json_files_and_each_samples():

@@ -37,6 +37,9 @@ OVERRIDES = {  # flag -> (section, field, type, help)
                  "per message; unbiased), topk:K or randk:K (K coordinates of each message, or a fraction such as "
                  "topk:0.01; values plus int32 indices). Meta-training passes gradients straight through. "
                  "See docs/COMPRESSION.md"),
+    "link_failure": ("task", "link_failure", float, "probability P in [0, 1) that each edge fails in each round "
+                     "(independently; every method, the learned one included): the surviving graph mixes with "
+                     "Metropolis weights and failed links send nothing. See docs/NETWORKS.md"),
     "layers": ("model", "num_layers", int, "unrolled layers L"),
     "hops": ("model", "num_hops", int, "hops K per layer (communication rounds per layer)"),
     "local_net": ("model", "local_net", str, f"local network: {', '.join(LOCAL_NETS)}"),
@@ -76,7 +79,7 @@ OVERRIDES = {  # flag -> (section, field, type, help)
     "seed": ("train", "seed", int, "the one seed behind tasks, graphs, batches, dropouts and inits"),
     "dtype": ("train", "dtype", str, "float32 or float64"),
     "test_tasks": ("eval", "test_tasks", int, "test tasks"),
-    "rounds": ("eval", "baseline_rounds", int, "baseline rounds (default: the preset's, 500; demo: "
+    "rounds": ("eval", "baseline_rounds", int, "baseline rounds (default: the preset's, 500; bench: 100, five times SURF's 20; demo: "
                f"{DEMO_BASELINE_ROUNDS} - SURF needs 20, and the rounds the baselines need to match it "
                "lie well below)"),
     "async_draws": ("eval", "async_draws", int, "random dropout draws per n_async level"),

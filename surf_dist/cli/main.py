@@ -5,7 +5,7 @@
   surf-dist baselines --out DIR     tuned decentralized baselines and the centralized optimum
   surf-dist train --out RUN         meta-train one model (``--resume`` continues a run)
   surf-dist evaluate RUN... --out DIR
-  surf-dist experiment NAME --out DIR   layers | eps | async | communication | transfer | compression
+  surf-dist experiment NAME --out DIR   layers | eps | async | communication | transfer | compression | link-failures
   surf-dist bench [RUN...] --out DIR    learned optimizers against every tuned baseline, the
                                         honest protocol (validation choices, fresh test draws)
   surf-dist config --preset NAME    print a preset as JSON, to edit and pass back with --config
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
              "baselines": "run the tuned baselines and the centralized optimum on test tasks",
              "train": "meta-train one unrolled model into a run folder",
              "evaluate": "evaluate trained run folders against the baselines",
-             "experiment": "one experiment of the results report (layers, eps, async, communication, transfer, compression)",
+             "experiment": "one experiment of the results report (layers, eps, async, communication, transfer, compression, link-failures)",
              "bench": "learned optimizers (default: the shipped ones) against every baseline, each tuned per "
                       "round budget on validation tasks, on fresh test draws: rounds ratio and fixed-budget gap "
                       "with intervals (bench.json, bench.csv, bench.png)"}

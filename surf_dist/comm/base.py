@@ -7,6 +7,11 @@ Compression (``compress.py``) happens here, in the one place every backend sends
 shift sends Q(z_j) for every row, so a neighbour on the same worker sees what a remote one
 does, and ``(S Z)_i = s_ii z_i + sum_{j != i} s_ij Q(z_j)`` (an agent's own row never travels).
 Error-feedback methods (CHOCO) use ``shift_sent``, which also returns the rows as sent.
+
+A graph may change from round to round (``bind(..., rounds=)``: time-varying graphs, link
+failures): round r mixes with ``rounds(r)`` (N, N), whose pattern lies inside the bound
+``shift``'s; each round's messages, self weights and exchange follow that round's graph, so a
+failed link sends nothing and the ledger counts nothing for it.
 """
 from __future__ import annotations
 
@@ -36,28 +41,50 @@ class Communicator(ABC):
         self._diagonal: dict = {}
 
     def bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None = None,
-             keys: np.ndarray | None = None, compressor: Compressor | None = None) -> None:
+             keys: np.ndarray | None = None, compressor: Compressor | None = None, rounds=None) -> None:
         """Use graph ``shift`` (N, N, global) for the next shifts; this worker hosts ``nodes``.
         ``node_lists``: every worker's nodes, where the caller knows them (a worker derives them
         from the placement), so that no worker has to ask the others. ``compressor``: what every
         shift of this graph sends (default: full rows); ``keys`` (N_local,) name the hosted
         senders for its random draws (default: the global node ids).
 
+        ``rounds``: a callable r -> the shift (N, N, global) of round r (counted from 0 at this bind),
+        each within the pattern of ``shift``; None: ``shift`` in every round.
+
         Resets the ledger: its counts are per bound graph (one evaluation or training batch).
         Each row is one message until ``replicas`` says otherwise.
         """
+        self.ledger.reset(len(nodes))
+        self.compressor = compressor or Compressor()
+        self._keys = np.asarray(nodes if keys is None else keys, dtype=np.uint64)
+        self._layout = (1, 1)
+        self._nodes, self._rounds, self._round_bound = np.asarray(nodes), rounds, None
+        self._use_graph(shift)
+        self._bind(shift, np.asarray(nodes), node_lists)
+
+    def _use_graph(self, shift: sp.csr_matrix) -> None:
+        """Out-degrees and self weights of the hosted nodes in graph ``shift`` (N, N)."""
         adjacency = shift.tocsc(copy=True)
         adjacency.setdiag(0)
         adjacency.eliminate_zeros()
         # out-degree of node i = number of j != i with S[j, i] != 0 (column counts)
-        self._out_degree = np.diff(adjacency.indptr)[nodes]
-        self._out_degree_on = {}
-        self.ledger.reset(len(nodes))
-        self.compressor = compressor or Compressor()
-        self._keys = np.asarray(nodes if keys is None else keys, dtype=np.uint64)
-        self._self_weight = np.asarray(shift.diagonal())[np.asarray(nodes)]
-        self._layout, self._diagonal = (1, 1), {}
-        self._bind(shift, np.asarray(nodes), node_lists)
+        self._out_degree = np.diff(adjacency.indptr)[self._nodes]
+        self._out_degree_on, self._diagonal = {}, {}
+        self._self_weight = np.asarray(shift.diagonal())[self._nodes]
+
+    def _enter_round(self) -> None:
+        """Before a round's messages: switch to that round's graph (time-varying graphs)."""
+        r = self.ledger.rounds
+        if self._rounds is None or self._round_bound == r:
+            return
+        shift_r = self._rounds(r)
+        self._use_graph(shift_r)
+        self._bind_round(r, shift_r)
+        self._round_bound = r
+
+    def _bind_round(self, r: int, shift_r: sp.csr_matrix) -> None:
+        """Mix with ``shift_r`` (N, N) in round r (a backend's own part of ``_enter_round``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support time-varying graphs")
 
     def replicas(self, count: int, inner: int) -> None:
         """Each row holds ``count`` messages side by side, interleaved in blocks of ``inner``
@@ -107,6 +134,7 @@ class Communicator(ABC):
 
         Under a compressor every row sent is Q(z_j) and each agent keeps its own row exact:
         s_ii z_i + sum_{j != i} s_ij Q(z_j). The gradient is straight-through: that of S Z."""
+        self._enter_round()
         self._record(Z_nd, senders)
         if self.compressor.identity:
             return self._shift(Z_nd)
@@ -116,6 +144,7 @@ class Communicator(ABC):
     def shift_sent(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(S Q, Q): Q the rows as sent this round (Q(Z) under a compressor, else Z), and S
         applied to the sent rows, an agent's own included (what error feedback keeps). One round."""
+        self._enter_round()
         self._record(Z_nd, senders)
         Q = Z_nd if self.compressor.identity else self._sent(Z_nd)
         return self._shift(Q), Q

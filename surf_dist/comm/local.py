@@ -24,6 +24,9 @@ class LocalCommunicator(Communicator):
         self._matrix = {}
         self._shift_csr = shift[nodes][:, nodes]
 
+    def _bind_round(self, r, shift_r):
+        self._bind(shift_r, self._nodes)
+
     def _shift(self, Z_nd):
         key = (Z_nd.dtype, Z_nd.device)
         S = self._matrix.get(key)

@@ -15,6 +15,9 @@ Each row crosses a worker boundary once per round, however many of q's nodes nee
 ranks with no edge between them exchange zero rows inside the same all-to-all; a graph with no
 edge across ranks skips the collective on every rank (each of them knows it from the plan).
 
+A time-varying graph (or link failures) re-plans every round from that round's global shift
+(``_bind_round``): the halo rows of the bound union graph that the round's live links need.
+
 Ledger (physical): ``physical_bytes`` counts the bytes of the halo rows this rank sends, in the
 forward exchange and in the backward (gradient) exchange alike. Coordination collectives
 (all-reduces of meta-gradients and metrics, broadcasts, the plan's node-list gather) are left
@@ -151,9 +154,16 @@ class TorchCommunicator(Communicator):
                              node_lists, np.asarray(nodes, dtype=np.int64), group=self.group)
         elif len(node_lists) != self.world_size or not np.array_equal(node_lists[self.rank], nodes):
             raise ValueError(f"rank {self.rank}: node_lists disagree with the nodes this rank hosts")
+        self._node_lists = node_lists
         self._plan = build_plan(shift, node_lists, self.rank)
         self._blocks, self._send_index, self._staging = {}, {}, {}
         self.round = 0
+
+    def _bind_round(self, r, shift_r):
+        """Round r's own plan: only the rows of live links cross (a failed link sends nothing);
+        every rank derives it from the same global ``shift_r``, so the sizes agree."""
+        self._plan = build_plan(shift_r, self._node_lists, self.rank)
+        self._blocks, self._send_index = {}, {}
 
     def _shift(self, Z_nd):
         plan = self._plan

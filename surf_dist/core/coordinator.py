@@ -18,6 +18,7 @@ from ..methods.constraints import dual_step
 from ..io.metrics_log import MetricsLogger
 
 STREAMS = {"train": 7, "eval": 11}
+LINK_STREAM = 13       # link failures: keyed by the task's seed and the round (``draw_link_survival``)
 
 
 class Coordinator:
@@ -76,3 +77,12 @@ def draw_async_masks(generator: np.random.Generator, num_layers: int, num_tasks:
     at every layer)."""
     keys = generator.random((num_layers, num_tasks, num_agents))
     return keys.argsort(-1).argsort(-1) >= num_async
+
+
+def draw_link_survival(task_seed: int, round_: int, num_edges: int, p: float) -> np.ndarray:
+    """(E,) bool: which of a task's E undirected edges survive round ``round_`` (each fails
+    independently with probability p). The coordinator's link stream, keyed by the task's seed
+    and the round rather than advanced by calls: every rank of every backend derives the same
+    draws for the tasks it hosts without a broadcast, whatever the batch or the worker count."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(task_seed), LINK_STREAM, int(round_)]))
+    return rng.random(num_edges) >= p

@@ -17,8 +17,9 @@ import torch
 
 from ..comm.base import Communicator
 from ..comm.compress import parse_compressor
-from .coordinator import Coordinator
+from .coordinator import Coordinator, draw_link_survival
 from ..problem.softmax import correct_per_agent, loss_per_agent, pooled_correct
+from ..problem.round_graphs import round_shifts
 from ..problem.tasks import Shards, Task, TaskFamily, block_shift, materialize, minibatch_indices, pool_owner
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -45,7 +46,9 @@ class Worker:
     def num_agents(self) -> int:
         return self.family.config.num_agents
 
-    def load(self, tasks: list[Task]) -> Shards:
+    def load(self, tasks: list[Task], dropped=None) -> Shards:
+        """Bind the batch's graph and gather the hosted shards. ``dropped``: r -> (T n,) bool, the
+        agents dropped in round r (their messages are zeros): they send nothing (``round_graphs``)."""
         nodes_of = lambda agents: (np.arange(len(tasks))[:, None] * self.num_agents + agents[None]).ravel()
         lists = None if self.owner is None else [nodes_of(np.flatnonzero(self.owner == q))
                                                  for q in range(self.comm.world_size)]
@@ -53,7 +56,8 @@ class Worker:
         keys = ((np.array([t.seed for t in tasks], dtype=np.uint64)[:, None] << np.uint64(20))
                 | self.agents.astype(np.uint64)[None]).ravel()
         self.comm.bind(block_shift(tasks), nodes_of(self.agents), lists, keys,
-                       parse_compressor(self.family.config.compress))
+                       parse_compressor(self.family.config.compress),
+                       round_shifts(tasks, self.family.config.link_failure, draw_link_survival, dropped))
         shards = materialize(self.family.dataset, tasks, self.agents, self.family.config.feature_noise,
                              self.dtype, self.pool_owners(tasks), self.comm.rank)
         return self.whole_pools(shards).to(self.device)

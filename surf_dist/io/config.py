@@ -39,6 +39,7 @@ class TaskConfig:
     init_std: float = 1.0                  # W_0 ~ N(0, init_std^2)
     feature_noise: float = 0.0             # augmentation: N(0, feature_noise^2) added per task
     compress: str = "none"                 # what every message carries: none, qB, topk:K, randk:K (comm/compress.py)
+    link_failure: float = 0.0              # each edge fails independently per round with this probability
 
     def __post_init__(self):
         check_types(self)
@@ -51,6 +52,9 @@ class TaskConfig:
             raise ConfigError("alpha", f"alpha must be > 0 (inf for IID), got {self.alpha}")
         if not 0 < self.held_fraction < 1:
             raise ConfigError("held_fraction", f"held_fraction must lie in (0, 1), got {self.held_fraction}")
+        if not 0 <= self.link_failure < 1:
+            raise ConfigError("link_failure", f"link_failure must lie in [0, 1) (the probability that an edge "
+                              f"fails in a round), got {self.link_failure}; use 0 for no failures")
         for name in ("init_std", "feature_noise"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"{name} must be >= 0, got {getattr(self, name)}")

@@ -65,6 +65,7 @@ class Task:
     rule: ShardRule
     part_seed: np.random.SeedSequence     # the shards' streams (one child per block of agents)
     init_seed: np.random.SeedSequence     # W_0's streams (block 0: itself; block b: its child b)
+    rounds: tuple = ()            # time-varying: the shift of each round, cycled (``round_graphs.py``)
     _drawn: dict = field(default_factory=dict, compare=False, repr=False)   # the last agents' draws
 
     @property
@@ -154,14 +155,16 @@ class TaskFamily:
         cfg = self.config
         ss = np.random.SeedSequence([self.seed, SPLITS[split], index])
         graph_ss, part_ss, init_ss, perm_ss, stream_ss = ss.spawn(5)
-        shift = self.topology.sample(cfg.num_agents, np.random.default_rng(graph_ss))
+        shift, rounds = (self.topology.sample_union(cfg.num_agents, np.random.default_rng(graph_ss))
+                         if self.topology.is_time_varying else
+                         (self.topology.sample(cfg.num_agents, np.random.default_rng(graph_ss)), ()))
         pool = np.random.default_rng(part_ss).permutation(self.pools[split])
         num_held = int(len(pool) * cfg.held_fraction)
         rule = ShardRule(self.dataset.labels, pool[num_held:], pool[:num_held], cfg.samples_seen,
                          cfg.samples_held, cfg.alpha, cfg.init_std, self.num_params)
         label_map = (np.random.default_rng(perm_ss).permutation(self.num_classes) if permute_labels
                      else np.arange(self.num_classes))
-        return Task(shift, label_map, int(stream_ss.generate_state(1)[0]), rule, part_ss, init_ss)
+        return Task(shift, label_map, int(stream_ss.generate_state(1)[0]), rule, part_ss, init_ss, rounds)
 
     def batch(self, split: str, indices, permute_labels: bool = False) -> list[Task]:
         return [self.sample(split, int(i), permute_labels) for i in indices]

@@ -25,6 +25,7 @@ from .graphs import (  # noqa: F401 - the graph families, read as topology.*
     grid_shape, is_connected, number_of_components, paper_circulant, random_geometric, ring, small_world,
     star, torus,
 )
+from .round_graphs import one_peer_exponential, random_matching, random_regular, union_adjacency
 from .placement import cut_edges, place_agents  # noqa: F401 - read as topology.*
 from .shift_operators import (  # noqa: F401 - read as topology.*
     NORMALIZATIONS, STOCHASTIC_NORMALIZATIONS, load_edge_list, shift_operator, validate_shift_operator,
@@ -39,8 +40,10 @@ from .spectra import (  # noqa: F401 - spectral_gap, spectral_radius and the lim
 )
 
 FAMILIES = ("ring", "circulant", "paper_circulant", "erdos_renyi", "random_geometric",
-            "grid", "torus", "star", "exponential", "small_world", "edge_list")
-RANDOM_FAMILIES = ("erdos_renyi", "random_geometric", "small_world")
+            "grid", "torus", "star", "exponential", "small_world", "edge_list",
+            "one_peer_exponential", "random_matching", "random_regular", "sequence")
+RANDOM_FAMILIES = ("erdos_renyi", "random_geometric", "small_world", "random_matching", "random_regular")
+TIME_VARYING = ("one_peer_exponential", "random_matching", "random_regular", "sequence")
 EDGE_WEIGHTS = "weights"    # edge_list only: the file's weights are the mixing weights
 EDGE_LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".edges", ".edgelist", ".el")
 # The presets: one JSON file each (copy and edit one); package data, so an installed package has them.
@@ -48,8 +51,12 @@ PRESET_DIR = Path(str(resources.files(__package__) / "topologies"))
 
 
 def edge_list_nodes(spec: "TopologySpec") -> int | None:
-    """Agents of an edge-list topology (``max id + 1`` of its file), None for the other families."""
-    return read_edge_list(spec.edge_list).num_nodes if spec.family == "edge_list" else None
+    """Agents of an edge-list topology (``max id + 1`` of its file; of a sequence's edge lists), None
+    for the other families."""
+    if spec.family == "sequence":
+        counts = [c for c in map(edge_list_nodes, spec.sequence) if c is not None]
+        return counts[0] if counts else None
+    return (spec.edges or read_edge_list(spec.edge_list)).num_nodes if spec.family == "edge_list" else None
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,9 @@ class TopologySpec:
     rewire_prob: float = 0.1
     neighbours: int = 4
     edge_list: str = ""
+    degree: int = 3                        # random_regular: every agent's degree in every round
+    period: int = 20                       # random time-varying families: graphs drawn per task, cycled
+    sequence: tuple = ()                   # family sequence: one TopologySpec a round, cycled
     edges: EdgeList | None = field(default=None, compare=False, repr=False)   # the file's, read elsewhere
 
     def __post_init__(self) -> None:
@@ -93,16 +103,46 @@ class TopologySpec:
             raise ValueError("family 'circulant' needs degree_offsets, e.g. (1, 2)")
         if self.family == "edge_list" and not self.edge_list:
             raise ValueError("family 'edge_list' needs edge_list='path/to/edges.txt'")
+        _check_count(self.degree, "degree", 1)
+        _check_count(self.period, "period", 1)
+        if self.family == "sequence":
+            check_sequence(self.sequence)
 
     @property
     def is_random(self) -> bool:
         """True if every ``sample`` call draws a fresh graph."""
         return self.family in RANDOM_FAMILIES
 
+    @property
+    def is_time_varying(self) -> bool:
+        """True if the graph changes from round to round (``sample_rounds``)."""
+        return self.family in TIME_VARYING
+
+    def sample_rounds(self, n: int, rng: np.random.Generator | None = None) -> tuple[sp.csr_matrix, ...]:
+        """The shift operators (n, n) of the rounds, used cyclically (``round_graphs.py``); () for a
+        static family. Each is doubly stochastic; their union must be connected."""
+        if not self.is_time_varying:
+            return ()
+        if self.family == "sequence":
+            shifts = tuple(s for spec in self.sequence for s in (spec.sample_rounds(n, rng) or (spec.sample(n, rng),)))
+        else:
+            draws = {"one_peer_exponential": lambda: one_peer_exponential(n),
+                     "random_matching": lambda: [random_matching(n, rng) for _ in range(self.period)],
+                     "random_regular": lambda: [random_regular(n, self.degree, rng) for _ in range(self.period)]}
+            shifts = tuple(shift_operator(a, "metropolis" if self.normalization == EDGE_WEIGHTS else self.normalization)
+                           for a in draws[self.family]())
+        union = union_adjacency(shifts)
+        if not is_connected(union):
+            raise ValueError(f"topology {self.family}: the union of its {len(shifts)} graphs is disconnected "
+                             f"({number_of_components(union)} components), so mixing cannot reach consensus")
+        return shifts
+
     def adjacency(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
         """Boolean (n, n) adjacency of one draw (``rng`` is required by random families only)."""
         if self.is_random and not isinstance(rng, np.random.Generator):
             raise ValueError(f"family {self.family!r} is random: pass rng=np.random.default_rng(seed)")
+        if self.is_time_varying:          # the union of the rounds' graphs
+            return union_adjacency(self.sample_rounds(n, rng))
         builders = {
             "ring": lambda: ring(n), "paper_circulant": lambda: paper_circulant(n),
             "circulant": lambda: circulant(n, self.degree_offsets), "grid": lambda: grid(n),
@@ -133,12 +173,35 @@ class TopologySpec:
     def sample(self, n: int, rng: np.random.Generator | None = None) -> sp.csr_matrix:
         """Validated (n, n) CSR float64 shift operator of one draw of this topology. Normalisation
         ``weights`` (edge lists): the file's weights, checked to be symmetric, doubly stochastic."""
+        if self.is_time_varying:       # the union of the rounds' graphs (the halo plan, the spectra)
+            return self.sample_union(n, rng)[0]
         adjacency = self.adjacency(n, rng)
         if self.normalization == EDGE_WEIGHTS:
             edges = self.edges or read_edge_list(self.edge_list)
             return validate_shift_operator(weighted_shift(edges, n), "metropolis", n=n)
         shift = shift_operator(adjacency, self.normalization)
         return validate_shift_operator(shift, self.normalization, n=n)
+
+
+    def sample_union(self, n: int, rng: np.random.Generator | None = None):
+        """(S, rounds): the Metropolis shift of the union of the rounds' graphs and the rounds."""
+        rounds = self.sample_rounds(n, rng)
+        return validate_shift_operator(shift_operator(union_adjacency(rounds), "metropolis"), "metropolis", n=n), rounds
+
+
+def check_sequence(sequence) -> None:
+    """A sequence's graphs: at least one, each a ``TopologySpec``, edge lists of one agent count."""
+    if not isinstance(sequence, tuple) or not sequence:
+        raise ValueError("topology sequence is empty: list at least one graph in \"sequence\" (preset names, "
+                         "edge list files or JSON specs), one a round")
+    if not all(isinstance(s, TopologySpec) for s in sequence):
+        raise ValueError("topology sequence: every entry must be a topology (a preset name, a file or a JSON spec)")
+    counts = [(i, edge_list_nodes(s)) for i, s in enumerate(sequence)]
+    counts = [(i, c) for i, c in counts if c is not None]
+    if len({c for _, c in counts}) > 1:
+        said = ", ".join(f"graph {i} has {c}" for i, c in counts)
+        raise ValueError(f"topology sequence: its graphs have different agent counts ({said}); give every graph "
+                         "of a sequence the same agents (ids 0..n-1)")
 
 
 def spec_from_dict(config: dict, source: str = "topology config") -> TopologySpec:
@@ -152,12 +215,33 @@ def spec_from_dict(config: dict, source: str = "topology config") -> TopologySpe
     if "family" not in config:
         raise ValueError(f"{source}: missing required key 'family' (one of {FAMILIES})")
     values = {key: value for key, value in config.items() if key != "description"}
+    if "sequence" in values:
+        values["sequence"] = sequence_specs(values["sequence"], source)
     if isinstance(values.get("degree_offsets"), list):
         values["degree_offsets"] = tuple(values["degree_offsets"])
     try:
         return TopologySpec(**values)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
+
+
+def sequence_specs(entries, source: str) -> tuple:
+    """The specs of a JSON ``sequence`` list: preset names, files (edge lists read now, so a rank
+    that opens no file gets them with the spec) or JSON objects."""
+    if not isinstance(entries, list):
+        raise ValueError(f"{source}: \"sequence\" must be a list of topologies, got {type(entries).__name__}")
+    specs = []
+    for i, entry in enumerate(entries):
+        spec = (spec_from_dict(entry, f"{source}, sequence entry {i}") if isinstance(entry, dict)
+                else load_topology_preset(entry) if isinstance(entry, str)
+                else None)
+        if spec is None:
+            raise ValueError(f"{source}: sequence entry {i} must be a preset name, a file or an object, got {entry!r}")
+        if spec.family == "edge_list" and spec.edges is None:
+            spec = TopologySpec(**{**{f.name: getattr(spec, f.name) for f in fields(spec)},
+                                   "edges": read_edge_list(spec.edge_list)})
+        specs.append(spec)
+    return tuple(specs)
 
 
 def available_presets() -> tuple[str, ...]:
@@ -219,4 +303,7 @@ def load_topology_preset(name_or_path) -> TopologySpec:
     config = parse_json(read_text_file(path, "topology file", hint="a JSON spec"), f"topology file {path}")
     if isinstance(config, dict) and isinstance(config.get("edge_list"), str) and config["edge_list"]:
         config["edge_list"] = str(path.parent / config["edge_list"])  # absolute paths stay as they are
+    if isinstance(config, dict) and isinstance(config.get("sequence"), list):   # its files: beside it too
+        config["sequence"] = [str(path.parent / e) if isinstance(e, str) and looks_like_a_path(e) else e
+                              for e in config["sequence"]]
     return spec_from_dict(config, str(path))

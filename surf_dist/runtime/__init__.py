@@ -1,7 +1,8 @@
 """Runtimes: where the workers of a job live (one process, torch.distributed ranks, Ray actors):
 ``run_job`` here, ``common`` (building a worker, placement of agents on workers), ``rank`` and
 ``torch_runtime`` (torch.distributed ranks), ``ray_runtime`` (Ray actors), ``job_files`` (the
-files the driver reads and sends to the ranks) and ``pools`` (helper process pools). One of the
+files the driver reads and sends to the ranks), ``ray_rows`` (a Ray rank's rows of a file
+dataset, from the driver's node) and ``pools`` (helper process pools). One of the
 two homes of ``torch.distributed`` and ``ray`` (with ``comm``). May import ``core``,
 ``methods``, ``problem``, ``comm`` and ``io``; never ``commands`` or ``cli``."""
 from __future__ import annotations

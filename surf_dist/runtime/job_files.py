@@ -61,7 +61,7 @@ class Shipped(dict):
 def for_job(cfg, options: dict) -> Shipped:
     """Every file a job of the command line reads (the job's options as ``run_job`` gets them):
     the model to warm-start from, the checkpoint of a run to resume, the models to evaluate or
-    bench, the runs an experiment reads."""
+    bench, the runs an experiment reads and the baselines it reuses (``--baselines DIR``)."""
     from ..methods.pretrained import resolve_run
     files = Shipped()
     if cfg.train.init_from:
@@ -72,6 +72,8 @@ def for_job(cfg, options: dict) -> Shipped:
         files.add(Path(run) / MODEL)
     for run in options.get("runs") or ():          # bench: (label, folder); experiments: folders
         files.add(Path(run[1] if isinstance(run, (tuple, list)) else run) / MODEL)
+    if isinstance(options.get("baselines"), str):   # experiment communication --baselines DIR
+        files.add(Path(options["baselines"]) / "summary.json")
     return files
 
 
@@ -98,6 +100,14 @@ class TaskInputs:
             spec = load_topology_preset(text)       # an edge list's edges read here, once, into the spec
             self.topologies[text] = (replace(spec, edges=read_edge_list(spec.edge_list)) if spec.family == "edge_list"
                                      else spec)
+
+    def with_features(self, features) -> "TaskInputs":
+        """A copy whose datasets hold ``features(key, dataset)`` in place of their features (the
+        labels and everything else kept): what a Ray rank receives (``ray_rows``)."""
+        copy = TaskInputs()
+        copy.topologies = dict(self.topologies)
+        copy.datasets = {key: replace(data, features=features(key, data)) for key, data in self.datasets.items()}
+        return copy
 
     def family(self, task_config, seed: int) -> TaskFamily:
         key = (canonical_name(task_config.dataset), task_config.data_root or "")

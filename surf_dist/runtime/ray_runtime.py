@@ -13,20 +13,19 @@ whose proxy is gone is reset and reused rather than a new one started (~2 s: a p
 importing torch).
 
 Files: a cluster shares no filesystem, so the ranks read none. The driver reads every file the
-job needs (``job_files.for_job``: a model to evaluate or bench, one to warm-start from, the
-checkpoint to resume; ``job_files.for_tasks``: the dataset of ``--data-root`` and topology
-files) and sends them with the job through the object store; the
-coordinator, on the driver's node, creates the run folder and writes into it; a restart reads
-the checkpoint again, on the driver.
+job needs (``job_files.for_job``: models, the checkpoint to resume; ``job_files.for_tasks``:
+the ``--data-root`` dataset and topology files) and sends them with the job through the object
+store, except a file dataset's features: a row server on the driver's node sends each rank only
+its agents' rows (``ray_rows``). The coordinator, on the driver's node, writes the run folder; a
+restart reads the checkpoint again, on the driver.
 
 Failures: the driver polls the ranks' futures (``ray.wait``); the first rank that raises or
 whose actor dies ends the attempt after a short grace period (to collect the other ranks'
 reports), with one message naming every failed rank, root causes first. A lost worker (an actor
 that is gone: Ray reports it dead, or its entry in Ray's actor table says so when the grace
 period ends; never a live rank that is only slow, whose peers' collectives time out) restarts
-the whole group, up to ``max_retries``
-times (default ``SURF_DIST_RAY_RETRIES``, else 2): a training job resumes from the last
-checkpoint in its run folder, any other job starts again. Once retries are spent the last
+the whole group, up to ``max_retries`` times (default ``SURF_DIST_RAY_RETRIES``, else 2): a
+training job resumes from the last checkpoint in its run folder, any other job starts again. Once retries are spent the last
 failure is raised. Whatever happens, the actors are killed, the placement group removed and,
 if this call started Ray, Ray shut down.
 """
@@ -56,6 +55,7 @@ from ray.util.scheduling_strategies import (
 from ..io.checkpoint import CHECKPOINT
 from ..core.coordinator import Coordinator
 from .job_files import for_job, for_tasks
+from .ray_rows import serve_rows
 from ..problem.topology import place_agents
 from .common import DEVICES, WorkerLostError
 from .rank import (GRACE_S, LOOPBACK, RENDEZVOUS_S, group_failure, job_failure, loopback_sockets,
@@ -76,10 +76,9 @@ def local_ray(num_cpus: int):
 
     Without ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` Ray advertises the machine's external
     address instead of 127.0.0.1. Ray reads that variable once, when it is imported (into
-    ``ray_constants.ENABLE_RAY_CLUSTER``), so the variable is set for the processes Ray starts
-    and the constant for this one, both restored afterwards. The actors get the driver's
-    ``sys.path``, so jobs defined outside the installed package (a source checkout, a test
-    module) import there too."""
+    ``ray_constants.ENABLE_RAY_CLUSTER``), so the variable is set for the processes Ray starts and
+    the constant for this one, both restored afterwards. The actors get the driver's ``sys.path``:
+    jobs defined outside the installed package (a checkout, a test module) import there too."""
     saved = os.environ.get(LOCAL_ONLY_FLAG), ray_constants.ENABLE_RAY_CLUSTER
     os.environ[LOCAL_ONLY_FLAG] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
@@ -345,7 +344,7 @@ def _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker, gpus_per_w
     bundle = {"CPU": cpus_per_worker, "GPU": gpus_per_worker}
     group = placement_group([{k: v for k, v in bundle.items() if v > 0}] * workers,
                             strategy=placement_strategy)
-    actors = []
+    actors, servers = [], []
     try:
         wait_s = max(timeout_s, RENDEZVOUS_S)
         if not ray.wait([group.ready()], timeout=wait_s)[0]:
@@ -361,14 +360,15 @@ def _attempt(job, cfg, workers, timeout_s, loopback, cpus_per_worker, gpus_per_w
             ips = ray.get([a.node_ip.remote() for a in actors], timeout=wait_s)
             print(f"ray backend: {placement_strategy} placement, rank nodes "
                   + " ".join(f"{r}={ip}" for r, ip in enumerate(ips)), file=sys.stderr, flush=True)
-        factory = CoordinatorFactory(ray.get_runtime_context().get_node_id(), wait_s, os.getcwd())
-        payload = ray.put((job, cfg, options, for_job(cfg, options), for_tasks(cfg, options)))  # files read here, now
+        factory = CoordinatorFactory(node := ray.get_runtime_context().get_node_id(), wait_s, os.getcwd())
+        inputs, servers = serve_rows(for_tasks(cfg, options), node)     # files read here, now
+        payload = ray.put((job, cfg, options, for_job(cfg, options), inputs))
         backend = "nccl" if gpus_per_worker == 1 else "gloo"      # a GPU each, or shared / none
         futures = [a.run.remote(payload, host, port, timeout_s, factory if r == 0 else None, backend)
                    for r, a in enumerate(actors)]
         return pickle.loads(_supervise(futures, actors=actors))
     finally:
-        for actor in actors:
+        for actor in actors + servers:
             ray.kill(actor, no_restart=True)
         remove_placement_group(group)
 

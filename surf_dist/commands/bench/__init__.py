@@ -278,7 +278,7 @@ def check_same_tasks(where: str, task: dict, batch: int, cfg: RunConfig, differ:
     """ValueError naming the first task setting, or the mini-batch, in which saved results (``task``,
     ``batch``) differ from ``cfg``'s."""
     ours = cfg.to_dict()["task"]
-    task = {"compress": "none", **task}          # saved before messages could be compressed: full rows
+    task = {"compress": "none", "link_failure": 0.0, **task}   # saved before compression and link failures
     for key in sorted(set(task) | set(ours)):
         if task.get(key) != ours.get(key):
             raise ValueError(f"{where}: {differ} ({key} {task.get(key)!r} there, {ours.get(key)!r} here); pass the "

@@ -34,7 +34,7 @@ def shipped_choices(cfg: RunConfig) -> dict | None:
     if not TUNED_FILE.is_file():
         return None
     saved = json.loads(TUNED_FILE.read_text())
-    task = {"compress": "none", **saved["task"]}     # made before messages could be compressed: full rows
+    task = {"compress": "none", "link_failure": 0.0, **saved["task"]}   # made before compression, link failures
     same = task == cfg.to_dict()["task"] and saved["batch_size"] == cfg.model.batch_size
     if not same:
         return None

@@ -15,6 +15,9 @@
   compression     accuracy against bytes per agent under each compressor (``--compressors``) for
                   every baseline (``--methods``) and the learned optimizers (``--runs``, default
                   ``pretrained``), on the bench's protocol (``compression.py``)
+  link-failures   accuracy after the learned optimizers' rounds against the probability that each
+                  link fails in a round (``--link-failure-probs``), every baseline and the learned
+                  optimizers, on the bench's protocol (``link_failures.py``)
 
 The models come from ``--runs`` (folders of ``surf-dist train``; a constrained run is ``surf``,
 an unconstrained one ``unrolled``) or are trained into ``DIR/run_NAME`` (SURF and unrolled in
@@ -49,6 +52,7 @@ from .measurements import (
     transfer_settings,
 )
 from .compression import DEFAULT_COMPRESSORS, check_compressors, compression_experiment
+from .link_failures import DEFAULT_PROBS, check_probs, link_failure_experiment
 from .outputs import describe, write_outputs
 
 __all__ = [
@@ -58,7 +62,7 @@ __all__ = [
     "load_baselines", "transfer_settings", "spread", "paired", "write_outputs", "describe",
 ]
 
-EXPERIMENTS = ("layers", "eps", "async", "communication", "transfer", "compression")
+EXPERIMENTS = ("layers", "eps", "async", "communication", "transfer", "compression", "link-failures")
 DEFAULT_EPS = (0.01, 0.05, 0.2)
 DEFAULT_ASYNC_LEVELS = (0, 1, 2, 5, 10, 20)
 DEFAULT_TOPOLOGIES = ("erdos_renyi", "random_geometric", "ring", "small_world")
@@ -88,8 +92,12 @@ def add_arguments(parser) -> None:
                         f"(default {','.join(DEFAULT_TOPOLOGIES)})")
     parser.add_argument("--compressors", type=_names, help="compression: comma-separated --compress specs "
                         f"(default {','.join(DEFAULT_COMPRESSORS)})")
-    parser.add_argument("--methods", type=_names, help="compression: comma-separated baselines (default: all)")
-    parser.add_argument("--report-seed", type=int, help="compression: which fresh test tasks are reported (>= 1)")
+    parser.add_argument("--link-failure-probs", type=_floats, help="link-failures: comma-separated probabilities "
+                        f"that a link fails in a round (default {','.join(map(str, DEFAULT_PROBS))})")
+    parser.add_argument("--methods", type=_names, help="compression, link-failures: comma-separated baselines "
+                        "(default: all)")
+    parser.add_argument("--report-seed", type=int, help="compression, link-failures: which fresh test tasks are "
+                        "reported (>= 1)")
     parser.add_argument("--test-agents", type=_ints, help="transfer: comma-separated agent counts "
                         f"(default {','.join(map(str, DEFAULT_TEST_AGENTS))})")
 
@@ -137,20 +145,22 @@ def options_of(args) -> dict:
               "--test-agents": args.test_agents and args.name != "transfer",
               "--baselines": args.baselines and args.name != "communication",
               "--compressors": args.compressors and args.name != "compression",
-              "--methods": args.methods and args.name != "compression",
-              "--report-seed": args.report_seed is not None and args.name != "compression"}
+              "--link-failure-probs": args.link_failure_probs and args.name != "link-failures",
+              "--methods": args.methods and args.name not in ("compression", "link-failures"),
+              "--report-seed": args.report_seed is not None and args.name not in ("compression", "link-failures")}
     for flag, ignored in unused.items():
         if ignored:
             raise ValueError(f"{flag} is not used by experiment {args.name}; drop it")
     if args.name == "eps" and args.runs and args.eps_values:
         raise ValueError("eps: pass either --runs (trained models, eps read from them) or --eps-values")
     compressors = check_compressors(list(args.compressors or DEFAULT_COMPRESSORS))
-    if args.name == "compression":
+    probs = check_probs(args.link_failure_probs or DEFAULT_PROBS)
+    if args.name in ("compression", "link-failures"):
         from ..bench.runner import methods_of
         from ..bench.protocol import BenchConfig
         methods_of(BenchConfig(report_seed=args.report_seed or 1, methods=tuple(args.methods or ())))
     return {"name": args.name, "runs": list(args.runs or []),
-            "compressors": compressors, "methods": list(args.methods or []), "report_seed": args.report_seed or 1, "eps_values": list(args.eps_values or DEFAULT_EPS),
+            "compressors": compressors, "link_failure_probs": probs, "methods": list(args.methods or []), "report_seed": args.report_seed or 1, "eps_values": list(args.eps_values or DEFAULT_EPS),
             "target": args.target, "topologies": list(args.topologies or DEFAULT_TOPOLOGIES),
             "test_agents": list(args.test_agents or DEFAULT_TEST_AGENTS), "baselines": args.baselines}
 
@@ -195,6 +205,9 @@ def experiment_job(cfg: RunConfig, worker, name: str, out_dir: str, runs: list[s
     if name == "compression":
         return compression_experiment(cfg, worker, runs, options["compressors"], options["methods"],
                                       options["report_seed"], progress, say)
+    if name == "link-failures":
+        return link_failure_experiment(cfg, worker, runs, options["link_failure_probs"], options["methods"],
+                                       options["report_seed"], progress, say)
     if runs:
         models = load_runs(runs, worker, key=lambda c: "surf" if c.train.constrained else "unrolled")
     else:

@@ -95,7 +95,7 @@ def communication_experiment(cfg: RunConfig, worker, models: dict, progress: boo
         summary["methods"][name] = evaluate_unrolled(model, worker, tasks)
     if baselines_dir:
         say(f"communication: tuned baselines and centralized optimum from {baselines_dir}")
-        saved = load_baselines(Path(baselines_dir), cfg)
+        saved = load_baselines(Path(baselines_dir), cfg, worker.files)
         summary["methods"].update(saved["methods"])
         summary["centralized"] = saved["centralized"]
     else:
@@ -112,15 +112,22 @@ EVAL_KEYS = ("test_tasks", "baseline_rounds", "eval_points", "tune_tasks")
 
 
 
-def load_baselines(folder: Path, cfg: RunConfig) -> dict:
-    """The summary.json of ``surf-dist baselines``, checked to be on the same test tasks."""
+def load_baselines(folder: Path, cfg: RunConfig, files=None) -> dict:
+    """The summary.json of ``surf-dist baselines``, checked to be on the same test tasks.
+    ``files``: what the driver (rank 0 under torchrun) read and sent; None: read it here."""
     path = folder / "summary.json"
-    if not path.is_file():
+    raw = path.read_bytes() if files is None and path.is_file() else None
+    if files is not None:
+        try:
+            raw = files.bytes_of(path)
+        except ValueError:           # not on the driver's host (rank 0's under torchrun) either
+            raw = None
+    if raw is None:
         raise ValueError(f"--baselines: {path} does not exist (write it with 'surf-dist baselines --out {folder}')")
-    saved = json.loads(path.read_text())
+    saved = json.loads(raw)
     mine = cfg.to_dict()
     theirs = saved.get("config", {})
-    same = ({"compress": "none", **theirs.get("task", {})} == mine["task"] and theirs.get("train", {}).get("seed") == mine["train"]["seed"]
+    same = ({"compress": "none", "link_failure": 0.0, **theirs.get("task", {})} == mine["task"] and theirs.get("train", {}).get("seed") == mine["train"]["seed"]
             and {k: theirs.get("eval", {}).get(k) for k in EVAL_KEYS}
             == {k: mine["eval"][k] for k in EVAL_KEYS})
     if not same:

@@ -18,9 +18,11 @@ def write_outputs(out: Path, name: str, result: dict, cfg: RunConfig) -> list[Pa
     """``NAME.json`` (numbers + config), ``NAME.csv`` (a flat table) and ``NAME.png``."""
     out.mkdir(parents=True, exist_ok=True)
     from .compression import compression_rows, plot_compression
+    from .link_failures import link_failure_rows, plot_link_failures
     writers = {"layers": (layers_rows, plot_layers), "eps": (eps_rows, plot_eps), "async": (async_rows, plot_async_figure),
                "communication": (communication_rows, plot_communication), "transfer": (transfer_rows, plot_transfer),
-               "compression": (compression_rows, plot_compression)}
+               "compression": (compression_rows, plot_compression),
+               "link-failures": (link_failure_rows, plot_link_failures)}
     rows_of, plot = writers[name]
     text = results_json({"config": cfg.to_dict(), **result}, f"{name}.json", indent=1, default=_jsonable)
     with all_or_nothing(out):              # a failed write leaves none of them
@@ -121,6 +123,9 @@ def describe(name: str, result: dict) -> str:
     elif name == "compression":
         from .compression import describe_compression
         lines.append(describe_compression(result))
+    elif name == "link-failures":
+        from .link_failures import describe_link_failures
+        lines.append(describe_link_failures(result))
     else:
         for s in result["settings"]:
             m = s["key"]["methods"]

@@ -1,0 +1,139 @@
+"""``surf-dist experiment link-failures``: accuracy against the link-failure probability, on the
+bench's protocol.
+
+For every probability p (``--link-failure-probs``, default 0, 0.1, 0.3, 0.5: each edge fails
+independently in each round, the surviving graph mixes with Metropolis weights) one bench runs
+(``bench.bench_job``): every baseline tuned per round budget on validation tasks under that p,
+the learned optimizers (``--runs``, default ``pretrained``) as they are, all on the same fresh
+test draws (``--report-seed``, 3 draws of ``test_tasks``). Per method and p the result holds, at
+R = the learned optimizers' rounds: the pooled accuracy (mean over draws, and per draw) and the
+bytes per agent (failed links send nothing). Each learned optimizer also gets its paired
+difference to itself at the first p (per task, with a bootstrap interval). The figure: accuracy
+at R against p, one line per method (the learned ones thick).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_PROBS = (0.0, 0.1, 0.3, 0.5)
+DRAWS = 3
+BOOTSTRAP = 1000
+
+
+def check_probs(probs) -> list[float]:
+    """The probabilities, each in [0, 1), none twice (ValueError naming the bad one)."""
+    probs = [float(p) for p in probs]
+    for p in probs:
+        if not (math.isfinite(p) and 0 <= p < 1):
+            raise ValueError(f"--link-failure-probs: {p:g} is not a probability in [0, 1) (1 would fail every link); "
+                             "pass values such as 0,0.1,0.3,0.5")
+    twice = sorted({p for p in probs if probs.count(p) > 1})
+    if twice:
+        raise ValueError(f"--link-failure-probs: {', '.join(f'{p:g}' for p in twice)} given twice; name each once")
+    if not probs:
+        raise ValueError("--link-failure-probs: no probability given; pass values such as 0,0.1,0.3,0.5")
+    return probs
+
+
+def link_failure_experiment(cfg, worker, runs: list[str], probs: list[float], methods: list[str],
+                            report_seed: int, progress: bool, say) -> dict | None:
+    """Every worker runs this; rank 0 returns the numbers (module doc)."""
+    from ..bench import bench_job, learned_runs
+    from ..bench.protocol import BenchConfig, mean_difference
+    from ..bench.report import assemble
+    labelled = learned_runs(runs or ["pretrained"])
+    bench = BenchConfig(report_seed=report_seed, draws=DRAWS, tasks_per_draw=cfg.eval.test_tasks,
+                        tune_tasks=cfg.eval.tune_tasks, rounds=cfg.eval.baseline_rounds, bootstrap=BOOTSTRAP,
+                        methods=tuple(methods))
+    base = worker.family.config
+    reports, raws, centralized = {}, {}, None
+    try:
+        for p in probs:
+            worker.family.config = dataclasses.replace(base, link_failure=p)        # what every bind mixes with
+            p_cfg = dataclasses.replace(cfg, task=worker.family.config)              # and a helper process's
+            say(f"link failures p = {p:g}: a bench of {len(bench.methods) or 'every'} baseline(s) and "
+                f"{len(labelled)} learned optimizer(s)")
+            raw = bench_job(p_cfg, worker, bench.__dict__, labelled, {label: None for label, _ in labelled},
+                            progress, centralized=centralized is None)
+            if worker.comm.rank != 0:
+                continue
+            centralized = raw.get("centralized", centralized)     # no graph involved: the same optimum
+            raw["centralized"] = centralized
+            raws[p], reports[p] = raw, assemble(raw, bench)
+    finally:
+        worker.family.config = base
+    if worker.comm.rank != 0:
+        return None
+    return summarize(reports, raws, labelled, bench, probs, mean_difference)
+
+
+def summarize(reports: dict, raws: dict, labelled, bench, probs: list[float], mean_difference) -> dict:
+    """The numbers of the module doc from each probability's bench report."""
+    learned = [label for label, _ in labelled]
+    first = probs[0]
+    R = max(reports[first]["methods"][label]["curves"][0]["rounds"][-1] for label in learned)
+    table = {}
+    for p in probs:
+        table[str(p)] = {}
+        for name, m in reports[p]["methods"].items():
+            curves = m["curves"]
+            rounds = curves[0]["rounds"]
+            at = rounds.index(R) if R in rounds else len(rounds) - 1
+            per_draw = [float(c["accuracy"][at]) for c in curves]
+            table[str(p)][name] = {"kind": m["kind"], "rounds": int(rounds[at]), "accuracy": float(np.mean(per_draw)),
+                                   "accuracy_per_draw": per_draw,
+                                   "bytes_per_agent": float(curves[0]["bytes_per_agent"][at])}
+    D, T = bench.draws, bench.tasks_per_draw
+    versus_first = {}
+    for label in learned:
+        ref = np.asarray(raws[first]["learned"][label]["accuracy"])[:, -1].reshape(D, T)
+        versus_first[label] = {str(p): mean_difference(np.asarray(raws[p]["learned"][label]["accuracy"])[:, -1]
+                                                       .reshape(D, T), ref, bench.bootstrap, bench.confidence)
+                               for p in probs}
+    return {"link_failure_probs": list(probs), "rounds": R, "methods": table,
+            "learned_versus_first_p": versus_first,
+            "protocol": {**bench.__dict__, "step_grid": list(bench.step_grid),
+                         "momentum_grid": list(bench.momentum_grid), "consensus_grid": list(bench.consensus_grid)}}
+
+
+def link_failure_rows(result: dict) -> list[list]:
+    rows = [["link_failure", "method", "kind", "rounds", "accuracy", "bytes_per_agent"]]
+    for p, entries in result["methods"].items():
+        for name, e in entries.items():
+            rows.append([p, name, e["kind"], e["rounds"], e["accuracy"], e["bytes_per_agent"]])
+    return rows
+
+
+def plot_link_failures(result: dict, path) -> Path:
+    from ...io import plots
+    plt = plots.plt
+    fig, ax = plt.subplots(figsize=(9, 6))
+    probs = result["link_failure_probs"]
+    names = sorted({n for entries in result["methods"].values() for n in entries})
+    for i, name in enumerate(names):
+        points = [(p, result["methods"][str(p)][name]) for p in probs if name in result["methods"][str(p)]]
+        learned = points[0][1]["kind"] == "learned"
+        ax.plot([p for p, _ in points], [e["accuracy"] for _, e in points], marker="o",
+                color=plt.cm.tab20(i % 20), linewidth=3 if learned else 1, label=name)
+    ax.set(xlabel="link-failure probability p (per edge and round)", ylabel="pooled held-out accuracy",
+           title=f"Accuracy after {result['rounds']} rounds against link failures")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    fig.tight_layout()
+    return plots._save(fig, path)
+
+
+def describe_link_failures(result: dict) -> str:
+    lines = [f"pooled accuracy at {result['rounds']} rounds against the link-failure probability"]
+    for p, entries in result["methods"].items():
+        best = max((e for e in entries.items() if e[1]["kind"] == "baseline"), key=lambda e: e[1]["accuracy"],
+                   default=None)
+        parts = [f"{n} {e['accuracy']:.3f}" for n, e in entries.items() if e["kind"] == "learned"]
+        if best:
+            parts.append(f"best baseline {best[0]} {best[1]['accuracy']:.3f}")
+        lines.append(f"  p = {p:<5} " + "; ".join(parts))
+    return "\n".join(lines)
