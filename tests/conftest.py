@@ -17,21 +17,33 @@ from surf_dist.problem.topology import ring, shift_operator, star
 
 
 RAY_FILES = {"test_cluster_files.py", "test_ray_backend.py"}
+ONE_PROCESS_FILES = {"test_bad_inputs.py"}      # its last test compares the table of every case's result
 
 
-def starts_ray(item) -> bool:
-    """A test that starts Ray, a Ray cluster or the namespace hosts (which have fixed names)."""
-    return (item.path.name in RAY_FILES or item.get_closest_marker("cluster") is not None
-            or ("ray" in item.name.lower() and item.get_closest_marker("slow") is not None))
+def test_group(nodeid: str) -> str | None:
+    """The tests that must share one test process, one after the other: every test that starts
+    Ray, a Ray cluster or the namespace hosts ("ray": two Ray instances or two pairs of hosts at
+    once would compete for the hosts' names and the 2 cores), and a file whose last test reads
+    what the others recorded. None: any process."""
+    path, name = nodeid.split("::")[0], nodeid.split("::")[-1]
+    file = path.rsplit("/", 1)[-1]
+    if file in ONE_PROCESS_FILES:
+        return file
+    if file in RAY_FILES or "ray" in name.split("[")[0].lower():
+        return "ray"
+    return None
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``-n 2`` in pyproject.toml) every test that starts Ray runs in one test
-    process, one after the other: two Ray instances or two pairs of namespace hosts at once would
-    compete for the hosts' names and the 2 cores. The other tests spread over both processes."""
-    for item in items:
-        if starts_ray(item):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``-n 2`` in pyproject.toml): tests spread over the processes as they
+    free up, except each ``test_group`` runs whole in one of them."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid) or nodeid
+
+    return Grouped(config, log)
 
 
 @pytest.fixture(scope="session")
