@@ -14,16 +14,14 @@ itself with full rows, per task, with a bootstrap interval. The figure: accuracy
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from ..jobs import check_compressor
+from .sweep import bench_per_value
 
 DEFAULT_COMPRESSORS = ("none", "q8", "q4", "q2", "topk:0.1", "topk:0.01")
-DRAWS = 3
-BOOTSTRAP = 1000
 
 
 def check_compressors(specs: list[str]) -> list[str]:
@@ -39,34 +37,15 @@ def check_compressors(specs: list[str]) -> list[str]:
 def compression_experiment(cfg, worker, runs: list[str], compressors: list[str], methods: list[str],
                            report_seed: int, progress: bool, say) -> dict | None:
     """Every worker runs this; rank 0 returns the numbers (module doc)."""
-    from ..bench import bench_job, learned_runs
-    from ..bench.protocol import BenchConfig, mean_difference
-    from ..bench.report import assemble
-    labelled = learned_runs(runs or ["pretrained"])
-    bench = BenchConfig(report_seed=report_seed, draws=DRAWS, tasks_per_draw=cfg.eval.test_tasks,
-                        tune_tasks=cfg.eval.tune_tasks, rounds=cfg.eval.baseline_rounds, bootstrap=BOOTSTRAP,
-                        methods=tuple(methods))
+    from ..bench.protocol import mean_difference
     d = (worker.family.dataset.num_features + 1) * worker.family.num_classes
-    base = worker.family.config
-    reports, raws, centralized = {}, {}, None
-    try:
-        for spec in compressors:
-            check_compressor(spec, f"--compressors {spec}", d)
-            worker.family.config = dataclasses.replace(base, compress=spec)       # what every bind sends
-            spec_cfg = dataclasses.replace(cfg, task=worker.family.config)         # and a helper process's
-            say(f"compression {spec}: a bench of {len(bench.methods) or 'every'} baseline(s) and "
-                f"{len(labelled)} learned optimizer(s)")
-            raw = bench_job(spec_cfg, worker, bench.__dict__, labelled, {label: None for label, _ in labelled},
-                            progress, centralized=centralized is None)
-            if worker.comm.rank != 0:
-                continue
-            centralized = raw.get("centralized", centralized)     # full rows: the same optimum every time
-            raw["centralized"] = centralized
-            raws[spec], reports[spec] = raw, assemble(raw, bench)
-    finally:
-        worker.family.config = base
-    if worker.comm.rank != 0:
+    for spec in compressors:
+        check_compressor(spec, f"--compressors {spec}", d)
+    out = bench_per_value(cfg, worker, runs, methods, report_seed, progress, say, "compress", compressors,
+                          lambda spec: f"compression {spec}")
+    if out is None:
         return None
+    labelled, bench, reports, raws = out
     return summarize(reports, raws, labelled, bench, compressors, mean_difference)
 
 

@@ -13,15 +13,14 @@ at R against p, one line per method (the learned ones thick).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 
+from .sweep import bench_per_value
+
 DEFAULT_PROBS = (0.0, 0.1, 0.3, 0.5)
-DRAWS = 3
-BOOTSTRAP = 1000
 
 
 def check_probs(probs) -> list[float]:
@@ -42,32 +41,12 @@ def check_probs(probs) -> list[float]:
 def link_failure_experiment(cfg, worker, runs: list[str], probs: list[float], methods: list[str],
                             report_seed: int, progress: bool, say) -> dict | None:
     """Every worker runs this; rank 0 returns the numbers (module doc)."""
-    from ..bench import bench_job, learned_runs
-    from ..bench.protocol import BenchConfig, mean_difference
-    from ..bench.report import assemble
-    labelled = learned_runs(runs or ["pretrained"])
-    bench = BenchConfig(report_seed=report_seed, draws=DRAWS, tasks_per_draw=cfg.eval.test_tasks,
-                        tune_tasks=cfg.eval.tune_tasks, rounds=cfg.eval.baseline_rounds, bootstrap=BOOTSTRAP,
-                        methods=tuple(methods))
-    base = worker.family.config
-    reports, raws, centralized = {}, {}, None
-    try:
-        for p in probs:
-            worker.family.config = dataclasses.replace(base, link_failure=p)        # what every bind mixes with
-            p_cfg = dataclasses.replace(cfg, task=worker.family.config)              # and a helper process's
-            say(f"link failures p = {p:g}: a bench of {len(bench.methods) or 'every'} baseline(s) and "
-                f"{len(labelled)} learned optimizer(s)")
-            raw = bench_job(p_cfg, worker, bench.__dict__, labelled, {label: None for label, _ in labelled},
-                            progress, centralized=centralized is None)
-            if worker.comm.rank != 0:
-                continue
-            centralized = raw.get("centralized", centralized)     # no graph involved: the same optimum
-            raw["centralized"] = centralized
-            raws[p], reports[p] = raw, assemble(raw, bench)
-    finally:
-        worker.family.config = base
-    if worker.comm.rank != 0:
+    from ..bench.protocol import mean_difference
+    out = bench_per_value(cfg, worker, runs, methods, report_seed, progress, say, "link_failure", probs,
+                          lambda p: f"link failures p = {p:g}")
+    if out is None:
         return None
+    labelled, bench, reports, raws = out
     return summarize(reports, raws, labelled, bench, probs, mean_difference)
 
 
