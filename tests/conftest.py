@@ -34,6 +34,11 @@ def test_group(nodeid: str) -> str | None:
     return None
 
 
+def pytest_collection_modifyitems(config, items):
+    """The "ray" group first: it is the longest stretch one process runs alone, so it starts at once."""
+    items.sort(key=lambda item: test_group(item.nodeid) != "ray")
+
+
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist (``-n 2`` in pyproject.toml): tests spread over the processes as they
     free up, except each ``test_group`` runs whole in one of them."""

@@ -30,7 +30,7 @@ from surf_dist.methods.learned import UnrolledDGD
 from surf_dist.problem.softmax import loss_per_agent
 from surf_dist.runtime import run_job
 from surf_dist.runtime.common import make_worker
-from surf_dist.problem.tasks import block_shift
+from surf_dist.problem.tasks import block_shift, materialize
 from surf_dist.problem.topology import ring, shift_operator, star
 from surf_dist.core.train import train, unroll
 
@@ -345,15 +345,20 @@ def _numbers(tree):
 
 
 def data_held_job(cfg, worker, progress=False) -> dict:
-    """Per rank: the seen and held-out rows of its shards for 2 tasks, and the dataset's bytes
-    in the rank's own memory (a memory-mapped pixel set: none)."""
-    shards = worker.load(worker.family.batch("train", range(2)))
-    mine = torch.zeros(4, worker.comm.world_size, dtype=torch.float64)
+    """Per rank: the seen and held-out rows of its shards for 2 tasks, the dataset's bytes in the
+    rank's own memory (a memory-mapped pixel set: none), the pooled held-out rows it reads from
+    the dataset (its share) and those it then holds (every share, summed into every rank)."""
+    tasks = worker.family.batch("train", range(2))
+    shards = worker.load(tasks)
+    share = materialize(worker.family.dataset, tasks, worker.agents, 0.0, torch.float64, worker.pool_owners(tasks),
+                        worker.comm.rank)
+    mine = torch.zeros(5, worker.comm.world_size, dtype=torch.float64)
     mine[:, worker.comm.rank] = torch.tensor([shards.X_seen.shape[0] * shards.X_seen.shape[1],
                                               shards.X_held.shape[0] * shards.X_held.shape[1],
                                               worker.family.dataset.features.resident_bytes(),
+                                              sum(x.shape[0] for x in share.X_pool),
                                               sum(x.shape[0] for x in shards.X_pool)], dtype=torch.float64)
-    return {"per_rank": worker.comm.all_reduce(mine).numpy(), "pooled": sum(shards.pool_size)}
+    return {"per_rank": worker.comm.all_reduce(mine).numpy(), "pooled": sum(share.pool_size)}
 
 
 def object_collectives_job(cfg, worker, progress: bool = False) -> dict:
@@ -382,8 +387,8 @@ def test_loading_a_batch_needs_no_object_collective():
 @pytest.mark.timeout(90)
 def test_with_four_ranks_each_holds_a_quarter_of_the_samples_and_no_dataset(tmp_path):
     """MNIST-format files: each of 4 gloo ranks holds the rows of its own 2 agents of 8 (a
-    quarter of the batch's seen and held-out samples), a share of the pooled held-out samples
-    and none of the dataset itself."""
+    quarter of the batch's seen and held-out samples), reads a share of the pooled held-out
+    samples (then holds them whole) and none of the dataset itself."""
     from surf_dist.problem.data_files import write_idx
     from surf_dist.problem.datasets import MNIST_FILES
     rng = np.random.default_rng(0)
@@ -397,6 +402,8 @@ def test_with_four_ranks_each_holds_a_quarter_of_the_samples_and_no_dataset(tmp_
     np.testing.assert_array_equal(per_rank[0], [seen / 4] * 4)
     np.testing.assert_array_equal(per_rank[1], [held / 4] * 4)
     np.testing.assert_array_equal(per_rank[2], [0] * 4)
-    # the pooled held-out sets are split too: every distinct sample on exactly one rank
-    print("pooled held-out rows per rank", per_rank[3], "of", out["pooled"])
+    # the pooled held-out sets are read in shares: every distinct sample by exactly one rank;
+    # then every rank holds them whole (the shares summed), to score its own agents' models
+    print("pooled held-out rows read per rank", per_rank[3], "of", out["pooled"])
     assert per_rank[3].sum() == out["pooled"] and per_rank[3].max() <= out["pooled"] / 2
+    np.testing.assert_array_equal(per_rank[4], [out["pooled"]] * 4)
