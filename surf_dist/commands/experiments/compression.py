@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..jobs import check_compressor
-from .sweep import bench_per_value
+from .sweep import bench_per_value, budget, learned_versus, protocol_of, row_at
 
 DEFAULT_COMPRESSORS = ("none", "q8", "q4", "q2", "topk:0.1", "topk:0.01")
 
@@ -37,56 +37,37 @@ def check_compressors(specs: list[str]) -> list[str]:
 def compression_experiment(cfg, worker, runs: list[str], compressors: list[str], methods: list[str],
                            report_seed: int, progress: bool, say) -> dict | None:
     """Every worker runs this; rank 0 returns the numbers (module doc)."""
-    from ..bench.protocol import mean_difference
     d = (worker.family.dataset.num_features + 1) * worker.family.num_classes
     for spec in compressors:
         check_compressor(spec, f"--compressors {spec}", d)
     out = bench_per_value(cfg, worker, runs, methods, report_seed, progress, say, "compress", compressors,
                           lambda spec: f"compression {spec}")
-    if out is None:
-        return None
-    labelled, bench, reports, raws = out
-    return summarize(reports, raws, labelled, bench, compressors, mean_difference)
+    return None if out is None else summarize(*out, compressors)
 
 
-def summarize(reports: dict, raws: dict, labelled, bench, compressors: list[str], mean_difference) -> dict:
+def summarize(labelled, bench, reports: dict, raws: dict, compressors: list[str]) -> dict:
     """The numbers of the module doc from each compressor's bench report."""
-    first = compressors[0]
     learned = [label for label, _ in labelled]
-    R = max(reports[first]["methods"][label]["curves"][0]["rounds"][-1] for label in learned)
-    full = "none" if "none" in compressors else first
+    R = budget(reports[compressors[0]], learned)
+    full = "none" if "none" in compressors else compressors[0]
     target_curve = np.mean([c["accuracy"] for c in reports[full]["methods"][learned[0]]["curves"]], axis=0)
     target = float(target_curve[-1])
     table = {}
     for spec in compressors:
         table[spec] = {}
         for name, m in reports[spec]["methods"].items():
+            row, _ = row_at(m, R)
             curves = m["curves"]
-            rounds = curves[0]["rounds"]
-            at = rounds.index(R) if R in rounds else len(rounds) - 1
-            per_draw = [float(c["accuracy"][at]) for c in curves]
-            mean_curve = np.mean([c["accuracy"] for c in curves], axis=0)
-            reached = np.flatnonzero(mean_curve >= target - 1e-12)
-            table[spec][name] = {"kind": m["kind"], "rounds": int(rounds[at]), "accuracy": float(np.mean(per_draw)),
-                                 "accuracy_per_draw": per_draw,
-                                 "bytes_per_agent": float(curves[0]["bytes_per_agent"][at]),
-                                 "bytes_to_target": (float(curves[0]["bytes_per_agent"][int(reached[0])])
-                                                     if len(reached) else None),
-                                 "rounds_to_target": int(rounds[int(reached[0])]) if len(reached) else None}
-    versus_full = {}
-    D, T = bench.draws, bench.tasks_per_draw
-    for label in learned:
-        ref = np.asarray(raws[full]["learned"][label]["accuracy"])[:, -1].reshape(D, T)
-        versus_full[label] = {spec: mean_difference(np.asarray(raws[spec]["learned"][label]["accuracy"])[:, -1]
-                                                    .reshape(D, T), ref, bench.bootstrap, bench.confidence)
-                              for spec in compressors}
+            reached = np.flatnonzero(np.mean([c["accuracy"] for c in curves], axis=0) >= target - 1e-12)
+            table[spec][name] = {**row, "bytes_to_target": (float(curves[0]["bytes_per_agent"][int(reached[0])])
+                                                            if len(reached) else None),
+                                 "rounds_to_target": int(curves[0]["rounds"][int(reached[0])]) if len(reached) else None}
     points = [(row["bytes_per_agent"], row["accuracy"], spec, name)
               for spec, rows in table.items() for name, row in rows.items()]
     return {"compressors": list(compressors), "rounds": R, "target": {"accuracy": target, "method": learned[0],
                                                                        "compressor": full},
-            "methods": table, "learned_versus_full_rows": versus_full, "pareto": pareto(points),
-            "protocol": {**bench.__dict__, "step_grid": list(bench.step_grid), "momentum_grid": list(bench.momentum_grid),
-                         "consensus_grid": list(bench.consensus_grid)}}
+            "methods": table, "learned_versus_full_rows": learned_versus(raws, compressors, full, learned, bench),
+            "pareto": pareto(points), "protocol": protocol_of(bench)}
 
 
 def pareto(points: list[tuple]) -> list[dict]:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
-from .sweep import bench_per_value
+from .sweep import bench_per_value, budget, learned_versus, protocol_of, row_at
 
 DEFAULT_PROBS = (0.0, 0.1, 0.3, 0.5)
 
@@ -41,42 +39,19 @@ def check_probs(probs) -> list[float]:
 def link_failure_experiment(cfg, worker, runs: list[str], probs: list[float], methods: list[str],
                             report_seed: int, progress: bool, say) -> dict | None:
     """Every worker runs this; rank 0 returns the numbers (module doc)."""
-    from ..bench.protocol import mean_difference
     out = bench_per_value(cfg, worker, runs, methods, report_seed, progress, say, "link_failure", probs,
                           lambda p: f"link failures p = {p:g}")
-    if out is None:
-        return None
-    labelled, bench, reports, raws = out
-    return summarize(reports, raws, labelled, bench, probs, mean_difference)
+    return None if out is None else summarize(*out, probs)
 
 
-def summarize(reports: dict, raws: dict, labelled, bench, probs: list[float], mean_difference) -> dict:
+def summarize(labelled, bench, reports: dict, raws: dict, probs: list[float]) -> dict:
     """The numbers of the module doc from each probability's bench report."""
     learned = [label for label, _ in labelled]
-    first = probs[0]
-    R = max(reports[first]["methods"][label]["curves"][0]["rounds"][-1] for label in learned)
-    table = {}
-    for p in probs:
-        table[str(p)] = {}
-        for name, m in reports[p]["methods"].items():
-            curves = m["curves"]
-            rounds = curves[0]["rounds"]
-            at = rounds.index(R) if R in rounds else len(rounds) - 1
-            per_draw = [float(c["accuracy"][at]) for c in curves]
-            table[str(p)][name] = {"kind": m["kind"], "rounds": int(rounds[at]), "accuracy": float(np.mean(per_draw)),
-                                   "accuracy_per_draw": per_draw,
-                                   "bytes_per_agent": float(curves[0]["bytes_per_agent"][at])}
-    D, T = bench.draws, bench.tasks_per_draw
-    versus_first = {}
-    for label in learned:
-        ref = np.asarray(raws[first]["learned"][label]["accuracy"])[:, -1].reshape(D, T)
-        versus_first[label] = {str(p): mean_difference(np.asarray(raws[p]["learned"][label]["accuracy"])[:, -1]
-                                                       .reshape(D, T), ref, bench.bootstrap, bench.confidence)
-                               for p in probs}
+    R = budget(reports[probs[0]], learned)
+    table = {str(p): {name: row_at(m, R)[0] for name, m in reports[p]["methods"].items()} for p in probs}
     return {"link_failure_probs": list(probs), "rounds": R, "methods": table,
-            "learned_versus_first_p": versus_first,
-            "protocol": {**bench.__dict__, "step_grid": list(bench.step_grid),
-                         "momentum_grid": list(bench.momentum_grid), "consensus_grid": list(bench.consensus_grid)}}
+            "learned_versus_first_p": learned_versus(raws, probs, probs[0], learned, bench),
+            "protocol": protocol_of(bench)}
 
 
 def link_failure_rows(result: dict) -> list[list]:

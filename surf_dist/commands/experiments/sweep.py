@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 DRAWS = 3
 BOOTSTRAP = 1000
 
@@ -41,3 +43,37 @@ def bench_per_value(cfg, worker, runs: list[str], methods: list[str], report_see
     if worker.comm.rank != 0:
         return None
     return labelled, bench, reports, raws
+
+
+def budget(report: dict, learned: list[str]) -> int:
+    """R: the most rounds (layers) a learned optimizer of ``report`` runs."""
+    return max(report["methods"][label]["curves"][0]["rounds"][-1] for label in learned)
+
+
+def row_at(method: dict, R: int) -> tuple[dict, int]:
+    """One method of a bench report after R rounds (its last round where it ran fewer): kind,
+    rounds, pooled accuracy (mean over draws and per draw), bytes per agent; and that round's
+    index in its curves."""
+    curves = method["curves"]
+    rounds = curves[0]["rounds"]
+    at = rounds.index(R) if R in rounds else len(rounds) - 1
+    per_draw = [float(c["accuracy"][at]) for c in curves]
+    return {"kind": method["kind"], "rounds": int(rounds[at]), "accuracy": float(np.mean(per_draw)),
+            "accuracy_per_draw": per_draw, "bytes_per_agent": float(curves[0]["bytes_per_agent"][at])}, at
+
+
+def learned_versus(raws: dict, values: list, reference, learned: list[str], bench) -> dict:
+    """Per learned optimizer and value: its paired difference in final pooled accuracy to itself
+    under ``reference`` (per test task, bootstrap interval). Keyed by str(value)."""
+    from ..bench.protocol import mean_difference
+    D, T = bench.draws, bench.tasks_per_draw
+    final = lambda value, label: np.asarray(raws[value]["learned"][label]["accuracy"])[:, -1].reshape(D, T)
+    return {label: {str(v): mean_difference(final(v, label), final(reference, label), bench.bootstrap,
+                                            bench.confidence) for v in values}
+            for label in learned}
+
+
+def protocol_of(bench) -> dict:
+    """The bench's settings as JSON (its grids as lists)."""
+    return {**bench.__dict__, "step_grid": list(bench.step_grid), "momentum_grid": list(bench.momentum_grid),
+            "consensus_grid": list(bench.consensus_grid)}
