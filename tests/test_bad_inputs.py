@@ -420,6 +420,8 @@ CASES = [
          "holds no model.pt", setup=lambda tmp, run: (tmp / "empty").mkdir()),
     Case("evaluate-pretrained-unknown", "evaluate", "an unknown shipped model", ["evaluate", "pretrained:nope", *O],
          "no pretrained model 'nope'"),
+    Case("evaluate-skip-unknown", "evaluate", "--skip a part evaluate does not have", [*EV, "--skip", "baselines,plots"],
+         "unknown part(s) ['plots']; choose from baselines, async, permuted, centralized"),
     # ------------------------------------------------------------------ bench
     Case("bench-report-seed-zero", "bench", "the development tasks as the report", ["bench", Q, *O, "--report-seed", "0"],
          "report_seed must be >= 1"),

@@ -99,6 +99,24 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
     assert "async sweep" in text and "\n  run " in text      # every model's sweep is printed
 
 
+def test_evaluate_skip_leaves_out_exactly_the_parts_named(tmp_path, capsys):
+    """--skip baselines,async,permuted,centralized: the learned model's curves alone (a large
+    federation's evaluation); --skip async keeps the rest."""
+    out = tmp_path / "lean"
+    code, text, _ = run(["evaluate", "pretrained", "--agents", "12", "--test-tasks", "1", "--out", str(out),
+                         "--no-progress", "--skip", "baselines,async,permuted,centralized"], capsys)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["methods"]) == ["pretrained"] and len(summary["methods"]["pretrained"]["accuracy"]) == 21
+    assert not {"async", "permuted_labels", "centralized"} & set(summary)
+    out = tmp_path / "no_async"
+    code, text, _ = run(["evaluate", "pretrained", "--agents", "12", "--test-tasks", "1", "--rounds", "4",
+                         "--out", str(out), "--no-progress", "--skip", "async"], capsys)
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0 and "dgd" in summary["methods"] and "async" not in summary
+    assert {"permuted_labels", "centralized"} <= set(summary) and "async sweep" not in text
+
+
 def test_async_train_and_objective_flags_reach_the_run(tmp_path, capsys):
     """--async-train N meta-trains with N agents dropped per task and layer (train.async_train);
     --objective pooled trains the last layer for the task's pooled data (train.objective)."""

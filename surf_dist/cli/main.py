@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "preset from scratch); 'pretrained:cta', 'pretrained:local', 'pretrained:scratch', "
                                                    "'pretrained:robust': the former preset's (each agent's own "
                                                    "data; robust: trained with agents dropping out)")
+            p.add_argument("--skip", type=skipped_parts, default=(), metavar="PARTS",
+                           help=f"comma-separated parts not to run: {', '.join(jobs.EVALUATE_PARTS)} (the learned "
+                                "models' curves always run; e.g. --skip baselines,async,permuted,centralized "
+                                "for a large federation, where tuning the baselines takes hours)")
         if name == "experiment":
             from ..commands.experiments import add_arguments
             add_arguments(p)
@@ -322,7 +326,7 @@ def execute(args, cfg, out: Path, names) -> int:
     elif args.command == "demo":
         summary = run(jobs.demo_job, out_dir=str(out))
     else:
-        summary = run(jobs.evaluate_job, run_dirs=args.runs, names=names)
+        summary = run(jobs.evaluate_job, run_dirs=args.runs, names=names, skip=tuple(args.skip))
     if summary is None:   # a non-coordinator rank
         return 0
     summary["wall_seconds"] = time.perf_counter() - start
@@ -336,6 +340,17 @@ def execute(args, cfg, out: Path, names) -> int:
     print(table(summary))
     print(f"\nwall time {summary['wall_seconds']:.1f} s; wrote " + ", ".join(p.name for p in written))
     return 0
+
+
+def skipped_parts(text: str) -> tuple[str, ...]:
+    """``--skip``'s value: parts of ``jobs.EVALUATE_PARTS``, each once (argparse turns the
+    ValueError into one line and exit 2)."""
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in parts if p not in jobs.EVALUATE_PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or [text]}; choose from "
+                                         f"{', '.join(jobs.EVALUATE_PARTS)}, comma-separated")
+    return tuple(dict.fromkeys(parts))
 
 
 def usable_cores() -> int:

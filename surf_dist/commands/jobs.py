@@ -62,23 +62,33 @@ def settings_of_runs(runs: list[str], overrides: dict[str, dict]) -> RunConfig:
     return with_overrides(run_config(Path(runs[0])), overrides)
 
 
+EVALUATE_PARTS = ("baselines", "async", "permuted", "centralized")   # what ``evaluate --skip`` may leave out
+
+
 def evaluate_models(cfg: RunConfig, worker: Worker, models: dict[str, UnrolledDGD],
-                    progress: bool = True, with_baselines: bool = True) -> dict:
-    """Curves of each model and the baselines on the test tasks, the async sweep and the
-    permuted-label check, in the ``summary.json`` format."""
+                    progress: bool = True, with_baselines: bool = True, skip: tuple[str, ...] = ()) -> dict:
+    """Curves of each model and the baselines on the test tasks, the async sweep, the
+    permuted-label check and the centralized optimum, in the ``summary.json`` format; the parts
+    named in ``skip`` (``EVALUATE_PARTS``) are left out of it."""
     fam, ec = worker.family, cfg.eval
     test_tasks = fam.batch("test", range(ec.test_tasks))
-    permuted = fam.batch("test", range(ec.test_tasks), permute_labels=True)
     stale = ec.async_mode == "stale"
-    summary = {"methods": {}, "async": {"n_async": list(ec.async_levels)}, "permuted_labels": {}}
+    summary = {"methods": {}}
+    if "async" not in skip:
+        summary["async"] = {"n_async": list(ec.async_levels)}
+    if "permuted" not in skip:
+        summary["permuted_labels"] = {}
+        permuted = fam.batch("test", range(ec.test_tasks), permute_labels=True)
     for name, model in models.items():
         summary["methods"][name] = evaluate_unrolled(model, worker, test_tasks)
-        sweep = async_sweep(model, worker, test_tasks, ec.async_levels, ec.async_draws, cfg.train.seed, stale)
-        summary["async"][name] = [sweep[level] for level in ec.async_levels]
-        summary["permuted_labels"][name] = evaluate_unrolled(model, worker, permuted)["local_accuracy"][-1]
-    if with_baselines:
+        if "async" not in skip:
+            sweep = async_sweep(model, worker, test_tasks, ec.async_levels, ec.async_draws, cfg.train.seed, stale)
+            summary["async"][name] = [sweep[level] for level in ec.async_levels]
+        if "permuted" not in skip:
+            summary["permuted_labels"][name] = evaluate_unrolled(model, worker, permuted)["local_accuracy"][-1]
+    if with_baselines and "baselines" not in skip:
         summary["methods"].update(tuned_baselines(cfg, worker, test_tasks, progress))
-    if worker.comm.rank == 0:
+    if worker.comm.rank == 0 and "centralized" not in skip:
         summary["centralized"] = centralized_summary(cfg, worker, test_tasks)
     return summary
 
@@ -175,11 +185,12 @@ def local_worker(cfg: RunConfig, device: str = "cpu") -> Worker:
 
 
 def evaluate_job(cfg: RunConfig, worker: Worker, run_dirs: list[str], progress: bool = True,
-                 names: list[str] | None = None) -> dict:
-    """``names``: one per run (``model_names``), by default from the folders."""
+                 names: list[str] | None = None, skip: tuple[str, ...] = ()) -> dict:
+    """``names``: one per run (``model_names``), by default from the folders; ``skip``: parts
+    of ``EVALUATE_PARTS`` left out."""
     names = names or model_names(run_dirs)
     models = {name: load_model(Path(run_dir), worker) for name, run_dir in zip(names, run_dirs)}
-    return evaluate_models(cfg, worker, models, progress)
+    return evaluate_models(cfg, worker, models, progress, skip=skip)
 
 
 RESERVED_NAMES = ("dgd", "dsgd", "gradient_tracking", "dfedavgm", "centralized", "n_async")
