@@ -104,7 +104,7 @@ class DenseOracle:
     def __init__(self, matrices):
         self.matrices, self.r = matrices, 0
 
-    def shift(self, Z, senders=None):
+    def shift(self, Z, senders=None, hold=None):
         S = torch.as_tensor(self.matrices(self.r), dtype=Z.dtype)
         self.r += 1
         return S @ Z
