@@ -29,7 +29,8 @@ the learned optimizer): a one-off exchange standing for what each receiver compu
 task's seed, detached and counted neither in the ledger's messages nor in ``physical_bytes``.
 
 Ledger (physical): ``physical_bytes`` counts the bytes of the halo rows this rank sends, in the
-forward exchange and in the backward (gradient) exchange alike. Coordination collectives
+forward exchange and in the backward (gradient) exchange alike (all but the one-off first rows of
+silent senders, above). Coordination collectives
 (all-reduces of meta-gradients and metrics, broadcasts, the plan's node-list gather) are left
 out: their wire bytes depend on gloo's / nccl's algorithm. ``comm_seconds`` is the wall time in
 every collective, halo exchanges and coordination alike.
