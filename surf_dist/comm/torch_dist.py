@@ -22,8 +22,9 @@ Silent senders (``shift(..., hold=k)``, the stale asynchronous agents): a round 
 the rows of the senders that send (a plan of the bound graph without the silent columns; the
 silent set is global, ``bind(silent=)``, so every rank derives the same sizes). Each rank keeps,
 per stream k, the last halo rows it received (H, d, aligned with the bound plan's halo): a
-silent sender's row is taken from there, the received rows are scattered in (autograd flows
-through the cache to the round that delivered a row). The stream's first round starts the
+silent sender's row is taken from there, the received rows are scattered in. Autograd flows
+through the cache: the backward exchange of the round that delivered a row sends back its
+gradient summed over every round that used it. The stream's first round starts the
 cache with the rows of the senders silent then, which are their first messages unsent (W_0 in
 the learned optimizer): a one-off exchange standing for what each receiver computes from the
 task's seed, detached and counted neither in the ledger's messages nor in ``physical_bytes``.
