@@ -278,3 +278,29 @@ def test_choices_saved_before_compression_count_as_full_rows_only():
     check_same_tasks("saved", older, default.model.batch_size, default, "differ", "tune here")
     with pytest.raises(ValueError, match="compress 'none' there, 'q8' here"):
         check_same_tasks("saved", older, q8.model.batch_size, q8, "differ", "tune here")
+
+
+def test_a_silent_sender_holds_the_compressed_row_it_last_sent():
+    """``shift(..., senders, hold=0)``: agent 0 sends in round 1 and is silent in round 2, where
+    its neighbours use the q2 row they received in round 1 (not a fresh draw of its round-2 row)
+    and it keeps its own row exact. By hand: Q_1 = Q(Z) of round 1, then
+    (S Y)_i = s_ii y_i + sum_{j != i} s_ij q_j with q_0 = (Q_1)_0."""
+    S = ring(5)
+    comm = bound(S, "q2")
+    Z = torch.as_tensor(np.random.default_rng(1).normal(size=(5, 6)))
+    everyone = torch.ones(5, dtype=torch.bool)
+    comm.shift(Z, everyone, hold=0)
+    first = comm.compressor.apply(comm._messages(Z), comm._keys, 0).reshape(5, 6)
+    silent = everyone.clone()
+    silent[0] = False
+    Y = Z + 1.0
+    out = comm.shift(Y, silent, hold=0)
+    fresh = comm.compressor.apply(comm._messages(Y), comm._keys, 1).reshape(5, 6)
+    sent = fresh.clone()
+    sent[0] = first[0]
+    S_t = torch.as_tensor(S)
+    expected = torch.diag(S_t)[:, None] * Y + (S_t - torch.diag(torch.diag(S_t))) @ sent
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    offdiag = S_t - torch.diag(torch.diag(S_t))
+    assert not torch.allclose(out, torch.diag(S_t)[:, None] * Y + offdiag @ fresh)     # a fresh draw differs
+    assert comm.ledger.messages.tolist() == [2 + 0, 2 + 2, 2 + 2, 2 + 2, 2 + 2]

@@ -104,7 +104,7 @@ class DenseOracle:
     def __init__(self, matrices):
         self.matrices, self.r = matrices, 0
 
-    def shift(self, Z, senders=None):
+    def shift(self, Z, senders=None, hold=None):
         S = torch.as_tensor(self.matrices(self.r), dtype=Z.dtype)
         self.r += 1
         return S @ Z
@@ -184,3 +184,16 @@ def test_a_sequence_task_is_drawn_with_its_rounds():
     task = fam.sample("train", 0)
     assert len(task.rounds) == 20 and task.rounds[0].shape == (8, 8)
     assert all(np.array_equal(a.toarray(), b.toarray()) for a, b in zip(task.rounds, fam.sample("train", 0).rounds))
+
+
+def test_stale_agents_under_link_failures_are_refused():
+    """A receiver's last row from a dropped neighbour may predate a failed link: the communicator
+    refuses to hold rows on a graph that changes per round (the command line refuses it first)."""
+    cfg, worker = four_agent_worker(link_failure=0.5)
+    fam = worker.family
+    model = UnrolledDGD(cfg.model, fam.dataset.num_features + 1, fam.num_classes, seed=1).to(torch.float64)
+    masks = np.ones((cfg.model.num_layers, 1, 4), dtype=bool)
+    masks[1, 0, 2] = False
+    with pytest.raises(ValueError, match="needs a static graph"):
+        unroll(model, worker, [fam.sample("train", 0)], masks, stale=True)
+    unroll(model, worker, [fam.sample("train", 0)], masks, stale=False)      # zeros: the column leaves the graph

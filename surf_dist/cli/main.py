@@ -37,7 +37,8 @@ from .errors import (
     terminate_as_interrupt,
 )
 from .flags import DEMO_BASELINE_ROUNDS, OVERRIDES
-from .preflight import check_command, check_path_arguments, check_runs_exist, collective_timeout_flag
+from .preflight import (check_async_mode, check_command, check_path_arguments, check_runs_exist,
+                        collective_timeout_flag)
 from ..methods.pretrained import resolve_run
 from ..io.checkpoint import CHECKPOINT
 from ..problem.topology import topology_file
@@ -280,7 +281,7 @@ def run_checked_command(args) -> int:
         check_arguments(args, cfg)
     if args.command == "experiment":         # the experiment's own settings, before any training
         from ..commands.experiments import experiment_config, options_of
-        experiment_config(args, cfg, explicit_overrides(args))
+        check_async_mode(experiment_config(args, cfg, explicit_overrides(args)))
         options_of(args)
     check_command(args, cfg, out)            # everything that can be checked: --out is not made yet
     writing = claimed_output(out, args.force, resume) if is_coordinator() else contextlib.nullcontext(out)

@@ -39,6 +39,7 @@ def check_command(args, cfg: RunConfig, out: Path) -> None:
     check_size(cfg, args.command, features, classes, args.workers)
     check_compress(cfg, features, classes, getattr(args, "compress", None) is not None)
     check_graph(cfg)
+    check_async_mode(cfg)
     for entry in cfg.train.mixture if args.command == "train" else ():
         mixed = dataclasses.replace(cfg, task=mixture_task(entry))
         try:
@@ -100,6 +101,21 @@ def check_graph(cfg: RunConfig) -> None:
         if named in str(err):
             raise
         raise ValueError(f"topology {named} with {cfg.task.num_agents} agents: {err}") from None
+
+
+def check_async_mode(cfg: RunConfig) -> None:
+    """Stale asynchronous agents need a static graph without link failures: a dropped agent's
+    neighbours use the last row they received from it (``comm.base``), which a failed link or
+    another round's graph would leave older than its last message."""
+    if cfg.eval.async_mode != "stale":
+        return
+    if cfg.task.link_failure > 0:
+        raise ValueError(f"--async-mode stale with --link-failure {cfg.task.link_failure:g}: a receiver's last row "
+                         "from a dropped neighbour may predate a failed link; use --async-mode zeros or --link-failure 0")
+    if load_topology_preset(cfg.task.topology).is_time_varying:
+        raise ValueError(f"--async-mode stale with the time-varying topology {cfg.task.topology}: a receiver's last "
+                         "row from a dropped neighbour may come from another round's graph; use --async-mode zeros or "
+                         "a static --topology")
 
 
 def check_resumable(out: Path, cfg: RunConfig, features: int, classes: int) -> None:

@@ -12,6 +12,15 @@ A graph may change from round to round (``bind(..., rounds=)``: time-varying gra
 failures): round r mixes with ``rounds(r)`` (N, N), whose pattern lies inside the bound
 ``shift``'s; each round's messages, self weights and exchange follow that round's graph, so a
 failed link sends nothing and the ledger counts nothing for it.
+
+Silent senders (``shift(..., senders, hold=k)``: the stale asynchronous agents): a sender not in
+``senders`` sends nothing, and its neighbours use the last row they received from it on stream
+k (the first hop, the second, ...). Here each worker keeps the rows its hosted senders last
+sent on each stream (what a neighbour on the same worker last received: under a compressor,
+the compressed row, not a fresh draw); the torch backend keeps the remote ones on the
+receiving side (``torch_dist``), which needs the silent set of every round on every worker
+(``bind(silent=)``). On a static graph only: a failed link or another round's graph would
+leave a receiver's last row older than the sender's last message.
 """
 from __future__ import annotations
 
@@ -39,9 +48,12 @@ class Communicator(ABC):
         self._self_weight: np.ndarray | None = None
         self._layout = (1, 1)
         self._diagonal: dict = {}
+        self._silent = None                 # r -> (N,) bool: the silent senders of round r (``bind``)
+        self._held: dict = {}               # stream -> (N_local, d) the rows as last sent on it
 
     def bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None = None,
-             keys: np.ndarray | None = None, compressor: Compressor | None = None, rounds=None) -> None:
+             keys: np.ndarray | None = None, compressor: Compressor | None = None, rounds=None,
+             silent=None) -> None:
         """Use graph ``shift`` (N, N, global) for the next shifts; this worker hosts ``nodes``.
         ``node_lists``: every worker's nodes, where the caller knows them (a worker derives them
         from the placement), so that no worker has to ask the others. ``compressor``: what every
@@ -51,6 +63,9 @@ class Communicator(ABC):
         ``rounds``: a callable r -> the shift (N, N, global) of round r (counted from 0 at this bind),
         each within the pattern of ``shift``; None: ``shift`` in every round.
 
+        ``silent``: a callable r -> (N,) bool, the senders silent in round r of the shifts that
+        hold (module doc), global; what each worker's ``senders`` say for its own nodes.
+
         Resets the ledger: its counts are per bound graph (one evaluation or training batch).
         Each row is one message until ``replicas`` says otherwise.
         """
@@ -59,6 +74,7 @@ class Communicator(ABC):
         self._keys = np.asarray(nodes if keys is None else keys, dtype=np.uint64)
         self._layout = (1, 1)
         self._nodes, self._rounds, self._round_bound = np.asarray(nodes), rounds, None
+        self._silent, self._held = silent, {}
         self._use_graph(shift)
         self._bind(shift, np.asarray(nodes), node_lists)
 
@@ -128,18 +144,37 @@ class Communicator(ABC):
         Q = self.compressor.apply(self._messages(Z_nd), self._keys, self.ledger.rounds - 1)
         return self._rows(Q, Z_nd)
 
-    def shift(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None) -> torch.Tensor:
+    def shift(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None, hold=None) -> torch.Tensor:
         """(S Z) for the hosted rows; differentiable. ``senders`` (N_local,) bool marks the
-        nodes that send this round (the caller has already replaced the others' rows).
+        nodes that send this round (the caller has already replaced the others' rows: zeros,
+        or their last message). ``hold``: a stream key (the hop); the senders not marked are
+        silent and their neighbours use the last row received from them on that stream
+        (module doc; their rows in Z stand for it in their own term).
 
         Under a compressor every row sent is Q(z_j) and each agent keeps its own row exact:
         s_ii z_i + sum_{j != i} s_ij Q(z_j). The gradient is straight-through: that of S Z."""
         self._enter_round()
+        if hold is not None and self._rounds is not None:
+            raise ValueError("a silent sender's last row needs a static graph: under link failures or a changing "
+                             "graph a receiver's last row from it may be older than its last message")
+        assert hold is None or senders is None or self.world_size == 1 or self._silent is not None, \
+            "bind(silent=) names the silent senders of every round to every worker"
         self._record(Z_nd, senders)
+        Q = Z_nd if self.compressor.identity else self._sent(Z_nd)
+        if hold is not None:
+            Q = self._held_rows(Q, senders, hold)
         if self.compressor.identity:
-            return self._shift(Z_nd)
-        Q = self._sent(Z_nd)
-        return self._shift(Q) + self._own_weight(Z_nd) * (Z_nd - Q)
+            return self._shift(Q, hold)
+        return self._shift(Q, hold) + self._own_weight(Z_nd) * (Z_nd - Q)
+
+    def _held_rows(self, Q_nd: torch.Tensor, senders: torch.Tensor | None, hold) -> torch.Tensor:
+        """The rows (N_local, d) as sent on stream ``hold``: those of ``senders`` this round,
+        the others' last (their row this round, before the stream's first round)."""
+        last = self._held.get(hold)
+        if last is not None and senders is not None:
+            Q_nd = torch.where(senders[:, None], Q_nd, last)
+        self._held[hold] = Q_nd
+        return Q_nd
 
     def shift_sent(self, Z_nd: torch.Tensor, senders: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(S Q, Q): Q the rows as sent this round (Q(Z) under a compressor, else Z), and S
@@ -168,7 +203,9 @@ class Communicator(ABC):
     def _bind(self, shift: sp.csr_matrix, nodes: np.ndarray, node_lists: list[np.ndarray] | None) -> None: ...
 
     @abstractmethod
-    def _shift(self, Z_nd: torch.Tensor) -> torch.Tensor: ...
+    def _shift(self, Z_nd: torch.Tensor, hold=None) -> torch.Tensor:
+        """(S Z) for the hosted rows; ``hold``: the stream whose silent senders' remote rows
+        the backend takes from what it last received (rows hosted here come held already)."""
 
     @abstractmethod
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:

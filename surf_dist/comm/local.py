@@ -27,7 +27,7 @@ class LocalCommunicator(Communicator):
     def _bind_round(self, r, shift_r):
         self._bind(shift_r, self._nodes)
 
-    def _shift(self, Z_nd):
+    def _shift(self, Z_nd, hold=None):     # every row is hosted here: held already (``shift``)
         key = (Z_nd.dtype, Z_nd.device)
         S = self._matrix.get(key)
         if S is None:

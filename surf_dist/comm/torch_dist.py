@@ -18,8 +18,20 @@ edge across ranks skips the collective on every rank (each of them knows it from
 A time-varying graph (or link failures) re-plans every round from that round's global shift
 (``_bind_round``): the halo rows of the bound union graph that the round's live links need.
 
+Silent senders (``shift(..., hold=k)``, the stale asynchronous agents): a round exchanges only
+the rows of the senders that send (a plan of the bound graph without the silent columns; the
+silent set is global, ``bind(silent=)``, so every rank derives the same sizes). Each rank keeps,
+per stream k, the last halo rows it received (H, d, aligned with the bound plan's halo): a
+silent sender's row is taken from there, the received rows are scattered in. Autograd flows
+through the cache: the backward exchange of the round that delivered a row sends back its
+gradient summed over every round that used it. The stream's first round starts the
+cache with the rows of the senders silent then, which are their first messages unsent (W_0 in
+the learned optimizer): a one-off exchange standing for what each receiver computes from the
+task's seed, detached and counted neither in the ledger's messages nor in ``physical_bytes``.
+
 Ledger (physical): ``physical_bytes`` counts the bytes of the halo rows this rank sends, in the
-forward exchange and in the backward (gradient) exchange alike. Coordination collectives
+forward exchange and in the backward (gradient) exchange alike (all but the one-off first rows of
+silent senders, above). Coordination collectives
 (all-reduces of meta-gradients and metrics, broadcasts, the plan's node-list gather) are left
 out: their wire bytes depend on gloo's / nccl's algorithm. ``comm_seconds`` is the wall time in
 every collective, halo exchanges and coordination alike.
@@ -58,10 +70,13 @@ class HaloPlan:
     recv_sizes: list[int]          # (world_size,) rows received from each rank (0 from myself)
     block: sp.csr_matrix           # (N_loc, N_loc + H) S[nodes][:, nodes ++ halo]
     any_cut: bool                  # some edge of S crosses ranks (the same on every rank)
+    halo: np.ndarray               # (H,) global ids of the halo rows, in the order received
 
 
-def build_plan(shift: sp.csr_matrix, node_lists: list[np.ndarray], rank: int) -> HaloPlan:
-    """The exchange plan of ``rank`` from the global shift (N, N) and every rank's nodes."""
+def build_plan(shift: sp.csr_matrix, node_lists: list[np.ndarray], rank: int,
+               senders_n: np.ndarray | None = None) -> HaloPlan:
+    """The exchange plan of ``rank`` from the global shift (N, N) and every rank's nodes;
+    ``senders_n`` (N,) bool: only the rows of these nodes cross (default: every node's)."""
     N = shift.shape[0]
     owner = np.full(N, -1, dtype=np.int64)
     position = np.zeros(N, dtype=np.int64)
@@ -76,6 +91,8 @@ def build_plan(shift: sp.csr_matrix, node_lists: list[np.ndarray], rank: int) ->
     pattern.eliminate_zeros()
     rows, cols = pattern.nonzero()
     crossing = owner[rows] != owner[cols]
+    if senders_n is not None:
+        crossing &= np.asarray(senders_n, dtype=bool)[cols]
     rows, cols = rows[crossing], cols[crossing]
     world = len(node_lists)
     recv_from = [np.unique(cols[(owner[rows] == rank) & (owner[cols] == q)]) for q in range(world)]
@@ -87,7 +104,7 @@ def build_plan(shift: sp.csr_matrix, node_lists: list[np.ndarray], rank: int) ->
         send_sizes=[len(s) for s in send_to],
         recv_sizes=[len(r) for r in recv_from],
         block=sp.csr_matrix(shift[nodes][:, np.concatenate([nodes, halo])]),
-        any_cut=bool(crossing.any()))
+        any_cut=bool(crossing.any()), halo=halo)
 
 
 class HaloExchange(torch.autograd.Function):
@@ -145,6 +162,8 @@ class TorchCommunicator(Communicator):
         self._blocks: dict = {}
         self._send_index: dict = {}
         self._staging: dict = {}       # host buffers of the shared-GPU path, per plan (module doc)
+        self._held_halo: dict = {}     # stream -> (H, d) the last halo rows received (module doc)
+        self._sender_plans: dict = {}  # senders' mask -> (its plan, where its halo sits in the bound one)
         self.stage_through_host = stage_through_host
 
     def _bind(self, shift, nodes, node_lists=None):
@@ -154,9 +173,10 @@ class TorchCommunicator(Communicator):
                              node_lists, np.asarray(nodes, dtype=np.int64), group=self.group)
         elif len(node_lists) != self.world_size or not np.array_equal(node_lists[self.rank], nodes):
             raise ValueError(f"rank {self.rank}: node_lists disagree with the nodes this rank hosts")
-        self._node_lists = node_lists
+        self._node_lists, self._bound_shift = node_lists, shift
         self._plan = build_plan(shift, node_lists, self.rank)
         self._blocks, self._send_index, self._staging = {}, {}, {}
+        self._held_halo, self._sender_plans = {}, {}
         self.round = 0
 
     def _bind_round(self, r, shift_r):
@@ -165,7 +185,7 @@ class TorchCommunicator(Communicator):
         self._plan = build_plan(shift_r, self._node_lists, self.rank)
         self._blocks, self._send_index = {}, {}
 
-    def _shift(self, Z_nd):
+    def _shift(self, Z_nd, hold=None):
         plan = self._plan
         assert plan is not None, "bind a graph before shifting"
         self.round += 1
@@ -175,16 +195,50 @@ class TorchCommunicator(Communicator):
             self._send_index[Z_nd.device] = plan.send_index.to(Z_nd.device)
         if not plan.any_cut:    # nothing crosses ranks, on any rank: no collective at all
             return torch.sparse.mm(self._blocks[key], Z_nd)
-        halo_hd = HaloExchange.apply(Z_nd, self, plan, self._send_index[Z_nd.device])
+        if hold is None:
+            halo_hd = HaloExchange.apply(Z_nd, self, plan, self._send_index[Z_nd.device])
+        else:
+            halo_hd = self._held_halo_rows(Z_nd, hold)
         return torch.sparse.mm(self._blocks[key], torch.cat([Z_nd, halo_hd]))
 
+    def _held_halo_rows(self, Z_nd: torch.Tensor, hold) -> torch.Tensor:
+        """The halo rows (H, d) of stream ``hold`` this round: the senders that send this round
+        cross ranks, the silent ones' rows are the last this rank received from them (module
+        doc); the stream's first round starts the cache with the silent senders' rows."""
+        silent_n = (np.zeros(self._bound_shift.shape[0], dtype=bool) if self._silent is None
+                    else np.asarray(self._silent(self.ledger.rounds - 1), dtype=bool))
+        held = self._held_halo.get(hold)
+        if held is None:
+            held = Z_nd.new_zeros(len(self._plan.halo), Z_nd.shape[1])
+            first, at = self._plan_of(silent_n)
+            if first.any_cut:    # their first messages, unsent: what a receiver computes from the task's seed
+                rows = self.exchange(Z_nd.detach()[first.send_index.to(Z_nd.device)].contiguous(),
+                                     first.recv_sizes, first.send_sizes, "first rows of silent senders", counted=False)
+                held = held.index_copy(0, at.to(Z_nd.device), rows)
+        live, at = self._plan_of(~silent_n)
+        if live.any_cut:
+            received = HaloExchange.apply(Z_nd, self, live, live.send_index.to(Z_nd.device))
+            held = held.index_copy(0, at.to(Z_nd.device), received)
+        self._held_halo[hold] = held
+        return held
+
+    def _plan_of(self, senders_n: np.ndarray) -> tuple[HaloPlan, torch.Tensor]:
+        """The bound graph's plan with only ``senders_n`` (N,) bool sending, and where its halo
+        rows sit in the bound plan's halo (its halo is a subsequence of that one)."""
+        key = senders_n.tobytes()
+        if key not in self._sender_plans:
+            plan = build_plan(self._bound_shift, self._node_lists, self.rank, senders_n)
+            at = torch.as_tensor(np.flatnonzero(np.isin(self._plan.halo, plan.halo)))
+            self._sender_plans[key] = (plan, at)
+        return self._sender_plans[key]
+
     def exchange(self, send_rd: torch.Tensor, recv_sizes: list[int], send_sizes: list[int],
-                 what: str, round_: int | None = None) -> torch.Tensor:
+                 what: str, round_: int | None = None, counted: bool = True) -> torch.Tensor:
         """All-to-all of rows: ``send_sizes[q]`` rows of ``send_rd`` to rank q (in order), and
         ``recv_sizes[q]`` rows from rank q; returns the received rows (sum recv_sizes, d) on
         ``send_rd``'s device. Rows on another device than the group's (GPU rows in a gloo
         group: ranks sharing a GPU) are staged through host buffers made once per plan
-        (``staging_buffers``)."""
+        (``staging_buffers``). ``counted``: the rows sent add to ``physical_bytes``."""
         label = f"{what} of round {self.round if round_ is None else round_}"
         staged = self.device.type == "cpu" and (send_rd.device.type != "cpu" or self.stage_through_host)
         if not staged:         # rows where the group works (nccl: the GPU; gloo: the CPU)
@@ -203,7 +257,8 @@ class TorchCommunicator(Communicator):
             # a new tensor on the rows' device; the next exchange into recv_host starts after a
             # synchronize of the same stream, so this (asynchronous) copy has read it by then
             out = recv_host.to(send_rd.device, non_blocking=True, copy=True)
-        self.ledger.physical_bytes += send_rd.numel() * send_rd.element_size()
+        if counted:
+            self.ledger.physical_bytes += send_rd.numel() * send_rd.element_size()
         return out
 
     def staging_buffers(self, send_sizes: list[int], recv_sizes: list[int], columns: int, dtype: torch.dtype,

@@ -46,9 +46,10 @@ class Worker:
     def num_agents(self) -> int:
         return self.family.config.num_agents
 
-    def load(self, tasks: list[Task], dropped=None) -> Shards:
+    def load(self, tasks: list[Task], dropped=None, stale: bool = False) -> Shards:
         """Bind the batch's graph and gather the hosted shards. ``dropped``: r -> (T n,) bool, the
-        agents dropped in round r (their messages are zeros): they send nothing (``round_graphs``)."""
+        agents dropped in round r: they send nothing. Their messages are zeros (``round_graphs``),
+        or with ``stale`` their neighbours use the last row received from them (``comm.base``)."""
         nodes_of = lambda agents: (np.arange(len(tasks))[:, None] * self.num_agents + agents[None]).ravel()
         lists = None if self.owner is None else [nodes_of(np.flatnonzero(self.owner == q))
                                                  for q in range(self.comm.world_size)]
@@ -57,7 +58,9 @@ class Worker:
                 | self.agents.astype(np.uint64)[None]).ravel()
         self.comm.bind(block_shift(tasks), nodes_of(self.agents), lists, keys,
                        parse_compressor(self.family.config.compress),
-                       round_shifts(tasks, self.family.config.link_failure, draw_link_survival, dropped))
+                       round_shifts(tasks, self.family.config.link_failure, draw_link_survival,
+                                    None if stale else dropped),
+                       silent=dropped if stale else None)
         shards = materialize(self.family.dataset, tasks, self.agents, self.family.config.feature_noise,
                              self.dtype, self.pool_owners(tasks), self.comm.rank)
         return self.whole_pools(shards).to(self.device)

@@ -85,11 +85,12 @@ def warm_start(model: UnrolledDGD, run_dir: str | Path, files=None) -> None:
 
 def unroll(model: UnrolledDGD, worker: Worker, tasks, masks_ltn=None, stale=False, each_layer=None):
     """Load ``tasks`` on this worker and run every layer: (shards, [W_0..W_L]); with
-    ``each_layer(shards, W)`` called on every iterate, only the last two are kept. Agents dropped
-    with zeros send nothing (their rows never cross); stale ones resend their last message."""
+    ``each_layer(shards, W)`` called on every iterate, only the last two are kept. Dropped agents
+    send nothing (their rows never cross): their neighbours use zeros, or with ``stale`` the last
+    row they received from them."""
     K = model.config.num_hops
-    dropped = None if masks_ltn is None or stale else (lambda r: ~masks_ltn[r // K].reshape(-1))
-    shards = worker.load(tasks, dropped)
+    dropped = None if masks_ltn is None else (lambda r: ~masks_ltn[r // K].reshape(-1))
+    shards = worker.load(tasks, dropped, stale)
     positions = worker.positions(tasks, range(model.config.num_layers), model.config.batch_size, stream=0)
     hook = None if each_layer is None else (lambda W: each_layer(shards, W))
     Ws = model(shards.init_weights, shards, positions, worker.comm, worker.active_mask(masks_ltn), stale, hook)

@@ -162,7 +162,7 @@ class UnrolledDGD(nn.Module):
 
         ``active_ln`` (L, N) bool: False marks an asynchronous agent at that layer: it neither
         updates nor sends (its neighbours receive zeros, or with ``stale`` the last message it
-        sent on that hop; W_0 before its first).
+        sent on that hop, which they kept: ``comm.shift(..., hold=k)``; W_0 before its first).
 
         With ``config.momentum`` a heavy-ball term beta_l (W_l - W_(l-1)) is added to every layer
         (its own previous iterate: no communication), which can accelerate consensus as it
@@ -226,7 +226,7 @@ class UnrolledDGD(nn.Module):
                     fill = last_sent[k] if stale else torch.zeros_like(message)
                     message = torch.where(active[:, None], message, fill)
                     last_sent[k] = message
-                shifted = comm.shift(message, senders=active)
+                shifted = comm.shift(message, senders=active, hold=k if stale and active is not None else None)
                 if shifted.shape[1] > d:
                     shifted, mixed_tracker = shifted[:, :d], shifted[:, d:]
                 hops.append(shifted)
