@@ -101,3 +101,14 @@ def test_a_fine_tunes_cost_counts_the_model_it_started_from(tmp_path):
     saved["config"] = json.dumps(cfg)
     lost = training_cost(str(tmp_path), tmp_path, saved)
     assert lost["meta_steps"] == 7 and "gone" in lost["how"]
+
+
+def test_a_shipped_models_folder_is_labelled_by_its_name(tmp_path):
+    """`experiment --runs pretrained` reaches the bench as the resolved folder: its label is
+    still `pretrained` (no path of this machine in the results); a run folder keeps `run:PATH`."""
+    from surf_dist.commands.bench import learned_runs
+    (tmp_path / "default").mkdir()
+    torch.save({}, tmp_path / "default" / "model.pt")
+    labels = [label for label, _ in learned_runs([str(resolve_run("pretrained")), str(resolve_run("pretrained:r1")),
+                                                   str(tmp_path / "default")])]
+    assert labels == ["pretrained", "pretrained:r1", f"run:{tmp_path.as_posix()}/default"]

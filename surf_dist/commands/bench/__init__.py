@@ -133,10 +133,11 @@ def bench_job(cfg: RunConfig, worker: Worker, bench: dict, runs: list[tuple[str,
 
 def learned_runs(args_runs: list[str] | None) -> list[tuple[str, str]]:
     """(label, folder) of each learned optimizer; labels never collide with baselines."""
-    from ...methods.pretrained import resolve_run
+    from ...methods.pretrained import resolve_run, shipped_name
     given = list(args_runs or DEFAULT_RUNS)
     out = []
     for run in given:
+        run = shipped_name(run) or run      # a shipped model's folder is labelled by its name
         label = run if run.startswith("pretrained") else f"run:{Path(run).as_posix().rstrip('/')}"
         if label in dict(out):
             raise ValueError(f"{run} is given twice")

@@ -53,6 +53,15 @@ def resolve_run(run: str | Path) -> Path:
     return HERE / name
 
 
+def shipped_name(run: str | Path) -> str | None:
+    """``pretrained[:NAME]`` where ``run`` is the folder of a shipped model (a path that the
+    command line resolved already), else None."""
+    folder = Path(run).resolve()
+    if folder.parent != HERE.resolve() or folder.name not in NAMES:
+        return None
+    return "pretrained" if folder.name == "default" else f"pretrained:{folder.name}"
+
+
 def training_cost(run: str, folder: Path, saved: dict) -> dict:
     """Meta-training steps, wall time and device of a shipped model or a run folder's model.pt."""
     text = str(run)
