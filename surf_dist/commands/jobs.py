@@ -188,8 +188,6 @@ def evaluate_job(cfg: RunConfig, worker: Worker, run_dirs: list[str], progress: 
                  names: list[str] | None = None, skip: tuple[str, ...] = ()) -> dict:
     """``names``: one per run (``model_names``), by default from the folders; ``skip``: parts
     of ``EVALUATE_PARTS`` left out."""
-    from ..core._malloc import keep_freed_memory
-    keep_freed_memory()     # the same large tensors every layer: no page faults per allocation (BENCHMARKS.md)
     names = names or model_names(run_dirs)
     models = {name: load_model(Path(run_dir), worker) for name, run_dir in zip(names, run_dirs)}
     return evaluate_models(cfg, worker, models, progress, skip=skip)
