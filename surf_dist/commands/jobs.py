@@ -66,7 +66,7 @@ EVALUATE_PARTS = ("baselines", "async", "permuted", "centralized")   # what ``ev
 
 
 def evaluate_models(cfg: RunConfig, worker: Worker, models: dict[str, UnrolledDGD],
-                    progress: bool = True, with_baselines: bool = True, skip: tuple[str, ...] = ()) -> dict:
+                    progress: bool = True, skip: tuple[str, ...] = ()) -> dict:
     """Curves of each model and the baselines on the test tasks, the async sweep, the
     permuted-label check and the centralized optimum, in the ``summary.json`` format; the parts
     named in ``skip`` (``EVALUATE_PARTS``) are left out of it."""
@@ -86,7 +86,7 @@ def evaluate_models(cfg: RunConfig, worker: Worker, models: dict[str, UnrolledDG
             summary["async"][name] = [sweep[level] for level in ec.async_levels]
         if "permuted" not in skip:
             summary["permuted_labels"][name] = evaluate_unrolled(model, worker, permuted)["local_accuracy"][-1]
-    if with_baselines and "baselines" not in skip:
+    if "baselines" not in skip:
         summary["methods"].update(tuned_baselines(cfg, worker, test_tasks, progress))
     if worker.comm.rank == 0 and "centralized" not in skip:
         summary["centralized"] = centralized_summary(cfg, worker, test_tasks)
@@ -118,7 +118,7 @@ def demo_job(cfg: RunConfig, worker: Worker, out_dir: str, progress: bool = True
             models["unrolled"] = new_model(configs["unrolled"], worker)
             models["unrolled"].load_state_dict(side_model.result())
         timings = {"train_s": time.perf_counter() - start}
-        summary = evaluate_models(cfg, worker, models, progress, with_baselines=side is None)
+        summary = evaluate_models(cfg, worker, models, progress, skip=() if side is None else ("baselines",))
         if side is not None:
             summary["methods"].update(side_baselines.result())
             side.shutdown()
